@@ -1,0 +1,183 @@
+"""Command-line flags for training, evaluation and cost counting.
+
+Flag names follow the original MSDNet / RANet / BoostNet code so recipes carry over.
+Nothing is parsed at import time: call :func:`parse_args`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn, Sequence
+
+ARCHS = ("msdnet", "msdnet_ge", "ranet")
+DATASETS = ("cifar100", "imagenet", "digits")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are a single line on stderr and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.exit(2)
+
+
+def int_list(text: str, sep: str = "-") -> list[int]:
+    """Parse '1-2-4' into [1, 2, 4]."""
+    try:
+        return [int(v) for v in text.split(sep)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by '{sep}', got {text!r}")
+
+
+def float_list(text: str) -> list[float]:
+    """Parse '0.5' or '0.5,1.0' into a list of floats."""
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by ',', got {text!r}")
+
+
+def comma_int_list(text: str) -> list[int]:
+    return int_list(text, ",") if text else []
+
+
+def build_parser(prog: str | None = None) -> OneLineParser:
+    p = OneLineParser(prog=prog, description="BoostNet: boosted dynamic neural networks")
+
+    d = p.add_argument_group("data")
+    d.add_argument("--dataset", "--data", dest="dataset", default="cifar100", choices=DATASETS)
+    d.add_argument("--data-root", default="data", help="folder holding the dataset")
+    d.add_argument("--use-valid", action="store_true",
+                   help="hold out a validation split (needed for budgeted evaluation)")
+    d.add_argument("--workers", "-j", type=int, default=4)
+
+    m = p.add_argument_group("model")
+    m.add_argument("--arch", default="msdnet_ge", choices=ARCHS)
+    m.add_argument("--nBlocks", type=int, default=10)
+    m.add_argument("--base", type=int, default=4, help="layers in the first MSDNet block")
+    m.add_argument("--step", type=int, default=2)
+    m.add_argument("--stepmode", default="even", choices=("even", "lin_grow"))
+    m.add_argument("--nChannels", type=int, default=16)
+    m.add_argument("--growthRate", type=int, default=6)
+    m.add_argument("--grFactor", type=int_list, default=None,
+                   help="per-scale width factors, e.g. 1-2-4 (default: 1-2-4 MSDNet, 4-2-1-1 RANet)")
+    m.add_argument("--bnFactor", type=int_list, default=None,
+                   help="per-scale bottleneck factors (default: same as --grFactor's default)")
+    m.add_argument("--prune", default="max", choices=("max", "min"))
+    m.add_argument("--reduction", type=float, default=0.5)
+    m.add_argument("--bottleneck", action=argparse.BooleanOptionalAction, default=True)
+    m.add_argument("--block-step", type=int, default=2, help="RANet: extra blocks per flow")
+    m.add_argument("--scale-list", type=int_list, default=None,
+                   help="RANet: resolution level of each flow, e.g. 1-2-3-3")
+    m.add_argument("--compress-factor", type=float, default=0.25)
+
+    o = p.add_argument_group("objective and optimisation")
+    o.add_argument("--loss", default="boost", choices=("boost", "joint"),
+                   help="boost: BoostNet additive objective; joint: the original MSDNet/RANet one")
+    o.add_argument("--ensemble_reweight", type=float_list, default=[0.5],
+                   help="prediction reweighting r: 1, 2 (linearly spaced) or N values")
+    o.add_argument("--loss_equal", action="store_true", help="equalise stage losses by their EMA")
+    o.add_argument("--epochs", type=int, default=300)
+    o.add_argument("--batch-size", "-b", type=int, default=64, help="per-process batch size")
+    o.add_argument("--lr_f", "--lr", dest="lr_f", type=float, default=0.1)
+    o.add_argument("--lr_milestones", type=comma_int_list, default=[150, 225])
+    o.add_argument("--lr_gamma", type=float, default=0.1)
+    o.add_argument("--momentum", type=float, default=0.9)
+    o.add_argument("--weight-decay", "--wd", dest="weight_decay", type=float_list, default=[1e-4],
+                   help="one value, or two linearly spaced over the exits (MSDNet)")
+    o.add_argument("--seed", type=int, default=0)
+
+    r = p.add_argument_group("run")
+    r.add_argument("--result_dir", "--save", dest="result_dir", default="runs/default")
+    r.add_argument("--resume", action="store_true", help="continue from RESULT_DIR/model_latest.pth")
+    r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    r.add_argument("--amp", default=None, choices=("bf16", "fp16"), help="autocast precision")
+    r.add_argument("--channels-last", action="store_true")
+    r.add_argument("--compile", action="store_true", help="torch.compile the training step")
+    r.add_argument("--cuda-graph", action="store_true",
+                   help="capture the whole training step as one CUDA graph (GPU only)")
+    r.add_argument("--gpu-data", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep a CIFAR-sized training set on the GPU and augment there "
+                        "(default: on when training on a GPU)")
+    r.add_argument("--log-interval", type=int, default=50, help="steps between logged metrics")
+    r.add_argument("--max-steps-per-epoch", type=int, default=None,
+                   help="cut every epoch short (smoke tests, timing on a slice)")
+    r.add_argument("--eval-batch-size", type=int, default=256)
+
+    e = p.add_argument_group("evaluation")
+    e.add_argument("--evaluate-from", default=None, help="run directory or checkpoint to evaluate")
+    e.add_argument("--evalmode", default="both", choices=("anytime", "dynamic", "both"))
+    e.add_argument("--flat_curve", action="store_true")
+    e.add_argument("--budget", type=float, default=None,
+                   help="multiply-adds per image to meet in budgeted mode, e.g. 40e6")
+    e.add_argument("--real-exit", action="store_true",
+                   help="also run real early-exit inference and report images/s")
+    return p
+
+
+def resolve_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill architecture-dependent defaults (width factors, RANet's scale list)."""
+    if args.grFactor is None:
+        args.grFactor = [4, 2, 1, 1] if args.arch == "ranet" else [1, 2, 4]
+    if args.bnFactor is None:
+        args.bnFactor = list(args.grFactor)
+    if args.arch == "ranet" and args.scale_list is None:
+        args.scale_list = [1, 2, 3, 3]
+    return args
+
+
+def num_exits(args: argparse.Namespace) -> int:
+    """Number of exits the configured network has."""
+    if args.arch == "ranet":
+        return args.nBlocks + args.block_step * (len(args.scale_list) - 1)
+    return args.nBlocks
+
+
+def validate(args: argparse.Namespace, parser: OneLineParser) -> None:
+    """Reject inconsistent flag combinations with one line naming the flag."""
+    positive = {"--nBlocks": args.nBlocks, "--step": args.step, "--nChannels": args.nChannels,
+                "--growthRate": args.growthRate, "--epochs": args.epochs,
+                "--batch-size": args.batch_size}
+    if args.arch != "ranet":
+        positive["--base"] = args.base
+    for flag, value in positive.items():
+        if value < 1:
+            parser.error(f"{flag} must be at least 1, got {value}")
+    if len(args.bnFactor) != len(args.grFactor):
+        parser.error(f"--bnFactor has {len(args.bnFactor)} values but --grFactor has "
+                     f"{len(args.grFactor)}; give one per scale")
+    if args.arch == "ranet":
+        if args.block_step < 1:
+            parser.error(f"--block-step must be at least 1, got {args.block_step}")
+        if len(args.scale_list) != len(args.grFactor):
+            parser.error(f"--scale-list has {len(args.scale_list)} values but --grFactor has "
+                         f"{len(args.grFactor)}; give one per flow")
+        if args.scale_list[0] != 1 or any(b - a not in (0, 1) for a, b in
+                                          zip(args.scale_list, args.scale_list[1:])):
+            parser.error(f"--scale-list must start at 1 and rise by at most 1 per flow, "
+                         f"got {'-'.join(map(str, args.scale_list))}")
+    if not 0 <= args.reduction <= 1:
+        parser.error(f"--reduction must be in [0, 1], got {args.reduction}")
+    n = num_exits(args)
+    if len(args.ensemble_reweight) not in (1, 2, n):
+        parser.error(f"--ensemble_reweight has {len(args.ensemble_reweight)} values; "
+                     f"give 1, 2 or {n} (the number of exits)")
+    if len(args.weight_decay) not in (1, 2):
+        parser.error(f"--weight-decay takes 1 or 2 values, got {len(args.weight_decay)}")
+    if args.cuda_graph and args.compile:
+        parser.error("--cuda-graph and --compile are alternatives; pick one")
+
+
+def parse_args(argv: Sequence[str] | None = None, prog: str | None = None,
+               **defaults) -> argparse.Namespace:
+    """Parse and validate flags; `defaults` override the parser's defaults (per entry point)."""
+    parser = build_parser(prog)
+    if defaults:
+        parser.set_defaults(**defaults)
+    args = resolve_defaults(parser.parse_args(argv))
+    validate(args, parser)
+    return args
+
+
+if __name__ == "__main__":
+    print(vars(parse_args()))

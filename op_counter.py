@@ -1,0 +1,136 @@
+"""Per-exit cumulative multiply-adds and parameters in the MSDNet convention (SPEC §5).
+
+Counts come from forward hooks on the leaf modules of the model actually built, run on one
+image (32x32, or 224x224 for ImageNet). Exit n's cost covers everything run up to and
+including head n, earlier heads included. The "true" count also charges bilinear
+interpolation (4 multiply-adds per output element), which the MSDNet convention ignores.
+
+    python op_counter.py --arch msdnet_ge --nBlocks 10 --step 2 --base 4 --json
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from models import MultiExitNetwork, build_model, is_imagenet_sized
+from models.layers import Resize
+
+INTERPOLATION_MACS_PER_OUTPUT = 4
+
+
+@dataclass
+class ExitCosts:
+    """Cumulative per-exit costs: `flops` (MSDNet convention), `true_flops`, `params`."""
+
+    flops: list[int] = field(default_factory=list)
+    true_flops: list[int] = field(default_factory=list)
+    params: list[int] = field(default_factory=list)
+
+
+def _spatial(t: torch.Tensor) -> int:
+    return t.shape[-1] * t.shape[-2]
+
+
+def _pair(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def module_macs(module: nn.Module, inputs: tuple, output: torch.Tensor) -> tuple[int, int]:
+    """(MSDNet-convention MACs, interpolation MACs) of one call of a leaf module, batch 1."""
+    if isinstance(module, nn.Conv2d):
+        kh, kw = module.kernel_size
+        return (module.in_channels * module.out_channels * kh * kw * _spatial(output)
+                // module.groups, 0)
+    if isinstance(module, nn.ReLU):
+        return output[0].numel(), 0
+    if isinstance(module, (nn.AvgPool2d, nn.MaxPool2d)):
+        kh, kw = _pair(module.kernel_size)
+        return output.shape[1] * _spatial(output) * kh * kw, 0
+    if isinstance(module, nn.Linear):
+        bias = module.bias.numel() if module.bias is not None else 0
+        return module.weight.numel() + bias, 0
+    if isinstance(module, Resize) and output.shape[-2:] != inputs[0].shape[-2:]:
+        return 0, output[0].numel() * INTERPOLATION_MACS_PER_OUTPUT
+    return 0, 0
+
+
+class _Counter:
+    """Accumulates MACs and the parameters of every module seen running."""
+
+    def __init__(self) -> None:
+        self.macs = 0
+        self.interp_macs = 0
+        self.params = 0
+        self._seen: set[int] = set()
+
+    def hook(self, module: nn.Module, inputs: tuple, output) -> None:
+        macs, interp = module_macs(module, inputs, output)
+        self.macs += macs
+        self.interp_macs += interp
+        for p in module.parameters(recurse=False):
+            if id(p) not in self._seen:
+                self._seen.add(id(p))
+                self.params += p.numel()
+
+
+@torch.no_grad()
+def count_exit_costs(model: MultiExitNetwork, input_size: int) -> ExitCosts:
+    """Run one image through every exit and snapshot the cumulative counts after each head."""
+    counter = _Counter()
+    leaves = [m for m in model.modules() if next(m.children(), None) is None]
+    handles = [m.register_forward_hook(counter.hook) for m in leaves]
+    was_training = model.training
+    model.eval()
+    try:
+        costs = ExitCosts()
+        x = torch.zeros(1, 3, input_size, input_size)
+        for _ in model.iter_exits(x):
+            costs.flops.append(counter.macs)
+            costs.true_flops.append(counter.macs + counter.interp_macs)
+            costs.params.append(counter.params)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return costs
+
+
+def input_size_for(args) -> int:
+    return 224 if is_imagenet_sized(args) else 32
+
+
+def costs_for_args(args) -> ExitCosts:
+    """Per-exit costs of the model that `args` describes."""
+    return count_exit_costs(build_model(args), input_size_for(args))
+
+
+def format_table(costs: ExitCosts) -> str:
+    lines = [f"{'exit':>4}  {'MMac':>10}  {'MMac (true, +interp.)':>22}  {'params':>12}"]
+    for n, (f, t, p) in enumerate(zip(costs.flops, costs.true_flops, costs.params), 1):
+        lines.append(f"{n:>4}  {f / 1e6:>10.2f}  {t / 1e6:>22.2f}  {p:>12,}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from args import parse_args
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in argv
+    if as_json:
+        argv.remove("--json")
+    args = parse_args(argv, prog="op_counter.py")
+    costs = costs_for_args(args)
+    if as_json:
+        print(json.dumps({"flops": costs.flops, "params": costs.params,
+                          "true_flops": costs.true_flops}))
+    else:
+        print(format_table(costs))
+
+
+if __name__ == "__main__":
+    main()
