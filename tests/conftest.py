@@ -1,0 +1,21 @@
+"""Shared test helpers: repo root on sys.path, tiny model flags, one thread per test process."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+TINY_MSDNET = ["--arch", "msdnet_ge", "--nBlocks", "3", "--base", "2", "--step", "1",
+               "--nChannels", "4", "--growthRate", "2", "--grFactor", "1-2-2", "--bnFactor", "1-2-2"]
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return ROOT
