@@ -1,0 +1,98 @@
+"""Checkpoint files: atomic writes, safe loads (weights_only) and the RNG states they carry."""
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import shutil
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from utils.errors import UserError
+
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def strip_wrapper_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove the key prefixes DDP and torch.compile add (when every key carries them)."""
+    while state_dict:
+        prefix = next((prefix for prefix in WRAPPER_PREFIXES
+                       if all(key.startswith(prefix) for key in state_dict)), None)
+        if prefix is None:
+            break
+        state_dict = {key[len(prefix):]: value for key, value in state_dict.items()}
+    return state_dict
+
+
+def write_atomically(path: Path, write: Callable[[str], None]) -> None:
+    """Call `write(temporary path)` next to `path`, then rename: readers never see half a file."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(str(temporary))
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write a small text file (config, split) atomically."""
+    write_atomically(path, lambda temporary: Path(temporary).write_text(text))
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """torch.save `state` to `path` atomically (temporary file, then rename)."""
+    write_atomically(path, lambda temporary: torch.save(state, temporary))
+
+
+def copy_atomically(source: Path, destination: Path) -> None:
+    """Copy a finished file to `destination` atomically (e.g. latest -> best checkpoint)."""
+    write_atomically(destination, lambda temporary: shutil.copyfile(source, temporary))
+
+
+def load_checkpoint(path: Path, flag: str = "--resume") -> dict[str, Any]:
+    """Load a checkpoint on the CPU with weights_only=True; missing or unreadable: UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{flag}: no checkpoint at {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError,
+            zipfile.BadZipFile) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(f"{flag}: {path} is not a readable checkpoint (corrupt or truncated?): "
+                        f"{reason}") from None
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
+        raise UserError(f"{flag}: {path} is not a BoostNet checkpoint (no 'model' entry)")
+    checkpoint["model"] = strip_wrapper_prefixes(checkpoint["model"])
+    return checkpoint
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """The RNG states of Python, NumPy, torch CPU and CUDA, in weights_only-safe types."""
+    _, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    random.setstate(state["python"])
+    numpy_state = state["numpy"]
+    np.random.set_state(("MT19937", numpy_state["keys"].numpy().astype(np.uint32),
+                         numpy_state["position"], numpy_state["has_gauss"],
+                         numpy_state["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+

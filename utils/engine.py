@@ -1,0 +1,324 @@
+"""The one training engine behind train_cifar100.py and train_imagenet.py (SPEC §1, §7).
+
+One process or a torchrun job (detected from the environment): SGD with per-exit
+weight-decay groups, MultiStepLR, the boosted or joint objective. The step itself (eager,
+torch.compile or a captured CUDA graph; autocast, channels-last) comes from
+:mod:`utils.fast_step`; the loop keeps metrics on the device and synchronises with it only
+every `--log-interval` steps. Per epoch: validation (with --use-valid), config, log,
+TensorBoard scalars and an atomic `model_latest.pth` (+ `model_best.pth`), so `--resume`
+continues exactly where the last epoch ended.
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.distributed import ReduceOp
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from models import MultiExitNetwork, build_model, param_groups_by_stage
+from models.boosting import build_objective
+from utils import distributed
+from utils.checkpoint import (capture_rng_state, copy_atomically, load_checkpoint,
+                              restore_rng_state, save_checkpoint)
+from utils.data import build_splits, eval_loader, start_epoch, train_loader
+from utils.distributed import DistInfo
+from utils.errors import UserError
+from utils.fast_step import build_eval_forward, build_train_step, make_sgd, resolve_step_mode
+from utils.run_dir import (BEST_CHECKPOINT, LATEST_CHECKPOINT, RunLog, check_run_dir, run_config,
+                           write_config)
+
+RESUME_MUST_MATCH = ("dataset", "arch", "nBlocks", "base", "step", "stepmode", "nChannels",
+                     "growthRate", "grFactor", "bnFactor", "prune", "reduction", "bottleneck",
+                     "block_step", "scale_list", "compress_factor", "loss", "ensemble_reweight",
+                     "loss_equal", "use_valid")
+NO_BAD_STEP = 2 ** 62
+
+
+@dataclass
+class ExitMetrics:
+    """Per-exit mean loss and top-1 accuracy (%) over `count` samples."""
+
+    loss: list[float]
+    accuracy: list[float]
+    count: int
+
+    def scalars(self, prefix: str) -> dict[str, float]:
+        """TensorBoard tags `prefix/loss_exit_n` and `prefix/acc_exit_n`, exits numbered from 1."""
+        values = {}
+        for n, (loss, accuracy) in enumerate(zip(self.loss, self.accuracy), 1):
+            values[f"{prefix}/loss_exit_{n}"] = loss
+            values[f"{prefix}/acc_exit_{n}"] = accuracy
+        return values
+
+    def summary(self) -> str:
+        """One line for the console: summed loss and every exit's accuracy."""
+        accuracies = "/".join(f"{a:.1f}" for a in self.accuracy)
+        return f"loss {sum(self.loss):.3f} acc {accuracies}"
+
+
+class MetricSums:
+    """Per-exit loss and correct-count sums kept on the device, so adding never synchronises."""
+
+    def __init__(self, exits: int, device: torch.device):
+        self.loss = torch.zeros(exits, dtype=torch.float64, device=device)
+        self.correct = torch.zeros(exits, dtype=torch.float64, device=device)
+        self.count = 0
+
+    def add(self, exit_losses: Tensor, exit_correct: Tensor, batch_size: int) -> None:
+        """Accumulate one batch (per-exit mean losses, per-exit correct counts)."""
+        self.loss += exit_losses.double() * batch_size
+        self.correct += exit_correct
+        self.count += batch_size
+
+    def metrics(self, across_ranks: bool) -> ExitMetrics:
+        """Means over this rank's samples, or over all ranks' (exact: each sample counted once)."""
+        count = torch.tensor([float(self.count)], dtype=torch.float64, device=self.loss.device)
+        totals = torch.cat([self.loss, self.correct, count])
+        if across_ranks:
+            distributed.all_reduce_(totals)
+        exits = len(self.loss)
+        count = max(totals[-1].item(), 1)
+        return ExitMetrics(loss=(totals[:exits] / count).tolist(),
+                           accuracy=(100 * totals[exits:2 * exits] / count).tolist(),
+                           count=int(totals[-1].item()))
+
+
+class IntervalSpeed:
+    """Images per second (all ranks) since the previous reading."""
+
+    def __init__(self, world_size: int):
+        self.world_size = world_size
+        self.images = 0
+        self.started = time.perf_counter()
+
+    def images_per_second(self) -> float:
+        """The rate since the last call (or creation); restarts the count."""
+        now = time.perf_counter()
+        rate = self.images * self.world_size / max(now - self.started, 1e-9)
+        self.images, self.started = 0, now
+        return rate
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def weight_decays(args: argparse.Namespace, exits: int) -> list[float]:
+    """`--weight-decay a` for every exit, or `a,b` linearly spaced from first to last exit."""
+    if len(args.weight_decay) == 1:
+        return args.weight_decay * exits
+    return np.linspace(args.weight_decay[0], args.weight_decay[1], exits).tolist()
+
+
+def parameter_groups(model: MultiExitNetwork, args: argparse.Namespace) -> list[dict]:
+    """One group per exit (block n + head n) for MSDNet; a single group for RANet (SPEC §1)."""
+    if args.arch == "ranet":
+        if len(args.weight_decay) != 1:
+            raise UserError("--weight-decay: RANet trains with a single weight-decay group; "
+                            "give one value")
+        return [{"params": list(model.parameters()), "weight_decay": args.weight_decay[0]}]
+    return [{"params": params, "weight_decay": decay} for params, decay in
+            zip(param_groups_by_stage(model), weight_decays(args, model.num_exits))]
+
+
+class Trainer:
+    """Everything one training run holds: model, optimiser, data, run directory, progress."""
+
+    def __init__(self, args: argparse.Namespace, info: DistInfo, device: torch.device):
+        self.args, self.info, self.device = args, info, device
+        self.run_dir = Path(args.result_dir)
+        self.config = run_config(args)
+        splits = build_splits(args, self.run_dir)
+        self.train_loader = train_loader(splits.train, args, info, device)
+        self.val_loader = (eval_loader(splits.val, args.eval_batch_size, args.workers, info, device)
+                           if splits.val is not None else None)
+        seed_everything(args.seed)
+        self.model = self._build_model()
+        self.objective = build_objective(args, self.model.num_exits).to(device)
+        self.optimizer = make_sgd(parameter_groups(self.model, args), args.lr_f, args.momentum,
+                                  device)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            self.optimizer, milestones=args.lr_milestones, gamma=args.lr_gamma)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
+        self.start_epoch, self.best_metric = 0, None
+        if args.resume:
+            self._resume()
+        mode = resolve_step_mode(args, device, info.world_size)
+        self.train_step = build_train_step(self._training_model(), self.objective, self.optimizer,
+                                           mode, args.amp, args.channels_last, scaler=self.scaler)
+        self.eval_forward = build_eval_forward(self.model, mode, args.amp, args.channels_last)
+        self.log = RunLog(self.run_dir, info.is_main)
+
+    def _build_model(self) -> MultiExitNetwork:
+        """The network on the device; SyncBatchNorm for distributed ImageNet training."""
+        model = build_model(self.args)
+        if self.info.is_distributed and self.args.dataset == "imagenet":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return model.to(self.device)
+
+    def _training_model(self) -> nn.Module:
+        """The model the step calls: DDP-wrapped under torchrun, the plain network otherwise."""
+        if not self.info.is_distributed:
+            return self.model
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        # static_graph: every step runs the same exits, and small configurations can leave
+        # parameters unused (e.g. finest-scale layers pruned away), which DDP must know.
+        return DistributedDataParallel(self.model, device_ids=device_ids, static_graph=True)
+
+    def _resume(self) -> None:
+        """Restore model, optimiser, scheduler, objective, scaler and RNG from model_latest.pth."""
+        path = self.run_dir / LATEST_CHECKPOINT
+        checkpoint = load_checkpoint(path)
+        saved = checkpoint.get("config", {})
+        for key in RESUME_MUST_MATCH:
+            if key in saved and saved[key] != self.config[key]:
+                raise UserError(f"--resume: {path} was trained with {key}={saved[key]!r}, these "
+                                f"flags give {self.config[key]!r}; resume with the same flags")
+        try:
+            self.model.load_state_dict(checkpoint["model"])
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            self.scheduler.load_state_dict(checkpoint["scheduler"])
+            self.objective.load_state_dict(checkpoint["objective"])
+            if checkpoint.get("scaler"):
+                self.scaler.load_state_dict(checkpoint["scaler"])
+        except (KeyError, RuntimeError, ValueError) as error:
+            reason = str(error).splitlines()[0]
+            raise UserError(f"--resume: {path} does not fit this model ({reason})") from None
+        restore_rng_state(checkpoint["rng"])
+        self.start_epoch, self.best_metric = checkpoint["epoch"], checkpoint["best_metric"]
+
+    def fit(self) -> MultiExitNetwork:
+        """Train the remaining epochs and return the trained (unwrapped) model."""
+        args = self.args
+        action = f"resuming after epoch {self.start_epoch}" if args.resume else "training"
+        self.log.line(f"{action}: {args.arch} ({self.model.num_exits} exits, loss {args.loss}) on "
+                      f"{args.dataset}: {len(self.train_loader.sampler) * self.info.world_size} "
+                      f"training images, {self.info.world_size} process(es) on {self.device}; "
+                      f"run directory {self.run_dir}")
+        try:
+            for epoch in range(self.start_epoch, args.epochs):
+                self._run_epoch(epoch)
+            self.log.line(f"done: checkpoints in {self.run_dir}")
+        finally:
+            self.log.close()
+        return self.model
+
+    def _run_epoch(self, epoch: int) -> None:
+        """Train one epoch, validate, step the schedule, log and checkpoint."""
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        started = time.perf_counter()
+        train_metrics = self._train_epoch(epoch)
+        seconds = time.perf_counter() - started
+        distributed.broadcast_buffers_(self.model)
+        distributed.broadcast_buffers_(self.objective)
+        val_metrics = self.evaluate(self.val_loader) if self.val_loader is not None else None
+        self.scheduler.step()
+        images_per_second = train_metrics.count / seconds
+        is_best = val_metrics is None or (self.best_metric is None
+                                          or val_metrics.accuracy[-1] > self.best_metric)
+        if val_metrics is not None and is_best:
+            self.best_metric = val_metrics.accuracy[-1]
+        text = (f"epoch {epoch + 1}/{self.args.epochs} lr {lr:.4g} train {train_metrics.summary()}"
+                + (f" | val {val_metrics.summary()}" if val_metrics is not None else "")
+                + f" | {images_per_second:.0f} img/s, {seconds:.1f} s" + (" *" if is_best else ""))
+        self.log.line(text)
+        scalars = {**train_metrics.scalars("train"), "lr": lr, "images_per_s": images_per_second}
+        if val_metrics is not None:
+            scalars.update(val_metrics.scalars("val"))
+        self.log.scalars(scalars, epoch + 1)
+        if self.info.is_main:
+            self._save(epoch + 1, is_best)
+
+    def _train_epoch(self, epoch: int) -> ExitMetrics:
+        """One pass over this rank's shard; metrics synchronised every --log-interval steps only."""
+        args, loader = self.args, self.train_loader
+        start_epoch(loader, args.seed, epoch, self.info.rank)
+        self.model.train()
+        self.objective.train()
+        steps = (len(loader) if args.max_steps_per_epoch is None
+                 else min(len(loader), args.max_steps_per_epoch))
+        sums = MetricSums(self.model.num_exits, self.device)
+        first_bad_step = torch.full((), NO_BAD_STEP, dtype=torch.int64, device=self.device)
+        interval = IntervalSpeed(self.info.world_size)
+        with tqdm(total=steps, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False,
+                  disable=not self.info.is_main, dynamic_ncols=True) as bar:
+            for step, (images, targets) in zip(range(steps), loader):
+                result = self.train_step(images.to(self.device, non_blocking=True),
+                                         targets.to(self.device, non_blocking=True))
+                sums.add(result.per_exit_losses, result.per_exit_correct, len(targets))
+                first_bad_step = torch.where(
+                    ~torch.isfinite(result.loss) & (first_bad_step == NO_BAD_STEP), step,
+                    first_bad_step)
+                interval.images += len(targets)
+                bar.update()
+                if (step + 1) % args.log_interval == 0 or step + 1 == steps:
+                    self._stop_if_not_finite(first_bad_step, epoch)
+                    bar.set_postfix_str(f"{sums.metrics(across_ranks=False).summary()} "
+                                        f"{interval.images_per_second():.0f} img/s")
+        return sums.metrics(across_ranks=True)
+
+    def _stop_if_not_finite(self, first_bad_step: Tensor, epoch: int) -> None:
+        """Raise (on every rank alike) if any rank has seen a non-finite loss this epoch."""
+        bad_step = int(distributed.all_reduce_(first_bad_step.clone(), ReduceOp.MIN))
+        if bad_step != NO_BAD_STEP:
+            kept = (f"the last good checkpoint {self.run_dir / LATEST_CHECKPOINT} (epoch "
+                    f"{epoch}) is kept" if epoch > 0 else "no checkpoint was written")
+            raise UserError(f"non-finite loss at epoch {epoch + 1}, step {bad_step + 1}; training "
+                            f"stopped and {kept}; try a lower --lr or no --amp")
+
+    @torch.no_grad()
+    def evaluate(self, loader) -> ExitMetrics:
+        """Per-exit loss and accuracy of the evaluation-time outputs (F_n or f_n) over all ranks."""
+        self.model.eval()
+        self.objective.eval()
+        sums = MetricSums(self.model.num_exits, self.device)
+        for images, targets in loader:
+            images = images.to(self.device, non_blocking=True)
+            targets = targets.to(self.device, non_blocking=True)
+            outputs = self.objective.outputs(self.eval_forward(images))
+            losses = torch.stack([F.cross_entropy(output.float(), targets) for output in outputs])
+            correct = torch.stack([(output.argmax(1) == targets).sum() for output in outputs])
+            sums.add(losses, correct, len(targets))
+        return sums.metrics(across_ranks=True)
+
+    def _save(self, epochs_done: int, is_best: bool) -> None:
+        """Write config.json and model_latest.pth atomically; copy to model_best.pth if best."""
+        write_config(self.run_dir, self.config)
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "objective": self.objective.state_dict(),
+                 "scaler": self.scaler.state_dict(), "epoch": epochs_done,
+                 "rng": capture_rng_state(), "config": self.config, "best_metric": self.best_metric}
+        latest = self.run_dir / LATEST_CHECKPOINT
+        save_checkpoint(state, latest)
+        if is_best:
+            copy_atomically(latest, self.run_dir / BEST_CHECKPOINT)
+
+
+def run_training(args: argparse.Namespace) -> MultiExitNetwork:
+    """Train as `args` says, in this process or as one rank of a torchrun job; returns the model."""
+    info = distributed.launch_info()
+    device = distributed.resolve_device(args.device, info)
+    distributed.init_process_group(info, device)
+    try:
+        check_run_dir(Path(args.result_dir), args.resume)
+        distributed.barrier()
+        if info.is_main:
+            Path(args.result_dir).mkdir(parents=True, exist_ok=True)
+        distributed.barrier()
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        return Trainer(args, info, device).fit()
+    finally:
+        distributed.destroy_process_group()
