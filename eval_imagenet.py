@@ -1,0 +1,9 @@
+"""Evaluate an ImageNet run: anytime accuracy, budgeted batch, real early exit (SPEC §6).
+
+    python eval_imagenet.py --evaluate-from runs/msdnet_imagenet --data-root /data/imagenet
+"""
+from utils.errors import run_cli
+from utils.evaluator import main
+
+if __name__ == "__main__":
+    run_cli(lambda argv: main(argv, prog="eval_imagenet.py", dataset="imagenet"))

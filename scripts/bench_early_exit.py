@@ -1,0 +1,129 @@
+"""Benchmark: images/s of real early exit against the full network on the CPU, written as JSON.
+
+Small CIFAR-sized 7-exit MSDNets (untrained, eval mode, boosted outputs F_n) classify batches
+of 256 random images: `lin_grow` (blocks growing linearly: --stepmode lin_grow --step 1
+--base 1) and `even` (SPEC §7's CIFAR layout: --step 2 --base 4). Thresholds come from the model's own outputs on exactly those images: the
+setting of the protocol's family (SPEC §6) that agrees most with the full network's
+predictions while its expected cost is at most half the full network's, so the measured
+batches really have an expected cost <= 1/2. Both paths run on the same inference copy of
+the model (BatchNorm folded, channels_last); the target is >= 1.6x the full network's images/s.
+Single-threaded by default: on a shared machine a second thread mostly measures the neighbours.
+
+    python scripts/bench_early_exit.py --out results/bench_early_exit.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from adaptive_inference import apply_thresholds, thresholds_for_budget  # noqa: E402
+from args import parse_args  # noqa: E402
+from models import MultiExitNetwork, build_model  # noqa: E402
+from models.boosting import ExitObjective, build_objective  # noqa: E402
+from op_counter import count_exit_costs  # noqa: E402
+from utils.early_exit import early_exit_predict, expected_cost, inference_model, paired_throughput  # noqa: E402
+
+COMMON_FLAGS = ["--dataset", "cifar100", "--arch", "msdnet", "--nChannels", "16", "--nBlocks", "7"]
+PRESETS = {"lin_grow": ["--stepmode", "lin_grow", "--step", "1", "--base", "1"],
+           "even": ["--stepmode", "even", "--step", "2", "--base", "4"]}
+TARGET_SPEEDUP = 1.6
+MAX_COST_FRACTION = 0.5
+
+
+def parse_bench_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", choices=list(PRESETS), default=list(PRESETS))
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batches", type=int, default=2, help="batches (thresholds are fitted on them)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed passes over the batches")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("results/bench_early_exit.json"))
+    return parser.parse_args(argv)
+
+
+@torch.inference_mode()
+def exit_probabilities(model: MultiExitNetwork, objective: ExitObjective,
+                       batches: list[Tensor]) -> Tensor:
+    """Softmax of the evaluation-time outputs of every exit over all batches (exits x samples x classes)."""
+    return torch.cat([torch.softmax(torch.stack(objective.outputs(model(images))), dim=2)
+                      for images in batches], dim=1)
+
+
+def benchmark(flags: list[str], bench: argparse.Namespace) -> dict:
+    """Thresholds for expected cost <= 1/2 on the model's own outputs, then paired timings."""
+    torch.manual_seed(bench.seed)
+    model_args = parse_args(flags)
+    model = build_model(model_args).eval()
+    objective = build_objective(model_args, model.num_exits)
+    costs = count_exit_costs(model, 32).flops
+    batches = [torch.randn(bench.batch_size, 3, 32, 32) for _ in range(bench.batches)]
+
+    probs = exit_probabilities(model, objective, batches)
+    full_predictions = probs[-1].argmax(dim=1)
+    choice = thresholds_for_budget(probs, full_predictions, costs, MAX_COST_FRACTION * costs[-1])
+    agreement, simulated_cost, simulated_counts = apply_thresholds(probs, full_predictions,
+                                                                   choice.thresholds, costs)
+    exits = torch.cat([early_exit_predict(model, images, choice.thresholds, objective.factors).exit_index
+                       for images in batches])
+    exit_counts = torch.bincount(exits, minlength=model.num_exits)
+    cost = expected_cost(exit_counts, costs)
+
+    fast = inference_model(model)
+    fast_batches = [images.contiguous(memory_format=torch.channels_last) for images in batches]
+
+    @torch.inference_mode()
+    def full_network(images: Tensor) -> list[Tensor]:
+        return fast(images)
+
+    def early_exit(images: Tensor):
+        return early_exit_predict(fast, images, choice.thresholds, objective.factors)
+
+    speed = paired_throughput(full_network, early_exit, fast_batches, torch.device("cpu"), bench.repeats)
+    cost_fraction = cost / costs[-1]
+    return {
+        "model_flags": flags, "loss": "boost", "costs": costs, "full_cost": costs[-1],
+        "budget": MAX_COST_FRACTION * costs[-1], "q": choice.q,
+        "thresholds": [t if abs(t) != float("inf") else str(t) for t in choice.thresholds],
+        "exit_counts": exit_counts.tolist(), "expected_cost": cost,
+        "expected_cost_fraction": cost_fraction,
+        "agreement_with_full_network": agreement,
+        "matches_simulation": exit_counts.tolist() == simulated_counts.tolist()
+        and cost == simulated_cost,
+        "images_per_second": {"full_network": speed.full_network, "early_exit": speed.early_exit},
+        "speedup": speed.speedup,
+        "meets_target": speed.speedup >= TARGET_SPEEDUP and cost_fraction <= MAX_COST_FRACTION}
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    bench = parse_bench_args(argv)
+    torch.set_num_threads(bench.threads)
+    report = {"device": "cpu", "threads": bench.threads, "torch": torch.__version__,
+              "batch_size": bench.batch_size, "images": bench.batch_size * bench.batches,
+              "repeats": bench.repeats, "max_cost_fraction": MAX_COST_FRACTION,
+              "target_speedup": TARGET_SPEEDUP, "results": {}}
+    for name in bench.presets:
+        result = benchmark(COMMON_FLAGS + PRESETS[name], bench)
+        report["results"][name] = result
+        speed = result["images_per_second"]
+        print(f"{name}: expected cost {result['expected_cost'] / 1e6:.2f}M of "
+              f"{result['full_cost'] / 1e6:.2f}M ({result['expected_cost_fraction']:.1%}), exits "
+              f"{result['exit_counts']}; early exit {speed['early_exit']:.1f} images/s vs full network "
+              f"{speed['full_network']:.1f} images/s: {result['speedup']:.2f}x (target "
+              f"{TARGET_SPEEDUP}x, {bench.threads} thread(s))")
+    bench.out.parent.mkdir(parents=True, exist_ok=True)
+    bench.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {bench.out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Tiny trained models and run directories (written per the run-directory contract) for evaluation tests."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from args import parse_args
+from models import MultiExitNetwork, build_model
+from models.boosting import ExitObjective, build_objective
+from tests.conftest import TINY_MSDNET
+from utils.checkpoint import save_checkpoint
+from utils.data import build_splits
+from utils.run_dir import LATEST_CHECKPOINT, run_config, write_config
+
+TINY_DIGITS = TINY_MSDNET + ["--dataset", "digits", "--workers", "0", "--device", "cpu",
+                             "--eval-batch-size", "64"]
+TRAIN_STEPS = 6
+TRAIN_BATCH = 32
+
+
+def tiny_args(*extra: str) -> argparse.Namespace:
+    return parse_args(TINY_DIGITS + list(extra))
+
+
+def train_briefly(model: MultiExitNetwork, objective: ExitObjective, dataset: Dataset,
+                  steps: int = TRAIN_STEPS) -> None:
+    """A few SGD steps so the exits' confidences are spread like a trained model's; ends in eval mode."""
+    torch.manual_seed(0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model.train()
+    done = 0
+    while done < steps:
+        for images, targets in DataLoader(dataset, batch_size=TRAIN_BATCH, shuffle=True):
+            loss, _, _ = objective(model(images), targets)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            done += 1
+            if done == steps:
+                break
+    model.eval()
+
+
+def save_run(run_dir: Path, args: argparse.Namespace, model: MultiExitNetwork,
+             objective: ExitObjective) -> Path:
+    """config.json and model_latest.pth as training writes them; returns the checkpoint path."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = run_config(args)
+    write_config(run_dir, config)
+    checkpoint = run_dir / LATEST_CHECKPOINT
+    save_checkpoint({"model": model.state_dict(), "optimizer": {}, "scheduler": {},
+                     "objective": objective.state_dict(), "epoch": 1, "rng": {}, "config": config,
+                     "best_metric": 0.0}, checkpoint)
+    return checkpoint
+
+
+def trained_model(args: argparse.Namespace, dataset: Dataset) -> tuple[MultiExitNetwork, ExitObjective]:
+    torch.manual_seed(args.seed)
+    model = build_model(args)
+    objective = build_objective(args, model.num_exits)
+    train_briefly(model, objective, dataset)
+    return model, objective
+
+
+def make_trained_run(run_dir: Path, *extra: str) -> Path:
+    """A briefly trained tiny digits run with a validation split (split.json) in `run_dir`."""
+    args = tiny_args("--use-valid", "--result_dir", str(run_dir), *extra)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    splits = build_splits(args, run_dir)
+    model, objective = trained_model(args, splits.train)
+    save_run(run_dir, args, model, objective)
+    return run_dir

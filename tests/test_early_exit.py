@@ -1,0 +1,180 @@
+"""Real early exit gives the simulated protocol's predictions and exits, and skips the work it saves."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from adaptive_inference import apply_thresholds, exit_fractions, find_thresholds
+from models import MultiExitNetwork
+from models.boosting import ExitObjective, build_objective
+from tests.run_fixtures import tiny_args, trained_model
+from utils.data import build_splits
+from utils.early_exit import early_exit_predict, expected_cost, inference_model, paired_throughput
+
+LEVELS = (3, 10, 20, 30, 39)
+TEST_IMAGES = 200
+
+
+@dataclass
+class Case:
+    """A briefly trained tiny model in float64 (batch-size rounding cannot move a confidence across
+    a threshold), the objective giving its evaluation-time outputs, test images and their probabilities."""
+
+    model: MultiExitNetwork
+    objective: ExitObjective
+    images: Tensor
+    targets: Tensor
+    probs: Tensor
+
+    @property
+    def reweight(self) -> list[float] | None:
+        return self.objective.factors if self.objective.boosted else None
+
+
+@pytest.fixture(scope="module")
+def boosted_model():
+    args = tiny_args()
+    splits = build_splits(args, None)
+    model, _ = trained_model(args, splits.train)
+    images, targets = next(iter(DataLoader(splits.test, batch_size=TEST_IMAGES)))
+    return model.double(), images.double(), targets
+
+
+@pytest.fixture(scope="module", params=["boost", "joint"])
+def case(boosted_model, request) -> Case:
+    """The same weights read as a boosted ensemble (F_n) or as independent exits (f_n)."""
+    model, images, targets = boosted_model
+    objective = build_objective(tiny_args("--loss", request.param), model.num_exits)
+    with torch.no_grad():
+        probs = torch.softmax(torch.stack(objective.outputs(model(images))), dim=2)
+    return Case(model, objective, images, targets, probs)
+
+
+def simulated_exits(probs: Tensor, thresholds: list[float]) -> Tensor:
+    """SPEC §6 per sample, as a plain loop: the first exit whose confidence reaches its threshold."""
+    confidence = probs.max(dim=2).values
+    last = probs.shape[0] - 1
+    return torch.tensor([next((n for n in range(last) if confidence[n, i] >= thresholds[n]), last)
+                         for i in range(probs.shape[1])])
+
+
+def separated(thresholds: Tensor, probs: Tensor) -> list[float]:
+    """Each finite threshold moved halfway to the next lower confidence: the same exits, no exact ties."""
+    confidence = probs.max(dim=2).values
+    moved = []
+    for n, threshold in enumerate(thresholds.tolist()):
+        below = confidence[n][confidence[n] < threshold]
+        moved.append((threshold + below.max().item()) / 2
+                     if math.isfinite(threshold) and len(below) else threshold)
+    return moved
+
+
+def protocol_thresholds(probs: Tensor, level: int) -> list[float]:
+    return separated(find_thresholds(probs, exit_fractions(probs.shape[0], level)), probs)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_real_exit_equals_simulated_protocol(case, level):
+    model, probs, targets = case.model, case.probs, case.targets
+    thresholds = protocol_thresholds(probs, level)
+    unmoved = find_thresholds(probs, exit_fractions(model.num_exits, level)).tolist()
+    expected_exits = simulated_exits(probs, thresholds)
+    assert torch.equal(expected_exits, simulated_exits(probs, unmoved))
+
+    real = early_exit_predict(model, case.images, thresholds, case.reweight)
+
+    assert torch.equal(real.exit_index, expected_exits)
+    assert torch.equal(real.predictions, probs.argmax(dim=2)[expected_exits, torch.arange(len(targets))])
+    accuracy, _, counts = apply_thresholds(probs, targets, thresholds, range(1, model.num_exits + 1))
+    assert counts.tolist() == torch.bincount(real.exit_index, minlength=model.num_exits).tolist()
+    assert accuracy == (real.predictions == targets).sum().item() * 100.0 / len(targets)
+
+
+def test_levels_use_several_exits(case):
+    """Guard for the test above: the levels spread the batch over the exits, differently per level."""
+    counts = {tuple(torch.bincount(simulated_exits(case.probs, protocol_thresholds(case.probs, level)),
+                                   minlength=case.model.num_exits).tolist()) for level in LEVELS}
+    assert len(counts) == len(LEVELS)
+    assert all(sum(1 for c in level_counts if c) > 1 for level_counts in counts)
+
+
+def recorded_stages(model, monkeypatch) -> list[tuple[int, int]]:
+    """(stage, batch size) of every `advance` call the model makes from now on."""
+    calls = []
+    advance = model.advance
+
+    def recording_advance(n, features):
+        calls.append((n, features[0].shape[0]))
+        return advance(n, features)
+
+    monkeypatch.setattr(model, "advance", recording_advance)
+    return calls
+
+
+def test_later_stages_only_see_the_remaining_samples(case, monkeypatch):
+    thresholds = protocol_thresholds(case.probs, 10)
+    counts = torch.bincount(simulated_exits(case.probs, thresholds), minlength=case.model.num_exits)
+    calls = recorded_stages(case.model, monkeypatch)
+
+    early_exit_predict(case.model, case.images, thresholds, case.reweight)
+
+    still_running = (len(case.images) - torch.cumsum(counts, 0) + counts).tolist()
+    last_used = int(counts.nonzero().max())
+    assert calls == list(enumerate(still_running[:last_used + 1]))
+
+
+def test_everyone_leaves_at_the_first_exit_with_zero_thresholds(case, monkeypatch):
+    calls = recorded_stages(case.model, monkeypatch)
+
+    result = early_exit_predict(case.model, case.images, [0.0] * case.model.num_exits, case.reweight)
+
+    assert calls == [(0, len(case.images))]
+    assert result.exit_index.eq(0).all()
+    assert torch.equal(result.predictions, case.probs[0].argmax(dim=1))
+
+
+def test_infinite_thresholds_run_everyone_to_the_last_exit(case):
+    thresholds = [math.inf] * (case.model.num_exits - 1) + [-math.inf]
+
+    result = early_exit_predict(case.model, case.images, thresholds, case.reweight)
+
+    assert result.exit_index.eq(case.model.num_exits - 1).all()
+    assert torch.equal(result.predictions, case.probs[-1].argmax(dim=1))
+
+
+def test_threshold_count_must_match_the_exits(case):
+    with pytest.raises(ValueError, match="thresholds"):
+        early_exit_predict(case.model, case.images, [0.5], case.reweight)
+
+
+def test_inference_model_folds_batchnorm_and_keeps_the_outputs(boosted_model):
+    model, images, _ = boosted_model
+    fast = inference_model(model)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
+    with torch.no_grad():
+        for folded, original in zip(fast(images[:16].contiguous(memory_format=torch.channels_last)),
+                                    model(images[:16])):
+            torch.testing.assert_close(folded, original, rtol=1e-9, atol=1e-9)
+
+
+def test_expected_cost_weights_exit_costs_by_exit_shares():
+    assert expected_cost(torch.tensor([2, 0, 2]), [10.0, 20.0, 40.0]) == 25.0
+
+
+def test_paired_throughput_times_every_batch_of_both_paths():
+    calls = {"full": 0, "early": 0}
+    batches = [torch.zeros(4, 1), torch.zeros(2, 1)]
+
+    def step(name):
+        return lambda images: calls.__setitem__(name, calls[name] + 1)
+
+    speed = paired_throughput(step("full"), step("early"), batches, torch.device("cpu"), repeats=3)
+
+    assert calls == {"full": 1 + 3 * len(batches), "early": 1 + 3 * len(batches)}
+    assert speed.full_network > 0 and speed.early_exit > 0 and speed.speedup > 0

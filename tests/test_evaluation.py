@@ -1,0 +1,298 @@
+"""The shared evaluator: outputs equal a direct computation, the cache follows the checkpoint,
+flags override the run's config, and bad input is one line with exit status 2."""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+import utils.evaluator as evaluator
+import utils.plots as plots
+from adaptive_inference import apply_thresholds, budgeted_sweep
+from models import build_model
+from models.boosting import additive_outputs, reweight_factors
+from op_counter import costs_for_args
+from tests.run_fixtures import make_trained_run, tiny_args
+from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.data import build_splits
+from utils.errors import run_cli
+from utils.evaluator import explicit_flags, locate_checkpoint, merged_args
+
+EVAL_FLAGS = ["--workers", "0", "--device", "cpu", "--eval-batch-size", "64"]
+OUTPUTS = {"anytime.csv", "anytime.json", "budgeted.csv", "budgeted.json", "budget.json",
+           "real_exit.json"}
+LEVELS = 39
+
+
+def evaluate(run_dir: Path, *flags: str) -> None:
+    evaluator.main(["--evaluate-from", str(run_dir), *EVAL_FLAGS, *flags], prog="eval_cifar100.py")
+
+
+def budget_between_exits() -> float:
+    costs = costs_for_args(tiny_args()).flops
+    return (costs[0] + costs[-1]) / 2
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """A tiny trained digits run with a validation split; never modified by the tests."""
+    return make_trained_run(tmp_path_factory.mktemp("runs") / "tiny_boost")
+
+
+@pytest.fixture(scope="module")
+def evaluated_run(trained_run, tmp_path_factory) -> Path:
+    """A copy of the trained run after `--evalmode both --budget` (fills the cache too)."""
+    run_dir = tmp_path_factory.mktemp("evaluated") / "tiny_boost"
+    shutil.copytree(trained_run, run_dir)
+    evaluate(run_dir, "--evalmode", "both", "--budget", str(budget_between_exits()))
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def direct(trained_run) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    return {split: direct_probs(trained_run, split) for split in ("val", "test")}
+
+
+@pytest.fixture
+def run_copy(evaluated_run, tmp_path) -> Path:
+    """A private copy of the evaluated run (cache included) that a test may change."""
+    return Path(shutil.copytree(evaluated_run, tmp_path / "tiny_boost"))
+
+
+def direct_probs(run_dir: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-exit probabilities and targets computed here from the checkpoint, without the evaluator."""
+    config = json.loads((run_dir / "config.json").read_text())
+    args = argparse.Namespace(**config)
+    model = build_model(args).eval()
+    model.load_state_dict(torch.load(run_dir / "model_latest.pth", weights_only=True)["model"])
+    dataset = getattr(build_splits(args, run_dir), split)
+    factors = reweight_factors(args.ensemble_reweight, model.num_exits)
+    probs, targets = [], []
+    with torch.no_grad():
+        for images, labels in DataLoader(dataset, batch_size=64):
+            probs.append(torch.softmax(torch.stack(additive_outputs(model(images), factors)), dim=2))
+            targets.append(labels)
+    return torch.cat(probs, dim=1), torch.cat(targets)
+
+
+def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        return reader.fieldnames, list(reader)
+
+
+def file_states(run_dir: Path) -> dict[str, tuple[bytes, int]]:
+    return {str(p.relative_to(run_dir)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in run_dir.rglob("*") if p.is_file()}
+
+
+def test_explicit_flags_are_exactly_the_typed_ones():
+    typed = explicit_flags(["--evaluate-from", "runs/x", "--nBlocks", "10", "--flat_curve", "-j", "0"], None)
+    assert typed == {"evaluate_from": "runs/x", "nBlocks": 10, "flat_curve": True, "workers": 0}
+
+
+def test_config_gives_training_flags_and_typed_flags_override_it():
+    config = {**vars(tiny_args("--ensemble_reweight", "0.5")), "evalmode": "anytime",
+              "budget": 1.0, "num_exits": 3}
+    args = merged_args(["--evaluate-from", "x", "--ensemble_reweight", "1.0", "--nChannels", "4"],
+                       "eval_cifar100.py", config, dataset="cifar100")
+    assert (args.nBlocks, args.dataset, args.base, args.grFactor) == (3, "digits", 2, [1, 2, 2])
+    assert (args.workers, args.eval_batch_size, args.device) == (0, 64, "cpu")
+    assert args.ensemble_reweight == [1.0]
+    assert (args.evalmode, args.budget) == ("both", None)
+
+
+def test_anytime_matches_direct_computation(evaluated_run, direct):
+    columns, rows = read_csv(evaluated_run / "anytime.csv")
+    saved = json.loads((evaluated_run / "anytime.json").read_text())
+    probs, targets = direct["test"]
+    top1 = ((probs.argmax(dim=2) == targets).sum(dim=1).double() * 100.0 / len(targets)).tolist()
+    top5 = ((probs.topk(5, dim=2).indices == targets[None, :, None]).any(dim=2).sum(dim=1).double()
+            * 100.0 / len(targets)).tolist()
+    costs = costs_for_args(tiny_args())
+
+    assert columns == ["exit", "macs", "params", "top1", "top5"]
+    assert [float(row["top1"]) for row in rows] == pytest.approx(top1, abs=1e-9)
+    assert [float(row["top5"]) for row in rows] == pytest.approx(top5, abs=1e-9)
+    assert [int(row["macs"]) for row in rows] == costs.flops
+    assert [int(row["params"]) for row in rows] == costs.params
+    assert [exit["top1"] for exit in saved["exits"]] == pytest.approx(top1, abs=1e-9)
+    assert saved["test_samples"] == len(targets) and saved["run"] == "tiny_boost"
+
+
+def test_budgeted_matches_the_protocol_on_direct_probabilities(evaluated_run, direct):
+    columns, rows = read_csv(evaluated_run / "budgeted.csv")
+    saved = json.loads((evaluated_run / "budgeted.json").read_text())
+    (val_probs, val_targets), (test_probs, test_targets) = direct["val"], direct["test"]
+    expected = budgeted_sweep(val_probs, val_targets, test_probs, test_targets, saved["costs"])
+
+    assert columns == ["level", "q", "expected_cost", "val_accuracy", "test_accuracy", "threshold_1",
+                       "threshold_2", "threshold_3", "exit_count_1", "exit_count_2", "exit_count_3"]
+    assert len(rows) == len(saved["levels"]) == LEVELS
+    for row, level, point in zip(rows, saved["levels"], expected):
+        assert float(row["test_accuracy"]) == level["test_accuracy"] == point.test_accuracy
+        assert level["val_accuracy"] == point.val_accuracy
+        assert level["exit_counts"] == point.exit_counts
+        assert sum(level["exit_counts"]) == len(test_targets)
+        assert level["expected_cost"] == pytest.approx(point.expected_cost, rel=1e-12)
+        assert [float(t) for t in level["thresholds"]] == point.thresholds
+        assert level["thresholds"][-1] == "-inf"
+
+
+def test_budget_choice_is_within_budget_and_reported_on_test(evaluated_run, direct):
+    saved = json.loads((evaluated_run / "budget.json").read_text())
+    test_probs, test_targets = direct["test"]
+    costs = json.loads((evaluated_run / "budgeted.json").read_text())["costs"]
+    thresholds = [float(t) for t in saved["thresholds"]]
+    accuracy, cost, counts = apply_thresholds(test_probs, test_targets, thresholds, costs)
+
+    assert saved["budget"] == budget_between_exits()
+    assert saved["val_expected_cost"] <= saved["budget"]
+    assert saved["test_accuracy"] == accuracy
+    assert saved["test_expected_cost"] == pytest.approx(cost, rel=1e-12)
+    assert saved["test_exit_counts"] == counts.tolist()
+
+
+def test_flat_curve_keeps_the_best_accuracy_so_far(run_copy):
+    evaluate(run_copy, "--evalmode", "dynamic", "--flat_curve")
+    levels = json.loads((run_copy / "budgeted.json").read_text())["levels"]
+    val = [level["val_accuracy"] for level in levels]
+    assert json.loads((run_copy / "budgeted.json").read_text())["flat_curve"] is True
+    assert val == sorted(val)
+
+
+def test_cache_is_keyed_by_checkpoint_content(run_copy, monkeypatch):
+    digest = hashlib.sha256((run_copy / "model_latest.pth").read_bytes()).hexdigest()[:16]
+    assert sorted(p.name for p in (run_copy / "cache").iterdir()) == [
+        f"logits_test_{digest}.pt", f"logits_val_{digest}.pt"]
+    before = (run_copy / "anytime.csv").read_text()
+    computed = []
+    compute_logits = evaluator.compute_logits
+    monkeypatch.setattr(evaluator, "compute_logits",
+                        lambda *a, **k: computed.append(a[-1]) or compute_logits(*a, **k))
+
+    evaluate(run_copy, "--evalmode", "both")
+    assert computed == []
+    assert (run_copy / "anytime.csv").read_text() == before
+
+    checkpoint = load_checkpoint(run_copy / "model_latest.pth")
+    torch.manual_seed(1)
+    checkpoint["model"] = {k: v + 0.1 * torch.randn_like(v) if v.is_floating_point() else v
+                           for k, v in checkpoint["model"].items()}
+    save_checkpoint(checkpoint, run_copy / "model_latest.pth")
+    evaluate(run_copy / "model_latest.pth", "--evalmode", "both")
+    new_digest = hashlib.sha256((run_copy / "model_latest.pth").read_bytes()).hexdigest()[:16]
+
+    assert len(computed) == 2
+    assert (run_copy / "cache" / f"logits_test_{new_digest}.pt").is_file()
+    assert (run_copy / "anytime.csv").read_text() != before
+
+
+def test_real_exit_agrees_with_simulation_and_touches_only_outputs(run_copy, monkeypatch):
+    monkeypatch.setattr(evaluator, "TIMED_BATCHES", 2)
+    monkeypatch.setattr(evaluator, "TIMING_REPEATS", 1)
+    before = file_states(run_copy)
+    budget = budget_between_exits()
+
+    evaluate(run_copy, "--evalmode", "both", "--budget", str(budget), "--real-exit")
+
+    after = file_states(run_copy)
+    changed = {name for name in before if after[name] != before[name]}
+    assert changed <= OUTPUTS
+    assert set(after) - set(before) == {"real_exit.json"}
+    report = json.loads((run_copy / "real_exit.json").read_text())
+    assert report["exit_counts"] == report["simulated_exit_counts"]
+    assert report["accuracy"] == report["simulated_accuracy"]
+    assert report["expected_cost"] == pytest.approx(report["simulated_expected_cost"], rel=1e-12)
+    assert report["images_per_second"]["early_exit"] > 0 and report["images_per_second"]["full_network"] > 0
+    assert report["samples"] == sum(report["exit_counts"]) == 2 * 64
+
+
+def test_run_dir_falls_back_to_the_best_checkpoint(tmp_path):
+    (tmp_path / "model_best.pth").write_bytes(b"")
+    assert locate_checkpoint(tmp_path) == (tmp_path, tmp_path / "model_best.pth")
+    (tmp_path / "model_latest.pth").write_bytes(b"")
+    assert locate_checkpoint(tmp_path) == (tmp_path, tmp_path / "model_latest.pth")
+
+
+def cli_error(argv: list[str], capsys) -> str:
+    """Run the evaluator's CLI in-process; assert exit status 2 and return its one stderr line."""
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda args: evaluator.main(args, prog="eval_cifar100.py"), argv)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_missing_run_dir(tmp_path, capsys):
+    message = cli_error(["--evaluate-from", str(tmp_path / "nope"), *EVAL_FLAGS], capsys)
+    assert "does not exist" in message and "nope" in message
+
+
+def test_evaluate_from_is_required(capsys):
+    assert "--evaluate-from is required" in cli_error(EVAL_FLAGS, capsys)
+
+
+def test_unreadable_checkpoint(run_copy, capsys):
+    (run_copy / "model_latest.pth").write_bytes(b"not a checkpoint")
+    message = cli_error(["--evaluate-from", str(run_copy), *EVAL_FLAGS], capsys)
+    assert "model_latest.pth" in message and "not a readable checkpoint" in message
+
+
+@pytest.mark.parametrize("override, mismatch", [
+    (["--nChannels", "8"],
+     "layer stem_layer.scales.0.0.weight has shape (4, 3, 3, 3) in the checkpoint but (8, 3, 3, 3) in the model"),
+    (["--nBlocks", "4"], "layer blocks.3."),
+])
+def test_checkpoint_of_another_architecture_names_the_first_mismatching_layer(run_copy, capsys, override,
+                                                                             mismatch):
+    before = file_states(run_copy)
+    message = cli_error(["--evaluate-from", str(run_copy), *EVAL_FLAGS, *override], capsys)
+    assert mismatch in message and "does not fit the model" in message
+    assert file_states(run_copy) == before
+
+
+def test_dynamic_needs_the_validation_split(run_copy, capsys):
+    (run_copy / "split.json").unlink()
+    for name in OUTPUTS:
+        (run_copy / name).unlink(missing_ok=True)
+    message = cli_error(["--evaluate-from", str(run_copy), *EVAL_FLAGS, "--evalmode", "dynamic"], capsys)
+    assert "split.json" in message and "--use-valid" in message
+    assert not any((run_copy / name).exists() for name in OUTPUTS)
+
+
+def test_real_exit_needs_a_budget(run_copy, capsys):
+    message = cli_error(["--evaluate-from", str(run_copy), *EVAL_FLAGS, "--real-exit"], capsys)
+    assert "--budget" in message
+
+
+def test_budget_below_the_first_exit(run_copy, capsys):
+    message = cli_error(["--evaluate-from", str(run_copy), *EVAL_FLAGS, "--evalmode", "anytime",
+                         "--budget", "1000"], capsys)
+    assert message.startswith("error: --budget 1000:")
+
+
+def test_command_line_error_is_one_line_without_traceback(tmp_path, repo_root):
+    result = subprocess.run([sys.executable, "eval_cifar100.py", "--evaluate-from", str(tmp_path / "gone")],
+                            cwd=repo_root, capture_output=True, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: --evaluate-from: {tmp_path / 'gone'} does not exist"]
+
+
+def test_plots_read_the_evaluator_outputs(evaluated_run, tmp_path):
+    plots.main([str(evaluated_run), "--out", str(tmp_path)])
+    assert (tmp_path / "anytime.png").stat().st_size > 0 and (tmp_path / "budgeted.png").stat().st_size > 0
+    markdown = (tmp_path / "results.md").read_text()
+    assert markdown.count("| tiny_boost |") == 3 + LEVELS

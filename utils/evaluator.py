@@ -1,0 +1,440 @@
+"""The one evaluator behind eval_cifar100.py and eval_imagenet.py (SPEC §6).
+
+`--evaluate-from` names a run directory (its model_latest.pth is evaluated, or
+model_best.pth when there is no latest) or a checkpoint file inside one. The model is
+rebuilt from the run's config.json (device, workers and batch size included); flags given on
+the command line override it, and the evaluation flags come from the command line only. Results
+go to the run directory (anytime.*, budgeted.*, budget.json, real_exit.json, and cache/
+holding per-exit logits keyed by the checkpoint's content hash); nothing else there is
+touched.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import math
+import pickle
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from adaptive_inference import apply_thresholds, budgeted_sweep, thresholds_for_budget
+from args import build_parser, resolve_defaults, validate
+from models import MultiExitNetwork, build_model
+from models.boosting import ExitObjective, build_objective
+from op_counter import ExitCosts, count_exit_costs, input_size_for
+from utils.checkpoint import load_checkpoint, save_checkpoint, write_text_atomically
+from utils.data import SPLIT_FILE, build_splits, eval_loader
+from utils.distributed import DistInfo, resolve_device
+from utils.early_exit import (EarlyExitResult, Throughput, early_exit_predict, expected_cost,
+                              inference_model, paired_throughput)
+from utils.errors import UserError
+from utils.run_dir import BEST_CHECKPOINT, CONFIG_FILE, LATEST_CHECKPOINT
+
+CHECKPOINT_NAMES = (LATEST_CHECKPOINT, BEST_CHECKPOINT)
+COMMAND_LINE_ONLY = ("evaluate_from", "evalmode", "flat_curve", "budget", "real_exit")
+CACHE_DIR = "cache"
+DIGEST_CHARS = 16
+HASH_CHUNK_BYTES = 1 << 20
+TOP_K = (1, 5)
+TIMED_BATCHES = 4
+TIMING_REPEATS = 3
+
+
+@dataclass
+class LoadedRun:
+    """A run ready to evaluate: resolved flags, where it lives, and its model and objective."""
+
+    args: argparse.Namespace
+    run_dir: Path
+    checkpoint: Path
+    digest: str
+    model: MultiExitNetwork
+    objective: ExitObjective
+    costs: ExitCosts
+    device: torch.device
+
+    @property
+    def name(self) -> str:
+        return self.run_dir.resolve().name
+
+
+@dataclass
+class SplitOutputs:
+    """Evaluation-time per-exit probabilities (exits x samples x classes) and targets of one split."""
+
+    probs: Tensor
+    targets: Tensor
+
+
+def explicit_flags(argv: Sequence[str], prog: str | None) -> dict[str, Any]:
+    """The flags the user actually typed: parsed into a namespace pre-filled with a marker."""
+    parser = build_parser(prog)
+    untyped = object()
+    namespace = argparse.Namespace(**dict.fromkeys(vars(parser.parse_args([])), untyped))
+    parsed = vars(parser.parse_args(argv, namespace))
+    return {dest: value for dest, value in parsed.items() if value is not untyped}
+
+
+def locate_checkpoint(path: Path) -> tuple[Path, Path]:
+    """(run directory, checkpoint file) for `--evaluate-from` naming either of them."""
+    if path.is_file():
+        return path.parent, path
+    if not path.is_dir():
+        raise UserError(f"--evaluate-from: {path} does not exist")
+    for name in CHECKPOINT_NAMES:
+        if (path / name).is_file():
+            return path, path / name
+    raise UserError(f"--evaluate-from: {path} holds no checkpoint ({' or '.join(CHECKPOINT_NAMES)})")
+
+
+def run_config(run_dir: Path, checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The training flags: the run's config.json, else the copy stored in the checkpoint."""
+    config_file = run_dir / CONFIG_FILE
+    if config_file.is_file():
+        try:
+            return json.loads(config_file.read_text())
+        except (OSError, ValueError) as error:
+            raise UserError(f"--evaluate-from: cannot read {config_file}: {error}") from None
+    if isinstance(checkpoint.get("config"), dict):
+        return checkpoint["config"]
+    raise UserError(f"--evaluate-from: {run_dir} has no {CONFIG_FILE} and the checkpoint carries no config")
+
+
+def merged_args(argv: Sequence[str], prog: str | None, config: dict[str, Any],
+                **defaults) -> argparse.Namespace:
+    """Training flags from `config`, overridden by flags typed now; evaluation flags from now only."""
+    parser = build_parser(prog)
+    parser.set_defaults(**defaults)
+    values = vars(parser.parse_args(argv))
+    typed = explicit_flags(argv, prog)
+    for key, value in config.items():
+        if key in values and key not in typed and key not in COMMAND_LINE_ONLY:
+            values[key] = value
+    args = resolve_defaults(argparse.Namespace(**values))
+    validate(args, parser)
+    return args
+
+
+def first_mismatch(expected: dict[str, Tensor], found: dict[str, Tensor]) -> str | None:
+    """One line naming the first layer where a checkpoint's weights do not fit the model, if any."""
+    for key, tensor in expected.items():
+        if key not in found:
+            return f"layer {key} {tuple(tensor.shape)} of the model is missing from the checkpoint"
+        if found[key].shape != tensor.shape:
+            return (f"layer {key} has shape {tuple(found[key].shape)} in the checkpoint but "
+                    f"{tuple(tensor.shape)} in the model")
+    extra = next((key for key in found if key not in expected), None)
+    if extra is not None:
+        return f"layer {extra} {tuple(found[extra].shape)} of the checkpoint does not exist in the model"
+    return None
+
+
+def load_weights(model: MultiExitNetwork, state: dict[str, Tensor], checkpoint: Path) -> None:
+    """Load `state` into `model`, or fail with one line naming the first mismatching layer."""
+    mismatch = first_mismatch(model.state_dict(), state)
+    if mismatch is not None:
+        raise UserError(f"--evaluate-from: {checkpoint} does not fit the model built from the run's "
+                        f"config (different architecture or flags?): {mismatch}")
+    model.load_state_dict(state)
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes, so cached outputs follow the checkpoint's content, not its name."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(HASH_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_run(argv: Sequence[str], prog: str | None, **defaults) -> LoadedRun:
+    """Resolve `--evaluate-from`, rebuild the model from the run's flags and load its weights."""
+    typed = explicit_flags(argv, prog)
+    if "evaluate_from" not in typed:
+        raise UserError("--evaluate-from is required: give a run directory or a checkpoint file")
+    run_dir, checkpoint_file = locate_checkpoint(Path(typed["evaluate_from"]))
+    checkpoint = load_checkpoint(checkpoint_file, flag="--evaluate-from")
+    args = merged_args(argv, prog, run_config(run_dir, checkpoint), **defaults)
+    model = build_model(args)
+    load_weights(model, checkpoint["model"], checkpoint_file)
+    costs = count_exit_costs(model, input_size_for(args))
+    device = resolve_device(args.device, DistInfo())
+    return LoadedRun(args=args, run_dir=run_dir, checkpoint=checkpoint_file,
+                     digest=file_digest(checkpoint_file),
+                     model=model.to(device).eval(), objective=build_objective(args, model.num_exits),
+                     costs=costs, device=device)
+
+
+def data_loader(dataset: Dataset, run: LoadedRun) -> DataLoader:
+    """Evaluation batches of the whole of `dataset`, in order."""
+    return eval_loader(dataset, run.args.eval_batch_size, run.args.workers, DistInfo(), run.device)
+
+
+@torch.inference_mode()
+def compute_logits(model: MultiExitNetwork, loader: DataLoader, device: torch.device,
+                   description: str) -> tuple[Tensor, Tensor]:
+    """Raw per-exit logits f_n (exits x samples x classes) and targets of every sample, on the CPU."""
+    logits, targets = [], []
+    for images, labels in tqdm(loader, desc=description, unit="batch", leave=False, disable=None):
+        outputs = model(images.to(device, non_blocking=True))
+        logits.append(torch.stack(outputs).float().cpu())
+        targets.append(labels)
+    return torch.cat(logits, dim=1), torch.cat(targets)
+
+
+def read_cache(cache_file: Path, samples: int) -> tuple[Tensor, Tensor] | None:
+    """Cached (logits, targets) of `samples` samples, or None when absent, unreadable or of another size."""
+    try:
+        cached = torch.load(cache_file, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):
+        return None
+    if not isinstance(cached, dict) or cached.get("logits") is None or cached["logits"].shape[1] != samples:
+        return None
+    return cached["logits"], cached["targets"]
+
+
+def cached_logits(run: LoadedRun, dataset: Dataset, split: str) -> tuple[Tensor, Tensor]:
+    """Per-exit logits of a split, from the run's cache when this checkpoint already produced them."""
+    cache_file = run.run_dir / CACHE_DIR / f"logits_{split}_{run.digest[:DIGEST_CHARS]}.pt"
+    cached = read_cache(cache_file, len(dataset))
+    if cached is not None:
+        return cached
+    logits, targets = compute_logits(run.model, data_loader(dataset, run), run.device,
+                                     f"{run.name} {split}")
+    cache_file.parent.mkdir(exist_ok=True)
+    save_checkpoint({"logits": logits, "targets": targets}, cache_file)
+    return logits, targets
+
+
+def exit_probabilities(objective: ExitObjective, logits: Tensor) -> Tensor:
+    """Softmax of the evaluation-time outputs (F_n when boosted, f_n otherwise) of every exit."""
+    return torch.softmax(torch.stack(objective.outputs(list(logits))), dim=2)
+
+
+def split_outputs(run: LoadedRun, dataset: Dataset, split: str) -> SplitOutputs:
+    """Probabilities and targets of one split (logits cached per checkpoint)."""
+    logits, targets = cached_logits(run, dataset, split)
+    return SplitOutputs(exit_probabilities(run.objective, logits), targets)
+
+
+def topk_accuracy(probs: Tensor, targets: Tensor, k: int) -> list[float]:
+    """Per-exit top-k accuracy in percent."""
+    k = min(k, probs.shape[2])
+    hits = (probs.topk(k, dim=2).indices == targets.view(1, -1, 1)).any(dim=2)
+    return (hits.sum(dim=1).double() * 100.0 / probs.shape[1]).tolist()
+
+
+def anytime_rows(outputs: SplitOutputs, costs: ExitCosts) -> list[dict[str, Any]]:
+    """One row per exit: cumulative multiply-adds, parameters, top-1 and top-5 accuracy."""
+    top1, top5 = (topk_accuracy(outputs.probs, outputs.targets, k) for k in TOP_K)
+    return [{"exit": n + 1, "macs": costs.flops[n], "params": costs.params[n], "top1": top1[n],
+             "top5": top5[n]} for n in range(len(top1))]
+
+
+def budgeted_rows(levels: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Flatten sweep records into CSV rows with one threshold and exit-count column per exit."""
+    rows = []
+    for level in levels:
+        row = {key: level[key] for key in ("level", "q", "expected_cost", "val_accuracy", "test_accuracy")}
+        row.update({f"threshold_{n + 1}": t for n, t in enumerate(level["thresholds"])})
+        row.update({f"exit_count_{n + 1}": c for n, c in enumerate(level["exit_counts"])})
+        rows.append(row)
+    return rows
+
+
+def json_safe(value: Any) -> Any:
+    """Replace non-finite floats by the strings 'inf' / '-inf' / 'nan' so the JSON stays standard."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    write_text_atomically(path, json.dumps(json_safe(payload), indent=2, allow_nan=False) + "\n")
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomically(path, text.getvalue())
+
+
+def format_table(rows: list[dict[str, Any]], columns: dict[str, Callable[[Any], str]]) -> str:
+    """Aligned text table of `rows` with one formatter per column."""
+    cells = [list(columns)] + [[fmt(row[key]) for key, fmt in columns.items()] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(line, widths)) for line in cells)
+
+
+def mmacs(value: float) -> str:
+    return f"{value / 1e6:.2f}M"
+
+
+def percent(value: float) -> str:
+    return f"{value:.2f}"
+
+
+def slash_joined(values: Sequence[Any]) -> str:
+    return "/".join(map(str, values))
+
+
+def run_header(run: LoadedRun) -> dict[str, Any]:
+    """Identification shared by every output file."""
+    return {"run": run.name, "checkpoint": str(run.checkpoint), "checkpoint_sha256": run.digest,
+            "arch": run.args.arch, "loss": run.args.loss, "dataset": run.args.dataset}
+
+
+def evaluate_anytime(run: LoadedRun, test: SplitOutputs) -> None:
+    """Per-exit accuracy and cost on the test split: printed, anytime.csv and anytime.json."""
+    rows = anytime_rows(test, run.costs)
+    print(f"anytime ({run.name}, {test.probs.shape[1]} test samples)")
+    print(format_table(rows, {"exit": str, "macs": mmacs, "params": "{:,}".format, "top1": percent,
+                              "top5": percent}))
+    write_csv(run.run_dir / "anytime.csv", rows)
+    write_json(run.run_dir / "anytime.json", {**run_header(run), "test_samples": test.probs.shape[1],
+                                              "exits": rows})
+
+
+def evaluate_dynamic(run: LoadedRun, val: SplitOutputs, test: SplitOutputs) -> None:
+    """The 39-level budgeted-batch sweep: printed, budgeted.csv and budgeted.json."""
+    levels = [level.to_dict() for level in budgeted_sweep(
+        val.probs, val.targets, test.probs, test.targets, run.costs.flops,
+        flat_curve=run.args.flat_curve)]
+    print(f"budgeted batch ({run.name}, {val.probs.shape[1]} validation / {test.probs.shape[1]} test"
+          f"{', flat curve' if run.args.flat_curve else ''})")
+    print(format_table(levels, {"level": str, "expected_cost": mmacs, "val_accuracy": percent,
+                                "test_accuracy": percent, "exit_counts": slash_joined}))
+    write_csv(run.run_dir / "budgeted.csv", budgeted_rows(levels))
+    write_json(run.run_dir / "budgeted.json", {
+        **run_header(run), "flat_curve": run.args.flat_curve, "costs": run.costs.flops,
+        "val_samples": val.probs.shape[1], "test_samples": test.probs.shape[1], "levels": levels})
+
+
+def evaluate_budget(run: LoadedRun, val: SplitOutputs, test: SplitOutputs) -> list[float]:
+    """Thresholds for `--budget` (most accurate on validation within it), their test result: budget.json."""
+    try:
+        choice = thresholds_for_budget(val.probs, val.targets, run.costs.flops, run.args.budget)
+    except ValueError as error:
+        raise UserError(f"--budget {run.args.budget:g}: {error}") from None
+    accuracy, cost, counts = apply_thresholds(test.probs, test.targets, choice.thresholds,
+                                              run.costs.flops)
+    result = {**run_header(run), "budget": run.args.budget, **choice.to_dict(),
+              "test_accuracy": accuracy, "test_expected_cost": cost,
+              "test_exit_counts": counts.tolist()}
+    print(f"budget {mmacs(run.args.budget)} ({run.name}): q {choice.q:.4g}, validation "
+          f"{percent(choice.val_accuracy)}% at {mmacs(choice.val_expected_cost)}, test "
+          f"{percent(accuracy)}% at {mmacs(cost)}, test exits {slash_joined(counts.tolist())}")
+    write_json(run.run_dir / "budget.json", result)
+    return choice.thresholds
+
+
+def timed_batches(run: LoadedRun, dataset: Dataset) -> tuple[list[Tensor], Tensor]:
+    """The first TIMED_BATCHES test batches, already on the device, and their targets."""
+    images, targets = [], []
+    for batch_images, batch_targets in data_loader(dataset, run):
+        images.append(batch_images.to(run.device))
+        targets.append(batch_targets)
+        if len(images) == TIMED_BATCHES:
+            break
+    return images, torch.cat(targets)
+
+
+def timed_speed(run: LoadedRun, batches: list[Tensor], thresholds: list[float],
+                reweight: list[float] | None) -> Throughput:
+    """Images/s of the full network and of real early exit, both on one inference copy of the model."""
+    fast = inference_model(run.model)
+
+    @torch.inference_mode()
+    def full_network(images: Tensor) -> list[Tensor]:
+        return fast(images)
+
+    def early_exit(images: Tensor) -> EarlyExitResult:
+        return early_exit_predict(fast, images, thresholds, reweight)
+
+    return paired_throughput(full_network, early_exit,
+                             [images.contiguous(memory_format=torch.channels_last) for images in batches],
+                             run.device, TIMING_REPEATS)
+
+
+def evaluate_real_exit(run: LoadedRun, dataset: Dataset, test: SplitOutputs,
+                       thresholds: list[float]) -> None:
+    """Real early exit on the first test batches: its exits against the simulation, and its
+    measured images/s beside the full network's: printed and real_exit.json."""
+    batches, targets = timed_batches(run, dataset)
+    reweight = run.objective.factors if run.objective.boosted else None
+    results = [early_exit_predict(run.model, images, thresholds, reweight) for images in batches]
+    predictions = torch.cat([result.predictions for result in results]).cpu()
+    counts = torch.bincount(torch.cat([result.exit_index for result in results]).cpu(),
+                            minlength=run.model.num_exits)
+    samples = len(targets)
+    simulated_accuracy, simulated_cost, simulated_counts = apply_thresholds(
+        test.probs[:, :samples], test.targets[:samples], thresholds, run.costs.flops)
+    speed = timed_speed(run, batches, thresholds, reweight)
+    result = {
+        **run_header(run), "device": str(run.device), "batch_size": run.args.eval_batch_size,
+        "samples": samples, "thresholds": thresholds,
+        "images_per_second": {"full_network": speed.full_network, "early_exit": speed.early_exit},
+        "speedup": speed.speedup, "full_cost": run.costs.flops[-1],
+        "expected_cost": expected_cost(counts, run.costs.flops),
+        "simulated_expected_cost": simulated_cost,
+        "accuracy": (predictions == targets).sum().item() * 100.0 / samples,
+        "simulated_accuracy": simulated_accuracy,
+        "exit_counts": counts.tolist(), "simulated_exit_counts": simulated_counts.tolist()}
+    print(f"real early exit ({run.name}, {samples} test images, batch {run.args.eval_batch_size}, "
+          f"{run.device}): {speed.early_exit:.1f} images/s vs full network {speed.full_network:.1f} "
+          f"images/s ({speed.speedup:.2f}x); accuracy {percent(result['accuracy'])}% (simulated "
+          f"{percent(simulated_accuracy)}%), exits {slash_joined(counts.tolist())}")
+    write_json(run.run_dir / "real_exit.json", result)
+
+
+def needs_validation(args: argparse.Namespace) -> bool:
+    return args.evalmode != "anytime" or args.budget is not None or args.real_exit
+
+
+def check_request(run: LoadedRun) -> None:
+    """Fail before any work when the request cannot be met by this run."""
+    if run.args.real_exit and run.args.budget is None:
+        raise UserError("--real-exit needs --budget X (multiply-adds per image) to choose its thresholds")
+    if needs_validation(run.args) and not (run.run_dir / SPLIT_FILE).is_file():
+        raise UserError(f"--evaluate-from: {run.run_dir} has no validation split ({SPLIT_FILE}; the run "
+                        f"was trained without --use-valid), which budgeted evaluation needs; use "
+                        f"--evalmode anytime")
+
+
+def main(argv: Sequence[str] | None = None, prog: str | None = None, **defaults) -> None:
+    """Evaluate the run `--evaluate-from` names in the modes the flags ask for."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    run = load_run(argv, prog, **defaults)
+    check_request(run)
+    args = run.args
+    with_validation = needs_validation(args)
+    splits = build_splits(argparse.Namespace(**{**vars(args), "use_valid": with_validation}),
+                          run.run_dir)
+    test = split_outputs(run, splits.test, "test")
+    if args.evalmode in ("anytime", "both"):
+        evaluate_anytime(run, test)
+    if not with_validation:
+        return
+    val = split_outputs(run, splits.val, "val")
+    if args.evalmode in ("dynamic", "both"):
+        evaluate_dynamic(run, val, test)
+    if args.budget is not None:
+        thresholds = evaluate_budget(run, val, test)
+        if args.real_exit:
+            evaluate_real_exit(run, splits.test, test, thresholds)
