@@ -111,6 +111,18 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path):
         assert torch.equal(state["momentum_buffer"], resumed_state["momentum_buffer"])
 
 
+def test_device_resident_data_trains_and_resumes_exactly(tmp_path):
+    flags = [*TINY_MSDNET, *SHORT, "--gpu-data", "--lr_milestones", "1"]
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    assert train(*flags, "--epochs", "2", "--result_dir", str(straight)) == 0
+    assert train(*flags, "--epochs", "1", "--result_dir", str(interrupted)) == 0
+    assert train(*flags, "--epochs", "2", "--result_dir", str(interrupted), "--resume") == 0
+    expected, resumed = load(straight / "model_latest.pth"), load(interrupted / "model_latest.pth")
+    for key, value in expected["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+    assert "train" in (straight / "log.txt").read_text()
+
+
 def test_torchrun_two_ranks_end_with_identical_weights(tmp_path):
     run, rank_dir = tmp_path / "run", tmp_path / "ranks"
     rank_dir.mkdir()

@@ -15,6 +15,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ from utils.data import build_splits, eval_loader, start_epoch, train_loader
 from utils.distributed import DistInfo
 from utils.errors import UserError
 from utils.fast_step import build_eval_forward, build_train_step, make_sgd, resolve_step_mode
+from utils.gpu_data import GpuBatches, use_gpu_data
 from utils.run_dir import (BEST_CHECKPOINT, LATEST_CHECKPOINT, RunLog, check_run_dir, run_config,
                            write_config)
 
@@ -142,6 +144,10 @@ class Trainer:
         self.config = run_config(args)
         splits = build_splits(args, self.run_dir)
         self.train_loader = train_loader(splits.train, args, info, device)
+        self.gpu_batches = (GpuBatches.from_dataset(
+            splits.train, args.batch_size, device, args.seed, rank=info.rank,
+            world_size=info.world_size, flip=args.dataset == "cifar100")
+            if use_gpu_data(args, device) else None)
         self.val_loader = (eval_loader(splits.val, args.eval_batch_size, args.workers, info, device)
                            if splits.val is not None else None)
         seed_everything(args.seed)
@@ -243,18 +249,17 @@ class Trainer:
 
     def _train_epoch(self, epoch: int) -> ExitMetrics:
         """One pass over this rank's shard; metrics synchronised every --log-interval steps only."""
-        args, loader = self.args, self.train_loader
-        start_epoch(loader, args.seed, epoch, self.info.rank)
+        args = self.args
+        batches, count = self._epoch_batches(epoch)
         self.model.train()
         self.objective.train()
-        steps = (len(loader) if args.max_steps_per_epoch is None
-                 else min(len(loader), args.max_steps_per_epoch))
+        steps = count if args.max_steps_per_epoch is None else min(count, args.max_steps_per_epoch)
         sums = MetricSums(self.model.num_exits, self.device)
         first_bad_step = torch.full((), NO_BAD_STEP, dtype=torch.int64, device=self.device)
         interval = IntervalSpeed(self.info.world_size)
         with tqdm(total=steps, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False,
                   disable=not self.info.is_main, dynamic_ncols=True) as bar:
-            for step, (images, targets) in zip(range(steps), loader):
+            for step, (images, targets) in zip(range(steps), batches):
                 result = self.train_step(images.to(self.device, non_blocking=True),
                                          targets.to(self.device, non_blocking=True))
                 sums.add(result.per_exit_losses, result.per_exit_correct, len(targets))
@@ -268,6 +273,13 @@ class Trainer:
                     bar.set_postfix_str(f"{sums.metrics(across_ranks=False).summary()} "
                                         f"{interval.images_per_second():.0f} img/s")
         return sums.metrics(across_ranks=True)
+
+    def _epoch_batches(self, epoch: int) -> tuple[Iterable[tuple[Tensor, Tensor]], int]:
+        """This epoch's training batches (device-resident with --gpu-data) and how many there are."""
+        if self.gpu_batches is not None:
+            return self.gpu_batches.epoch(epoch), len(self.gpu_batches)
+        start_epoch(self.train_loader, self.args.seed, epoch, self.info.rank)
+        return self.train_loader, len(self.train_loader)
 
     def _stop_if_not_finite(self, first_bad_step: Tensor, epoch: int) -> None:
         """Raise (on every rank alike) if any rank has seen a non-finite loss this epoch."""
