@@ -46,8 +46,12 @@ def inference_model(model: MultiExitNetwork) -> MultiExitNetwork:
 
 @torch.inference_mode()
 def early_exit_predict(model: MultiExitNetwork, images: Tensor, thresholds: Sequence[float],
-                       reweight: Sequence[float] | None = None) -> EarlyExitResult:
-    """Classify `images`, dropping samples as they exit; `reweight` set = boosted outputs F_n."""
+                            reweight: Sequence[float] | None = None) -> EarlyExitResult:
+    """Classify `images`, dropping samples as they exit; `reweight` set = boosted outputs F_n.
+
+    One `nonzero` per exit is the only host synchronisation (deciding who stays needs the
+    count); predictions are written for every remaining sample and overwritten by later exits.
+    """
     if len(thresholds) != model.num_exits:
         raise ValueError(f"need {model.num_exits} thresholds, got {len(thresholds)}")
     batch = images.shape[0]
@@ -59,19 +63,21 @@ def early_exit_predict(model: MultiExitNetwork, images: Tensor, thresholds: Sequ
     for n in range(model.num_exits):
         features = model.advance(n, features)
         output = model.classify(n, features)
-        if reweight is not None and ensemble is not None:
+        if ensemble is not None:
             output = output + reweight[n] * ensemble
         confidence, predicted = torch.softmax(output, dim=1).max(dim=1)
-        last = n == model.num_exits - 1
-        leaving = torch.ones_like(confidence, dtype=torch.bool) if last else confidence >= thresholds[n]
-        predictions[remaining[leaving]] = predicted[leaving]
-        exit_index[remaining[leaving]] = n
-        staying = ~leaving
-        if not staying.any():
+        predictions[remaining] = predicted
+        exit_index[remaining] = n
+        if n == model.num_exits - 1:
             break
-        remaining = remaining[staying]
-        features = select_samples(features, staying)
-        ensemble = output[staying] if reweight is not None else None
+        staying = torch.nonzero(~(confidence >= thresholds[n])).squeeze(1)
+        if len(staying) == 0:
+            break
+        if len(staying) < len(remaining):
+            remaining = remaining[staying]
+            features = select_samples(features, staying)
+            output = output[staying]
+        ensemble = output if reweight is not None else None
     return EarlyExitResult(predictions, exit_index)
 
 

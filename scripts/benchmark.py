@@ -1,0 +1,355 @@
+"""Time every recipe model's training step and evaluation forward, eager vs fast (issue 5).
+
+For each recipe model (MSDNet and RANet at CIFAR and ImageNet sizes, SPEC §7) it times, on
+whatever device is present, a training step (forward through all exits, boosted loss,
+backward, SGD) and an evaluation forward in the eager path and in each fast path
+(`torch.compile` on the CPU; the captured step and the captured compiled step on a GPU):
+median milliseconds over many steps after warm-up (CUDA events on a GPU, so steps pipeline
+as in training; wall clock after a synchronisation on the CPU), images/s, peak GPU memory,
+the first call's time (compilation / capture), the speedup over eager and the projected
+time of the full recipe (epochs x steps per epoch x ms per step, per GPU, ignoring data
+loading and all-reduce). Where `utils/early_exit.py` exists it also times real early exit at
+batch 1 and 256 against the full network and against its cost ratio's promise. Synthetic
+data; the device-resident loader (`utils/gpu_data.py`) is timed on its own.
+
+    python scripts/benchmark.py                 # real recipe sizes, results/benchmark.json
+    python scripts/benchmark.py --quick         # tiny sizes, a CPU smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from adaptive_inference import exit_fractions, find_thresholds  # noqa: E402
+from args import parse_args  # noqa: E402
+from models import NUM_CLASSES, MultiExitNetwork, build_model, is_imagenet_sized  # noqa: E402
+from models.boosting import ExitObjective, build_objective  # noqa: E402
+from op_counter import count_exit_costs, input_size_for  # noqa: E402
+from utils.distributed import DistInfo, resolve_device  # noqa: E402
+from utils.engine import parameter_groups  # noqa: E402
+from utils.fast_step import build_eval_forward, build_train_step, make_sgd  # noqa: E402
+from utils.gpu_data import GpuBatches  # noqa: E402
+
+EARLY_EXIT_LEVEL = 10  # budget level k of SPEC §6: exit shares p_n = q^n / sum q^m with q = 0.5
+EARLY_EXIT_BATCHES = (1, 256)
+SINGLE_IMAGES = 64  # images timed one at a time for batch 1 (--quick: 32)
+CIFAR_TRAIN_IMAGES = 50_000
+IMAGENET_TRAIN_IMAGES = 1_281_167
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A model of SPEC §7 and how its paper recipe trains (per-GPU batch, GPUs, epochs)."""
+
+    name: str
+    flags: tuple[str, ...]
+    epochs: int
+    train_images: int
+    batch: int
+    gpus: int
+    eval_batch: int = 256
+
+    def steps_per_epoch(self) -> int:
+        return self.train_images // (self.batch * self.gpus)
+
+
+RECIPES = (
+    Recipe("msdnet_cifar100", ("--dataset", "cifar100", "--arch", "msdnet_ge", "--nBlocks", "10",
+                               "--stepmode", "even", "--step", "2", "--base", "4",
+                               "--nChannels", "16"), 300, CIFAR_TRAIN_IMAGES, 64, 1),
+    Recipe("ranet_cifar100", ("--dataset", "cifar100", "--arch", "ranet", "--nBlocks", "2",
+                              "--stepmode", "even", "--step", "4", "--nChannels", "16",
+                              "--scale-list", "1-2-3-3", "--grFactor", "4-2-1-1",
+                              "--bnFactor", "4-2-1-1"), 300, CIFAR_TRAIN_IMAGES, 64, 1),
+    Recipe("msdnet_imagenet", ("--dataset", "imagenet", "--arch", "msdnet_ge", "--nBlocks", "5",
+                               "--stepmode", "even", "--step", "7", "--base", "7",
+                               "--nChannels", "32", "--growthRate", "16", "--grFactor", "1-2-4-4",
+                               "--bnFactor", "1-2-4-4", "--lr_milestones", "30,60"),
+           90, IMAGENET_TRAIN_IMAGES, 64, 4),
+    Recipe("ranet_imagenet", ("--dataset", "imagenet", "--arch", "ranet", "--nBlocks", "2",
+                              "--stepmode", "even", "--step", "8", "--growthRate", "16",
+                              "--scale-list", "1-2-3-4", "--grFactor", "4-2-2-1",
+                              "--bnFactor", "4-2-2-1", "--nChannels", "64",
+                              "--lr_milestones", "30,60"), 90, IMAGENET_TRAIN_IMAGES, 64, 4),
+)
+
+TINY_MSDNET = ("--arch", "msdnet_ge", "--nBlocks", "2", "--base", "1", "--step", "1",
+               "--nChannels", "4", "--growthRate", "2")
+TINY_RANET = ("--arch", "ranet", "--nBlocks", "1", "--block-step", "1", "--step", "2",
+              "--nChannels", "4", "--growthRate", "4")
+QUICK_RECIPES = (
+    Recipe("msdnet_cifar100", ("--dataset", "cifar100", *TINY_MSDNET, "--grFactor", "1-2-2",
+                               "--bnFactor", "1-2-2"), 300, CIFAR_TRAIN_IMAGES, 8, 1, eval_batch=16),
+    Recipe("ranet_cifar100", ("--dataset", "cifar100", *TINY_RANET, "--scale-list", "1-2-3",
+                              "--grFactor", "2-1-1", "--bnFactor", "2-1-1"),
+           300, CIFAR_TRAIN_IMAGES, 8, 1, eval_batch=16),
+    Recipe("msdnet_imagenet", ("--dataset", "imagenet", *TINY_MSDNET, "--grFactor", "1-2-2-2",
+                               "--bnFactor", "1-2-2-2"), 90, IMAGENET_TRAIN_IMAGES, 2, 4,
+           eval_batch=2),
+    Recipe("ranet_imagenet", ("--dataset", "imagenet", *TINY_RANET, "--scale-list", "1-2-3-4",
+                              "--grFactor", "2-1-1-1", "--bnFactor", "2-1-1-1"),
+           90, IMAGENET_TRAIN_IMAGES, 2, 4, eval_batch=2),
+)
+
+
+@dataclass
+class Timing:
+    """Median ms per call over the timed calls, the first (compiling / capturing) call's seconds."""
+
+    ms: float
+    first_call_s: float
+    peak_memory_mb: Optional[float]
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the GPU's queued work (nothing to wait for on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_calls(call: Callable[[], object], device: torch.device, warmup: int, steps: int) -> Timing:
+    """Median per-call time after `warmup` calls; CUDA events on a GPU, wall clock on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    started = time.perf_counter()
+    call()
+    synchronize(device)
+    first_call_s = time.perf_counter() - started
+    for _ in range(warmup):
+        call()
+    synchronize(device)
+    durations = event_durations(call, steps) if device.type == "cuda" else wall_durations(call, steps)
+    peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None
+    return Timing(statistics.median(durations), first_call_s, peak)
+
+
+def event_durations(call: Callable[[], object], steps: int) -> list[float]:
+    """Milliseconds between CUDA events recorded around each call; one synchronisation at the end."""
+    events = [torch.cuda.Event(enable_timing=True) for _ in range(steps + 1)]
+    events[0].record()
+    for event in events[1:]:
+        call()
+        event.record()
+    torch.cuda.synchronize()
+    return [start.elapsed_time(end) for start, end in zip(events, events[1:])]
+
+
+def wall_durations(call: Callable[[], object], steps: int) -> list[float]:
+    """Wall-clock milliseconds of each call (CPU work is done when the call returns)."""
+    durations = []
+    for _ in range(steps):
+        started = time.perf_counter()
+        call()
+        durations.append((time.perf_counter() - started) * 1000)
+    return durations
+
+
+def build(recipe: Recipe, device: torch.device) -> tuple[argparse.Namespace, MultiExitNetwork,
+                                                          ExitObjective]:
+    """The recipe's model (seeded) and objective on `device`."""
+    args = parse_args(list(recipe.flags))
+    torch.manual_seed(0)
+    model = build_model(args).to(device)
+    return args, model, build_objective(args, model.num_exits).to(device)
+
+
+def synthetic_batch(args: argparse.Namespace, batch: int, device: torch.device
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded random images of the recipe's input size and random labels, on `device`."""
+    size, classes = input_size_for(args), NUM_CLASSES[args.dataset]
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(batch, 3, size, size, generator=generator)
+    return images.to(device), torch.randint(0, classes, (batch,), generator=generator).to(device)
+
+
+def time_mode(recipe: Recipe, mode: str, device: torch.device, options: argparse.Namespace
+              ) -> dict:
+    """Train-step and eval-forward timings of one recipe model in one step mode."""
+    args, model, objective = build(recipe, device)
+    optimizer = make_sgd(parameter_groups(model, args), args.lr_f, args.momentum, device)
+    step = build_train_step(model, objective, optimizer, mode, amp=options.amp,
+                            channels_last=options.channels_last)
+    images, targets = synthetic_batch(args, recipe.batch, device)
+    model.train()
+    train = time_calls(lambda: step(images, targets), device, options.warmup, options.steps)
+    model.eval()
+    forward = build_eval_forward(model, mode, amp=options.amp, channels_last=options.channels_last)
+    eval_images, _ = synthetic_batch(args, recipe.eval_batch, device)
+    evaluate = time_calls(lambda: forward(eval_images), device, options.warmup, options.steps)
+    return {"model": recipe.name, "mode": mode, "batch": recipe.batch,
+            "eval_batch": recipe.eval_batch, "train": summary(train, recipe.batch),
+            "eval": summary(evaluate, recipe.eval_batch),
+            "projected_recipe_hours": recipe.epochs * recipe.steps_per_epoch() * train.ms / 3.6e6}
+
+
+def summary(timing: Timing, batch: int) -> dict:
+    """The timing as JSON fields plus images/s."""
+    return {**asdict(timing), "images_per_s": batch * 1000 / timing.ms}
+
+
+def add_speedups(rows: list[dict]) -> None:
+    """Speedup of every row over the eager row of the same model."""
+    eager = {row["model"]: row for row in rows if row["mode"] == "eager"}
+    for row in rows:
+        base = eager[row["model"]]
+        row["train_speedup"] = base["train"]["ms"] / row["train"]["ms"]
+        row["eval_speedup"] = base["eval"]["ms"] / row["eval"]["ms"]
+
+
+def time_early_exit(recipe: Recipe, device: torch.device, options: argparse.Namespace) -> list[dict]:
+    """Real early exit vs the full network at batch 1 and 256, and against its cost ratio's promise.
+
+    Thresholds put the shares p_n of SPEC §6's budget level EARLY_EXIT_LEVEL of 256 images
+    out at each exit; "promised" is the full network's cost over the expected cost.
+    """
+    try:
+        from utils.early_exit import early_exit_predict
+    except ImportError:
+        return []
+    args, model, objective = build(recipe, device)
+    model.eval()
+    costs = count_exit_costs(copy.deepcopy(model).cpu(), input_size_for(args)).flops
+    images, _ = synthetic_batch(args, max(EARLY_EXIT_BATCHES), device)
+    with torch.no_grad():
+        probs = torch.softmax(torch.stack(objective.outputs(model(images))).float(), dim=2)
+    thresholds = find_thresholds(probs.cpu(), exit_fractions(model.num_exits, EARLY_EXIT_LEVEL)).tolist()
+    reweight = objective.factors if objective.boosted else None
+    runs = {"full_network": lambda x: model(x),
+            "early_exit": lambda x: early_exit_predict(model, x, thresholds, reweight)}
+    exits = early_exit_predict(model, images, thresholds, reweight).exit_index.cpu()
+    counts = torch.bincount(exits, minlength=model.num_exits)
+    expected_cost = float(counts.double() @ torch.tensor(costs, dtype=torch.float64)) / len(exits)
+    promised = costs[-1] / expected_cost
+    rows = []
+    for batch in EARLY_EXIT_BATCHES:
+        timed = images if batch > 1 else images[:options.single_images]
+        chunks = timed.split(batch)
+        ms = {name: time_calls(torch.no_grad()(lambda run=run: [run(c) for c in chunks]), device,
+                               options.early_exit_warmup, options.early_exit_steps).ms
+              for name, run in runs.items()}
+        speedup = ms["full_network"] / ms["early_exit"]
+        rows.append({"model": recipe.name, "batch": batch, "images": len(timed),
+                     "exit_counts": counts.tolist(), "promised_speedup": promised,
+                     **{f"{name}_images_per_s": len(timed) * 1000 / value for name, value in ms.items()},
+                     "speedup": speedup, "share_of_promise": speedup / promised})
+    return rows
+
+
+def time_gpu_data(device: torch.device, quick: bool, steps: int) -> dict:
+    """ms per augmented batch of 64 from a CIFAR-sized uint8 set kept on the device."""
+    count = 5_000 if quick else CIFAR_TRAIN_IMAGES
+    images = torch.randint(0, 256, (count, 3, 32, 32), dtype=torch.uint8)
+    data = GpuBatches.from_uint8(images, torch.zeros(count, dtype=torch.int64), 64, device, seed=0)
+    generator, order = data.generator(0), data.shard(0)
+    timing = time_calls(lambda: data.augment(data.images[order[:64]], generator), device, 3, steps)
+    return {"images": count, "batch": 64, "ms_per_batch": timing.ms,
+            "images_per_s": 64 * 1000 / timing.ms}
+
+
+def markdown_table(rows: list[dict], early_exit: list[dict]) -> str:
+    """The results as Markdown tables (step timings, then early exit)."""
+    lines = ["| model | mode | batch | train ms/step | train img/s | train speedup | eval ms | "
+             "eval speedup | first call s | peak MB | recipe hours |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        peak = r["train"]["peak_memory_mb"]
+        lines.append(f"| {r['model']} | {r['mode']} | {r['batch']} | {r['train']['ms']:.2f} | "
+                     f"{r['train']['images_per_s']:.0f} | {r['train_speedup']:.2f}x | "
+                     f"{r['eval']['ms']:.2f} | {r['eval_speedup']:.2f}x | "
+                     f"{r['train']['first_call_s']:.1f} | {'-' if peak is None else f'{peak:.0f}'} | "
+                     f"{r['projected_recipe_hours']:.2f} |")
+    if early_exit:
+        lines += ["", "| model | batch | exits | promised | early exit img/s | full img/s | speedup "
+                      "| share of promise |", "|---|---|---|---|---|---|---|---|"]
+        for r in early_exit:
+            lines.append(f"| {r['model']} | {r['batch']} | {'/'.join(map(str, r['exit_counts']))} | "
+                         f"{r['promised_speedup']:.2f}x | {r['early_exit_images_per_s']:.0f} | "
+                         f"{r['full_network_images_per_s']:.0f} | {r['speedup']:.2f}x | "
+                         f"{r['share_of_promise']:.0%} |")
+    return "\n".join(lines)
+
+
+def wants_early_exit(recipe: Recipe, device: torch.device, options: argparse.Namespace) -> bool:
+    """Early exit is timed unless switched off; on the CPU only at CIFAR size (256 ImageNet images are slow)."""
+    return options.early_exit and (device.type == "cuda" or not is_imagenet_sized(
+        parse_args(list(recipe.flags))))
+
+
+def fast_modes(device: torch.device, requested: Optional[Sequence[str]]) -> list[str]:
+    """The fast paths to time: as requested, else compile on the CPU and both graph modes on CUDA."""
+    if requested:
+        return list(requested)
+    return ["cuda_graph", "compiled_cuda_graph"] if device.type == "cuda" else ["compile"]
+
+
+def parse_options(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """Benchmark flags, with step counts defaulting by --quick."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny models and few steps (CPU smoke run)")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmark.json")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--models", nargs="+", choices=[r.name for r in RECIPES],
+                        default=[r.name for r in RECIPES])
+    parser.add_argument("--modes", nargs="+", default=None,
+                        choices=("compile", "cuda_graph", "compiled_cuda_graph"),
+                        help="fast paths to time (default: compile on CPU, both graph modes on CUDA)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (default 50, quick 5)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps (default 10, quick 2)")
+    parser.add_argument("--amp", choices=("bf16",), default=None)
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--no-early-exit", dest="early_exit", action="store_false")
+    options = parser.parse_args(argv)
+    options.steps = options.steps or (5 if options.quick else 50)
+    options.warmup = options.warmup if options.warmup is not None else (2 if options.quick else 10)
+    options.early_exit_warmup, options.early_exit_steps = (0, 1) if options.quick else (1, 3)
+    options.single_images = SINGLE_IMAGES // 2 if options.quick else SINGLE_IMAGES
+    return options
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    """Time everything, write the JSON, print the tables; returns the JSON dict."""
+    options = parse_options(argv)
+    device = resolve_device(options.device, DistInfo())
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    recipes = [r for r in (QUICK_RECIPES if options.quick else RECIPES) if r.name in options.models]
+    started = time.perf_counter()
+    rows = [time_mode(recipe, mode, device, options) for recipe in recipes
+            for mode in ["eager", *fast_modes(device, options.modes)]]
+    add_speedups(rows)
+    early_exit = [row for recipe in recipes if wants_early_exit(recipe, device, options)
+                  for row in time_early_exit(recipe, device, options)]
+    result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+              "torch": torch.__version__, "quick": options.quick, "amp": options.amp,
+              "channels_last": options.channels_last, "threads": torch.get_num_threads(),
+              "tf32": {"cudnn": torch.backends.cudnn.allow_tf32,
+                       "matmul": torch.backends.cuda.matmul.allow_tf32},
+              "recipes": [asdict(r) | {"steps_per_epoch": r.steps_per_epoch()} for r in recipes],
+              "results": rows, "early_exit": early_exit,
+              "gpu_data": time_gpu_data(device, options.quick, options.steps)}
+    result["wall_s"] = time.perf_counter() - started
+    options.out.parent.mkdir(parents=True, exist_ok=True)
+    options.out.write_text(json.dumps(result, indent=2))
+    print(f"{result['device']}, torch {result['torch']}, {result['wall_s']:.0f} s; "
+          f"written to {options.out}\n")
+    print(markdown_table(rows, early_exit))
+    data = result["gpu_data"]
+    print(f"\ndevice-resident data: {data['ms_per_batch']:.2f} ms per augmented batch of 64 "
+          f"({data['images_per_s']:.0f} images/s)")
+    return result
+
+
+if __name__ == "__main__":
+    main()

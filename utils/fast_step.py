@@ -1,0 +1,366 @@
+"""Fast training steps and evaluation forwards: eager, torch.compile, or one CUDA graph (issue 5).
+
+A training step is forward through every exit, the objective, backward and the optimiser
+update; :func:`build_train_step` returns it as ``step(images, targets) -> StepOutput`` with
+all outputs on the device and no host synchronisation inside (except GradScaler's overflow
+check with ``--amp fp16``, which only the eager mode supports). Modes:
+
+- ``eager``: plain PyTorch.
+- ``compile``: the forward and objective go through ``torch.compile`` (inductor's default mode
+  unless ``compile_mode`` says otherwise); backward runs the compiled backward graph and the
+  optimiser step stays eager. On CUDA, ``"max-autotune-no-cudagraphs"`` can add autotuned
+  kernels at minutes of extra compile time; ``"reduce-overhead"`` captures the forward and
+  backward graphs separately with CUDA-graph trees, whose outputs the next step overwrites
+  (StepOutput clones them) -- ``compiled_cuda_graph`` below is the better CUDA choice.
+- ``cuda_graph``: the whole eager step (forward, objective, backward, fused SGD) captured as
+  one CUDA graph after a warm-up on a side stream and replayed per batch; the batch is
+  copied into static input buffers. GPU only, single process.
+- ``compiled_cuda_graph``: the same capture with the compiled forward inside (fewer, fused
+  kernels; one launch). What ``--compile`` selects on a single GPU.
+
+Learning rates are 0-dim tensors on the device, one per parameter group, changed in place by
+the LR scheduler (torch >= 2.7 fills tensor learning rates in place), so a new rate reaches
+the captured graph and never recompiles anything; each step re-installs them if something
+(an older scheduler, ``optimizer.load_state_dict``) replaced them. The optimiser must be SGD
+with a fused kernel for the graph modes (:func:`make_sgd` builds one): foreach SGD turns a
+tensor learning rate into a Python number, a host synchronisation capture forbids.
+
+Numerics: fp32 by default, as in the paper. TF32 is allowed and left to PyTorch's settings:
+cuDNN convolutions use TF32 unless ``torch.backends.cudnn.allow_tf32 = False``; matmuls use it
+only after ``torch.backends.cuda.matmul.allow_tf32 = True``. ``amp="bf16"`` runs the forward
+under bf16 autocast (any mode); ``amp="fp16"`` needs a dynamic loss scale and is eager only.
+BatchNorm running statistics and the objective's loss EMA are updated by the captured graph
+in place, like every other buffer.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Iterable, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from models.boosting import ExitObjective
+from utils.errors import UserError
+
+STEP_MODES = ("eager", "compile", "cuda_graph", "compiled_cuda_graph")
+GRAPH_MODES = ("cuda_graph", "compiled_cuda_graph")
+COMPILED_MODES = ("compile", "compiled_cuda_graph")
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+WARMUP_STEPS = 3
+FUSED_SGD_DEVICES = ("cuda", "cpu")
+
+ForwardFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]
+
+
+@dataclass
+class StepOutput:
+    """Detached device tensors of one step: total loss, per-exit losses, per-exit correct counts."""
+
+    loss: Tensor
+    per_exit_losses: Tensor
+    per_exit_correct: Tensor
+
+
+TrainStep = Callable[[Tensor, Tensor], StepOutput]
+EvalForward = Callable[[Tensor], list[Tensor]]
+
+
+def resolve_step_mode(args: argparse.Namespace, device: torch.device, world_size: int = 1) -> str:
+    """The step mode `--compile` / `--cuda-graph` ask for on this device (one switch per device).
+
+    `--compile` means the compiled step captured as one CUDA graph on a single GPU, and plain
+    torch.compile on the CPU or under torchrun (a captured step cannot hold DDP's all-reduces).
+    """
+    if (args.compile or args.cuda_graph) and args.amp == "fp16":
+        raise UserError("--amp fp16 needs a dynamic loss scale, which the fast step does not "
+                        "capture; use --amp bf16 with --compile or --cuda-graph")
+    if args.cuda_graph:
+        if device.type != "cuda":
+            raise UserError(f"--cuda-graph needs a CUDA device, this run uses {device}; "
+                            f"use --compile on the CPU")
+        if world_size > 1:
+            raise UserError("--cuda-graph captures a single-process step; under torchrun use "
+                            "--compile")
+        return "cuda_graph"
+    if args.compile:
+        return "compiled_cuda_graph" if device.type == "cuda" and world_size == 1 else "compile"
+    return "eager"
+
+
+def make_sgd(param_groups: Iterable[dict], lr: float, momentum: float,
+             device: torch.device) -> torch.optim.SGD:
+    """SGD (no Nesterov, no dampening) with a tensor learning rate per group, fused on CPU/CUDA."""
+    groups = [{**group, "lr": torch.tensor(float(group.get("lr", lr)), device=device)}
+              for group in param_groups]
+    fused = device.type in FUSED_SGD_DEVICES
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=False, fused=fused,
+                           foreach=not fused)
+
+
+def tensor_learning_rates(optimizer: torch.optim.Optimizer, device: torch.device) -> list[Tensor]:
+    """Make every group's learning rate a 0-dim fp32 tensor on `device` (in place) and return them."""
+    rates = []
+    for group in optimizer.param_groups:
+        rate = group["lr"]
+        if not (isinstance(rate, Tensor) and rate.device == device and rate.dtype == torch.float32
+                and rate.dim() == 0):
+            rate = torch.tensor(float(rate), dtype=torch.float32, device=device)
+            group["lr"] = rate
+        rates.append(rate)
+    return rates
+
+
+def keep_learning_rates(optimizer: torch.optim.Optimizer, rates: Sequence[Tensor]) -> None:
+    """Re-install `rates` where a group's lr was replaced, carrying the new value over (no sync)."""
+    for group, rate in zip(optimizer.param_groups, rates):
+        current = group["lr"]
+        if current is not rate:
+            if isinstance(current, Tensor):
+                rate.copy_(current.reshape(()))
+            else:
+                rate.fill_(current)
+            group["lr"] = rate
+
+
+def autocast_context(device: torch.device, amp: Optional[str]) -> contextlib.AbstractContextManager:
+    """bf16/fp16 autocast, or nothing (fp32); the weight-cast cache is off so graphs can capture it."""
+    if amp is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=AMP_DTYPES[amp], cache_enabled=False)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model's parameters live."""
+    return next(model.parameters()).device
+
+
+def memory_format_for(channels_last: bool) -> torch.memory_format:
+    """channels_last or the default layout."""
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def make_forward(model: nn.Module, objective: ExitObjective, amp: Optional[str],
+                 memory_format: torch.memory_format) -> ForwardFn:
+    """images, targets -> (loss, per-exit losses, per-exit correct counts), all on the device."""
+    device = model_device(model)
+
+    def forward(images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        images = images.contiguous(memory_format=memory_format)
+        with autocast_context(device, amp):
+            loss, per_exit_losses, outputs = objective(model(images), targets)
+        correct = torch.stack([(output.argmax(1) == targets).sum() for output in outputs])
+        return loss, per_exit_losses, correct
+    return forward
+
+
+def check_graph_ready(model: nn.Module, optimizer: torch.optim.Optimizer, amp: Optional[str]) -> None:
+    """Refuse what a captured step cannot do, with the reason."""
+    if not torch.cuda.is_available() or model_device(model).type != "cuda":
+        raise RuntimeError("a CUDA-graph step needs the model on a CUDA device; "
+                           "use mode 'compile' or 'eager' on the CPU")
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        raise ValueError("a CUDA-graph step cannot capture DistributedDataParallel; use 'compile'")
+    if not isinstance(optimizer, torch.optim.SGD) or any(
+            not group["fused"] or group["dampening"] != 0 for group in optimizer.param_groups):
+        raise ValueError("a CUDA-graph step needs fused SGD without dampening (utils.fast_step.make_sgd)")
+    if amp == "fp16":
+        raise ValueError("amp 'fp16' needs a dynamic loss scale; capture bf16 or fp32")
+
+
+def build_train_step(model: nn.Module, objective: ExitObjective, optimizer: torch.optim.Optimizer,
+                     mode: str, amp: Optional[str] = None, channels_last: bool = False, *,
+                     compile_mode: Optional[str] = None,
+                     scaler: Optional[torch.amp.GradScaler] = None) -> TrainStep:
+    """The training step for `mode` (see the module docstring); build it after loading a checkpoint.
+
+    `model` may be wrapped in DistributedDataParallel (eager and compile modes). With
+    `channels_last` the model is converted in place and inputs are converted per step. A graph
+    mode captures at its first call: its first batch fixes the batch shape, and a batch of
+    another shape (a last partial batch) runs the eager step instead.
+    """
+    if mode not in STEP_MODES:
+        raise ValueError(f"unknown step mode {mode!r}; choose one of {', '.join(STEP_MODES)}")
+    if mode in GRAPH_MODES:
+        check_graph_ready(model, optimizer, amp)
+    elif amp == "fp16" and mode != "eager":
+        raise ValueError("amp 'fp16' needs a dynamic loss scale; use it with mode 'eager'")
+    memory_format = memory_format_for(channels_last)
+    if channels_last:
+        model.to(memory_format=memory_format)
+    rates = tensor_learning_rates(optimizer, model_device(model))
+    forward = make_forward(model, objective, amp, memory_format)
+    if amp == "fp16":
+        return ScaledStep(forward, optimizer, rates, scaler or torch.amp.GradScaler(
+            model_device(model).type))
+    fast_forward = (torch.compile(forward, mode=compile_mode, dynamic=False)
+                    if mode in COMPILED_MODES else forward)
+    step = EagerStep(fast_forward, optimizer, rates)
+    if mode in GRAPH_MODES:
+        fallback = EagerStep(forward, optimizer, rates, set_to_none=False)
+        return CapturedStep(step, fallback, training_state_of(model, objective, optimizer))
+    return step
+
+
+class EagerStep:
+    """zero_grad, forward (possibly compiled), backward, optimiser step."""
+
+    def __init__(self, forward: ForwardFn, optimizer: torch.optim.Optimizer, rates: Sequence[Tensor],
+                 set_to_none: bool = True):
+        self.forward, self.optimizer, self.rates = forward, optimizer, rates
+        self.set_to_none = set_to_none
+
+    def __call__(self, images: Tensor, targets: Tensor) -> StepOutput:
+        keep_learning_rates(self.optimizer, self.rates)
+        return self.run(images, targets)
+
+    def run(self, images: Tensor, targets: Tensor) -> StepOutput:
+        """The step itself, without the host-side learning-rate check (what a graph captures)."""
+        self.optimizer.zero_grad(set_to_none=self.set_to_none)
+        loss, per_exit_losses, correct = self.forward(images, targets)
+        loss.backward()
+        self.optimizer.step()
+        return StepOutput(loss.detach(), per_exit_losses, correct)
+
+
+class ScaledStep(EagerStep):
+    """The eager step with fp16 loss scaling (GradScaler checks for overflow on the host)."""
+
+    def __init__(self, forward: ForwardFn, optimizer: torch.optim.Optimizer,
+                 rates: Sequence[Tensor], scaler: torch.amp.GradScaler):
+        super().__init__(forward, optimizer, rates)
+        self.scaler = scaler
+
+    def run(self, images: Tensor, targets: Tensor) -> StepOutput:
+        self.optimizer.zero_grad(set_to_none=self.set_to_none)
+        loss, per_exit_losses, correct = self.forward(images, targets)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return StepOutput(loss.detach(), per_exit_losses, correct)
+
+
+def training_state_of(model: nn.Module, objective: nn.Module,
+                      optimizer: torch.optim.Optimizer) -> Callable[[], list[Tensor]]:
+    """A function listing every tensor a training step changes: parameters, buffers, optimiser state."""
+    def tensors() -> list[Tensor]:
+        state = [*model.parameters(), *model.buffers(), *objective.buffers()]
+        return state + [value for per_param in optimizer.state.values()
+                        for value in per_param.values() if isinstance(value, Tensor)]
+    return tensors
+
+
+def capture(run: Callable[[], object], warmup: int = WARMUP_STEPS
+            ) -> tuple[torch.cuda.CUDAGraph, object]:
+    """Run `run` `warmup` times on a side stream, then capture one call as a CUDA graph.
+
+    Thread-local capture, so a DataLoader's pin-memory thread may keep working meanwhile.
+    """
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            run()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        outputs = run()
+    return graph, outputs
+
+
+class CapturedStep:
+    """A training step replayed from one CUDA graph; shapes other than the captured one run eagerly.
+
+    Warm-up steps really train, so every parameter, buffer and optimiser state is restored
+    afterwards; momentum buffers the warm-up created are zeroed, which makes the first replay
+    exactly SGD's first step (buffer = gradient, since dampening is 0).
+    """
+
+    def __init__(self, step: EagerStep, fallback: EagerStep, state: Callable[[], list[Tensor]]):
+        self.step, self.fallback, self.state = step, fallback, state
+        self.graph: Optional[torch.cuda.CUDAGraph] = None
+        self.static_inputs: tuple[Tensor, ...] = ()
+        self.static_outputs: Optional[StepOutput] = None
+
+    def __call__(self, images: Tensor, targets: Tensor) -> StepOutput:
+        keep_learning_rates(self.step.optimizer, self.step.rates)
+        if self.graph is None:
+            self._capture(images, targets)
+        static_images, static_targets = self.static_inputs
+        if images.shape != static_images.shape:
+            return self.fallback(images, targets)
+        static_images.copy_(images, non_blocking=True)
+        static_targets.copy_(targets, non_blocking=True)
+        self.graph.replay()
+        outputs = self.static_outputs
+        return StepOutput(outputs.loss.clone(), outputs.per_exit_losses.clone(),
+                          outputs.per_exit_correct.clone())
+
+    def _capture(self, images: Tensor, targets: Tensor) -> None:
+        device = self.step.rates[0].device
+        self.static_inputs = (images.to(device, copy=True), targets.to(device, copy=True))
+        before = [(tensor, tensor.clone()) for tensor in self.state()]
+        self.graph, self.static_outputs = capture(lambda: self.step.run(*self.static_inputs))
+        restore_state(before, self.state())
+
+
+@torch.no_grad()
+def restore_state(saved: list[tuple[Tensor, Tensor]], current: list[Tensor]) -> None:
+    """Copy saved values back in place; state tensors created since (momentum buffers) become zero."""
+    known = {id(tensor) for tensor, _ in saved}
+    for tensor, value in saved:
+        tensor.copy_(value)
+    for tensor in current:
+        if id(tensor) not in known:
+            tensor.zero_()
+
+
+def build_eval_forward(model: nn.Module, mode: str, amp: Optional[str] = None,
+                       channels_last: bool = False, *,
+                       compile_mode: Optional[str] = None) -> EvalForward:
+    """images -> logits of every exit, no autograd; call it with the model in eval mode.
+
+    Graph modes capture the eval-mode forward at the first call (its batch shape; other shapes
+    run eagerly) and return fresh copies of the logits.
+    """
+    if mode not in STEP_MODES:
+        raise ValueError(f"unknown step mode {mode!r}; choose one of {', '.join(STEP_MODES)}")
+    if mode in GRAPH_MODES and model_device(model).type != "cuda":
+        raise RuntimeError("a CUDA-graph forward needs the model on a CUDA device")
+    memory_format = memory_format_for(channels_last)
+    if channels_last:
+        model.to(memory_format=memory_format)
+    device = model_device(model)
+
+    def forward(images: Tensor) -> list[Tensor]:
+        with autocast_context(device, amp):
+            return list(model(images.contiguous(memory_format=memory_format)))
+
+    eager = torch.no_grad()(forward)
+    fast = torch.no_grad()(torch.compile(forward, mode=compile_mode, dynamic=False)
+                           if mode in COMPILED_MODES else forward)
+    if mode in GRAPH_MODES:
+        return CapturedForward(fast, eager)
+    return fast
+
+
+class CapturedForward:
+    """An evaluation forward replayed from a CUDA graph captured at the first batch shape."""
+
+    def __init__(self, forward: EvalForward, eager: EvalForward):
+        self.forward, self.eager = forward, eager
+        self.graph: Optional[torch.cuda.CUDAGraph] = None
+        self.static_images: Optional[Tensor] = None
+        self.static_logits: list[Tensor] = []
+
+    def __call__(self, images: Tensor) -> list[Tensor]:
+        if self.graph is None:
+            self.static_images = images.clone()
+            self.graph, self.static_logits = capture(lambda: self.forward(self.static_images))
+        if images.shape != self.static_images.shape:
+            return self.eager(images)
+        self.static_images.copy_(images, non_blocking=True)
+        self.graph.replay()
+        return [logits.clone() for logits in self.static_logits]
