@@ -46,7 +46,7 @@ def inference_model(model: MultiExitNetwork) -> MultiExitNetwork:
 
 @torch.inference_mode()
 def early_exit_predict(model: MultiExitNetwork, images: Tensor, thresholds: Sequence[float],
-                            reweight: Sequence[float] | None = None) -> EarlyExitResult:
+                        reweight: Sequence[float] | None = None) -> EarlyExitResult:
     """Classify `images`, dropping samples as they exit; `reweight` set = boosted outputs F_n.
 
     One `nonzero` per exit is the only host synchronisation (deciding who stays needs the

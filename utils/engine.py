@@ -33,7 +33,8 @@ from utils.checkpoint import (capture_rng_state, copy_atomically, load_checkpoin
 from utils.data import build_splits, eval_loader, start_epoch, train_loader
 from utils.distributed import DistInfo
 from utils.errors import UserError
-from utils.fast_step import build_eval_forward, build_train_step, make_sgd, resolve_step_mode
+from utils.fast_step import (build_eval_forward, build_train_step, make_sgd, memory_format_for,
+                             resolve_step_mode)
 from utils.gpu_data import GpuBatches, use_gpu_data
 from utils.run_dir import (BEST_CHECKPOINT, LATEST_CHECKPOINT, RunLog, check_run_dir, run_config,
                            write_config)
@@ -168,11 +169,12 @@ class Trainer:
         self.log = RunLog(self.run_dir, info.is_main)
 
     def _build_model(self) -> MultiExitNetwork:
-        """The network on the device; SyncBatchNorm for distributed ImageNet training."""
+        """The network on the device (channels-last before any DDP wrapping, so gradient buckets
+        match); SyncBatchNorm for distributed ImageNet training."""
         model = build_model(self.args)
         if self.info.is_distributed and self.args.dataset == "imagenet":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        return model.to(self.device)
+        return model.to(self.device, memory_format=memory_format_for(self.args.channels_last))
 
     def _training_model(self) -> nn.Module:
         """The model the step calls: DDP-wrapped under torchrun, the plain network otherwise."""
