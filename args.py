@@ -6,6 +6,7 @@ Nothing is parsed at import time: call :func:`parse_args`.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import NoReturn, Sequence
 
@@ -156,6 +157,12 @@ def validate(args: argparse.Namespace, parser: OneLineParser) -> None:
                                           zip(args.scale_list, args.scale_list[1:])):
             parser.error(f"--scale-list must start at 1 and rise by at most 1 per flow, "
                          f"got {'-'.join(map(str, args.scale_list))}")
+        fusing = args.grFactor[1:]  # flow 0 has no fusion layers
+        if fusing and (math.floor(min(fusing) * args.growthRate * args.compress_factor) < 1
+                       or args.compress_factor >= 1):
+            parser.error(f"--growthRate {args.growthRate} x --grFactor {min(fusing)} x "
+                         f"--compress-factor {args.compress_factor} leaves a fusion layer no "
+                         f"channels; raise --growthRate or --compress-factor (below 1)")
     if not 0 <= args.reduction <= 1:
         parser.error(f"--reduction must be in [0, 1], got {args.reduction}")
     n = num_exits(args)

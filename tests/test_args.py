@@ -28,6 +28,8 @@ BAD_FLAGS = [
     (["--arch", "ranet", "--scale-list", "1-2-3", "--grFactor", "4-2-1-1"], "--scale-list"),
     (["--arch", "resnet"], "--arch"),
     (["--grFactor", "1-x-4"], "--grFactor"),
+    (["--arch", "ranet", "--growthRate", "2", "--scale-list", "1-2-3", "--grFactor", "4-2-1"],
+     "--compress-factor"),
 ]
 
 

@@ -11,6 +11,7 @@ from args import num_exits, parse_args
 from models import build_model, select_samples
 from models.ranet import RANetConfig
 from op_counter import costs_for_args
+from tests.conftest import TINY_RANET
 
 RANET_C100 = ["--arch", "ranet", "--nBlocks", "2", "--stepmode", "even", "--step", "4",
               "--nChannels", "16", "--scale-list", "1-2-3-3", "--grFactor", "4-2-1-1",
@@ -23,9 +24,6 @@ RANET_C100_BUDGETED = [
 RANET_IMAGENET = ["--dataset", "imagenet", "--arch", "ranet", "--nBlocks", "2", "--step", "8",
                   "--stepmode", "even", "--growthRate", "16", "--scale-list", "1-2-3-4",
                   "--grFactor", "4-2-2-1", "--bnFactor", "4-2-2-1"]
-TINY_RANET = ["--arch", "ranet", "--nBlocks", "2", "--block-step", "1", "--step", "2",
-              "--nChannels", "4", "--growthRate", "4", "--scale-list", "1-2-3",
-              "--grFactor", "2-1-1", "--bnFactor", "2-1-1"]
 
 
 def leaf_modules(model: nn.Module) -> list[nn.Module]:
