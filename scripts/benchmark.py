@@ -38,6 +38,7 @@ from models import NUM_CLASSES, MultiExitNetwork, build_model, is_imagenet_sized
 from models.boosting import ExitObjective, build_objective  # noqa: E402
 from op_counter import count_exit_costs, input_size_for  # noqa: E402
 from utils.distributed import DistInfo, resolve_device  # noqa: E402
+from utils.early_exit import early_exit_predict, expected_cost, synchronize  # noqa: E402
 from utils.engine import parameter_groups  # noqa: E402
 from utils.fast_step import build_eval_forward, build_train_step, make_sgd  # noqa: E402
 from utils.gpu_data import GpuBatches  # noqa: E402
@@ -111,12 +112,6 @@ class Timing:
     ms: float
     first_call_s: float
     peak_memory_mb: Optional[float]
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for the GPU's queued work (nothing to wait for on the CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def time_calls(call: Callable[[], object], device: torch.device, warmup: int, steps: int) -> Timing:
@@ -214,10 +209,6 @@ def time_early_exit(recipe: Recipe, device: torch.device, options: argparse.Name
     Thresholds put the shares p_n of SPEC §6's budget level EARLY_EXIT_LEVEL of 256 images
     out at each exit; "promised" is the full network's cost over the expected cost.
     """
-    try:
-        from utils.early_exit import early_exit_predict
-    except ImportError:
-        return []
     args, model, objective = build(recipe, device)
     model.eval()
     costs = count_exit_costs(copy.deepcopy(model).cpu(), input_size_for(args)).flops
@@ -230,8 +221,7 @@ def time_early_exit(recipe: Recipe, device: torch.device, options: argparse.Name
             "early_exit": lambda x: early_exit_predict(model, x, thresholds, reweight)}
     exits = early_exit_predict(model, images, thresholds, reweight).exit_index.cpu()
     counts = torch.bincount(exits, minlength=model.num_exits)
-    expected_cost = float(counts.double() @ torch.tensor(costs, dtype=torch.float64)) / len(exits)
-    promised = costs[-1] / expected_cost
+    promised = costs[-1] / expected_cost(counts, costs)
     rows = []
     for batch in EARLY_EXIT_BATCHES:
         timed = images if batch > 1 else images[:options.single_images]
