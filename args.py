@@ -61,7 +61,8 @@ def build_parser(prog: str | None = None) -> OneLineParser:
     m.add_argument("--nChannels", type=int, default=16)
     m.add_argument("--growthRate", type=int, default=6)
     m.add_argument("--grFactor", type=int_list, default=None,
-                   help="per-scale width factors, e.g. 1-2-4 (default: 1-2-4 MSDNet, 4-2-1-1 RANet)")
+                   help="per-scale width factors, e.g. 1-2-4 (default: MSDNet 1-2-4, on ImageNet "
+                        "1-2-4-4; RANet 4-2-1-1, on ImageNet 4-2-2-1)")
     m.add_argument("--bnFactor", type=int_list, default=None,
                    help="per-scale bottleneck factors (default: same as --grFactor's default)")
     m.add_argument("--prune", default="max", choices=("max", "min"))
@@ -69,7 +70,7 @@ def build_parser(prog: str | None = None) -> OneLineParser:
     m.add_argument("--bottleneck", action=argparse.BooleanOptionalAction, default=True)
     m.add_argument("--block-step", type=int, default=2, help="RANet: extra blocks per flow")
     m.add_argument("--scale-list", type=int_list, default=None,
-                   help="RANet: resolution level of each flow, e.g. 1-2-3-3")
+                   help="RANet: resolution level of each flow (default 1-2-3-3, on ImageNet 1-2-3-4)")
     m.add_argument("--compress-factor", type=float, default=0.25)
 
     o = p.add_argument_group("objective and optimisation")
@@ -116,14 +117,25 @@ def build_parser(prog: str | None = None) -> OneLineParser:
     return p
 
 
+DEFAULT_GR_FACTOR = {("msdnet", False): [1, 2, 4], ("msdnet", True): [1, 2, 4, 4],
+                     ("ranet", False): [4, 2, 1, 1], ("ranet", True): [4, 2, 2, 1]}
+DEFAULT_SCALE_LIST = {False: [1, 2, 3, 3], True: [1, 2, 3, 4]}
+
+
 def resolve_defaults(args: argparse.Namespace) -> argparse.Namespace:
-    """Fill architecture-dependent defaults (width factors, RANet's scale list)."""
+    """Fill architecture- and dataset-dependent defaults (width factors, RANet's scale list).
+
+    ImageNet's stem leaves 56x56 maps, so its defaults have one scale more than CIFAR's (the
+    exit heads need 7x7 at the coarsest scale); they are the ImageNet recipes' values.
+    """
+    imagenet = args.dataset == "imagenet"
+    family = "ranet" if args.arch == "ranet" else "msdnet"
     if args.grFactor is None:
-        args.grFactor = [4, 2, 1, 1] if args.arch == "ranet" else [1, 2, 4]
+        args.grFactor = list(DEFAULT_GR_FACTOR[family, imagenet])
     if args.bnFactor is None:
         args.bnFactor = list(args.grFactor)
     if args.arch == "ranet" and args.scale_list is None:
-        args.scale_list = [1, 2, 3, 3]
+        args.scale_list = list(DEFAULT_SCALE_LIST[imagenet])
     return args
 
 
@@ -132,6 +144,22 @@ def num_exits(args: argparse.Namespace) -> int:
     if args.arch == "ranet":
         return args.nBlocks + args.block_step * (len(args.scale_list) - 1)
     return args.nBlocks
+
+
+def check_head_resolution(args: argparse.Namespace, parser: OneLineParser) -> None:
+    """The exit heads (two stride-2 convs, a 2x2 pool, a linear layer) need 5x5 to 8x8 features.
+
+    The coarsest map is the stem's (32 on CIFAR-sized data, 56 on ImageNet) halved once per
+    extra scale (MSDNet: len(--grFactor); RANet: the last --scale-list level).
+    """
+    stem = 56 if args.dataset == "imagenet" else 32
+    flag, levels = (("--scale-list", args.scale_list[-1]) if args.arch == "ranet"
+                    else ("--grFactor", len(args.grFactor)))
+    size = stem // 2 ** (levels - 1)
+    if not 5 <= size <= 8:
+        fitting = next(n for n in range(1, 6) if 5 <= stem // 2 ** (n - 1) <= 8)
+        parser.error(f"{flag} gives {levels} scales, so the exit heads read {size}x{size} maps on "
+                     f"{args.dataset}; they need 5x5 to 8x8, i.e. {fitting} scales")
 
 
 def validate(args: argparse.Namespace, parser: OneLineParser) -> None:
@@ -163,6 +191,7 @@ def validate(args: argparse.Namespace, parser: OneLineParser) -> None:
             parser.error(f"--growthRate {args.growthRate} x --grFactor {min(fusing)} x "
                          f"--compress-factor {args.compress_factor} leaves a fusion layer no "
                          f"channels; raise --growthRate or --compress-factor (below 1)")
+    check_head_resolution(args, parser)
     if not 0 <= args.reduction <= 1:
         parser.error(f"--reduction must be in [0, 1], got {args.reduction}")
     n = num_exits(args)

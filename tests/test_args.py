@@ -6,7 +6,10 @@ import sys
 
 import pytest
 
-from args import num_exits, parse_args
+import torch
+
+from args import build_parser, num_exits, parse_args, resolve_defaults
+from models import build_model
 
 
 def test_defaults_resolve_per_arch():
@@ -30,6 +33,9 @@ BAD_FLAGS = [
     (["--grFactor", "1-x-4"], "--grFactor"),
     (["--arch", "ranet", "--growthRate", "2", "--scale-list", "1-2-3", "--grFactor", "4-2-1"],
      "--compress-factor"),
+    (["--grFactor", "1-2", "--bnFactor", "1-2"], "--grFactor"),
+    (["--dataset", "imagenet", "--grFactor", "1-2-4", "--bnFactor", "1-2-4"], "--grFactor"),
+    (["--arch", "ranet", "--scale-list", "1-2-3-4", "--grFactor", "4-2-1-1"], "--scale-list"),
 ]
 
 
@@ -48,3 +54,34 @@ def test_bad_flag_from_a_real_process_has_no_traceback(repo_root):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "--nBlocks" in proc.stderr
     assert proc.stderr.count("\n") == 1
+
+
+def test_imagenet_defaults_are_the_imagenet_recipes_scales():
+    assert parse_args(["--dataset", "imagenet"]).grFactor == [1, 2, 4, 4]
+    ranet = parse_args(["--dataset", "imagenet", "--arch", "ranet"])
+    assert ranet.scale_list == [1, 2, 3, 4] and ranet.grFactor == [4, 2, 2, 1]
+
+
+SCALE_FLAGS = ([("msdnet_ge", ["--grFactor", f, "--bnFactor", f]) for f in ("1-2", "1-2-4", "1-2-4-4",
+                                                                             "1-2-4-4-4")]
+               + [("ranet", ["--scale-list", s, "--grFactor", f, "--bnFactor", f])
+                  for s, f in (("1-2", "2-1"), ("1-2-3", "4-2-1"), ("1-2-3-4", "4-2-2-1"))])
+
+
+@pytest.mark.parametrize("dataset, size", [("cifar100", 32), ("imagenet", 224)])
+@pytest.mark.parametrize("arch, flags", SCALE_FLAGS)
+def test_scale_counts_are_accepted_exactly_when_the_network_runs(arch, flags, dataset, size):
+    argv = ["--dataset", dataset, "--arch", arch, "--nBlocks", "1", "--block-step", "1", "--step",
+            "1", "--base", "1", "--nChannels", "4", "--growthRate", "4", *flags]
+    images = torch.randn(2, 3, size, size)
+    try:
+        args = parse_args(argv)
+    except SystemExit as rejected:
+        assert rejected.code == 2
+        model = build_model(resolve_defaults(build_parser().parse_args(argv))).eval()
+        with pytest.raises(RuntimeError):
+            model(images)
+        return
+    with torch.no_grad():
+        outputs = build_model(args).eval()(images)
+    assert [o.shape for o in outputs] == [(2, 1000 if dataset == "imagenet" else 100)] * num_exits(args)
