@@ -13,8 +13,10 @@ from adaptive_inference import apply_thresholds, exit_fractions, find_thresholds
 from models import MultiExitNetwork
 from models.boosting import ExitObjective, build_objective
 from tests.run_fixtures import tiny_args, trained_model
+import utils.early_exit
 from utils.data import build_splits
-from utils.early_exit import early_exit_predict, expected_cost, inference_model, paired_throughput
+from utils.early_exit import (GraphedExitStages, early_exit_predict, exit_stage, expected_cost,
+                              inference_model, paired_throughput, tensor_leaves)
 
 LEVELS = (3, 10, 20, 30, 39)
 TEST_IMAGES = 200
@@ -150,6 +152,47 @@ def test_infinite_thresholds_run_everyone_to_the_last_exit(case):
 def test_threshold_count_must_match_the_exits(case):
     with pytest.raises(ValueError, match="thresholds"):
         early_exit_predict(case.model, case.images, [0.5], case.reweight)
+
+
+class ReplayedGraph:
+    """CPU stand-in for a captured CUDA graph: replay reruns the call, writing into the outputs
+    of the capture in place, as a real replay overwrites its static output buffers."""
+
+    def __init__(self, run):
+        self.run = run
+        self.outputs = run()
+
+    def replay(self) -> None:
+        for static, fresh in zip(tensor_leaves(self.outputs), tensor_leaves(self.run())):
+            static.copy_(fresh)
+
+
+def fake_capture(run, warmup=3):
+    graph = ReplayedGraph(run)
+    return graph, graph.outputs
+
+
+@pytest.mark.parametrize("batch", [1, 7])
+def test_graphed_stages_reuse_static_buffers_correctly(case, batch, monkeypatch):
+    """The bookkeeping of GraphedExitStages (static inputs, chained outputs, eager fallback for
+    other sizes) with a CPU stand-in for capture; the GPU test checks real graphs."""
+    monkeypatch.setattr(utils.early_exit, "capture", fake_capture)
+    thresholds = protocol_thresholds(case.probs, 10)
+    chunks = case.images[:28].split(batch)
+    eager = [early_exit_predict(case.model, c, thresholds, case.reweight) for c in chunks]
+    stages = GraphedExitStages(exit_stage(case.model, case.reweight), batch, torch.device("cuda"))
+
+    for _ in range(2):
+        graphed = [early_exit_predict(case.model, c, thresholds, case.reweight, stages) for c in chunks]
+        assert torch.equal(torch.cat([g.exit_index for g in graphed]), torch.cat([e.exit_index for e in eager]))
+        assert torch.equal(torch.cat([g.predictions for g in graphed]),
+                           torch.cat([e.predictions for e in eager]))
+    assert 0 in stages.graphs and (batch > 1 or len(stages.graphs) > 1)
+
+
+def test_graphed_stages_refuse_the_cpu(case):
+    with pytest.raises(RuntimeError, match="CUDA"):
+        GraphedExitStages(exit_stage(case.model, case.reweight), 1, torch.device("cpu"))
 
 
 def test_inference_model_folds_batchnorm_and_keeps_the_outputs(boosted_model):

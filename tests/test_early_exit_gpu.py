@@ -1,4 +1,4 @@
-"""On a GPU, real early exit synchronises with the host at most once per exit (issue 5)."""
+"""On a GPU, real early exit synchronises at most once per exit and its CUDA graphs change nothing (issue 5)."""
 from __future__ import annotations
 
 import warnings
@@ -10,7 +10,7 @@ from args import parse_args
 from models import build_model
 from models.boosting import build_objective
 from tests.conftest import TINY_MSDNET
-from utils.early_exit import early_exit_predict
+from utils.early_exit import GraphedExitStages, early_exit_predict, exit_stage
 
 
 def count_synchronisations(run) -> int:
@@ -25,8 +25,11 @@ def count_synchronisations(run) -> int:
     return sum("synchroniz" in str(w.message) for w in caught)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_early_exit_synchronises_at_most_once_per_exit():
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def tiny_cuda_case():
+    """A tiny boosted MSDNet on the GPU, 64 random images and per-exit median-confidence thresholds."""
     torch.manual_seed(0)
     args = parse_args(TINY_MSDNET + ["--dataset", "digits"])
     model = build_model(args).cuda().eval()
@@ -35,6 +38,31 @@ def test_early_exit_synchronises_at_most_once_per_exit():
     with torch.no_grad():
         outputs = objective.outputs(model(images))
     thresholds = [torch.softmax(o, 1).max(1).values.median().item() for o in outputs]
+    return model, images, objective, thresholds
+
+
+@needs_cuda
+def test_early_exit_synchronises_at_most_once_per_exit():
+    model, images, objective, thresholds = tiny_cuda_case()
     syncs = count_synchronisations(
         lambda: early_exit_predict(model, images, thresholds, objective.factors))
     assert 1 <= syncs <= model.num_exits - 1
+
+
+@needs_cuda
+@pytest.mark.parametrize("batch", [1, 8])
+def test_graphed_exit_stages_give_the_eager_exits(batch):
+    model, images, objective, thresholds = tiny_cuda_case()
+    stages = GraphedExitStages(exit_stage(model, objective.factors), batch, images.device)
+
+    def run(stage):
+        results = [early_exit_predict(model, chunk, thresholds, objective.factors, stage)
+                   for chunk in images.split(batch)]
+        return (torch.cat([r.exit_index for r in results]), torch.cat([r.predictions for r in results]))
+
+    eager = run(None)
+    captured, replayed = run(stages), run(stages)
+
+    assert set(stages.graphs) == set(range(model.num_exits)) if batch == 1 else 0 in stages.graphs
+    for graphed in (captured, replayed):
+        assert torch.equal(graphed[0], eager[0]) and torch.equal(graphed[1], eager[1])

@@ -11,13 +11,16 @@ import copy
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torch.utils._pytree import tree_leaves, tree_map
 
 from models import MultiExitNetwork, select_samples
+from models.multi_exit import Features
+from utils.fast_step import capture
 
 
 @dataclass
@@ -44,28 +47,46 @@ def inference_model(model: MultiExitNetwork) -> MultiExitNetwork:
     return fast.to(memory_format=torch.channels_last)
 
 
-@torch.inference_mode()
-def early_exit_predict(model: MultiExitNetwork, images: Tensor, thresholds: Sequence[float],
-                        reweight: Sequence[float] | None = None) -> EarlyExitResult:
-    """Classify `images`, dropping samples as they exit; `reweight` set = boosted outputs F_n.
+ExitStage = Callable[[int, Features, Optional[Tensor]], tuple[Features, Tensor, Tensor, Tensor]]
 
-    One `nonzero` per exit is the only host synchronisation (deciding who stays needs the
-    count); predictions are written for every remaining sample and overwritten by later exits.
-    """
-    if len(thresholds) != model.num_exits:
-        raise ValueError(f"need {model.num_exits} thresholds, got {len(thresholds)}")
-    batch = images.shape[0]
-    predictions = torch.empty(batch, dtype=torch.long, device=images.device)
-    exit_index = torch.empty(batch, dtype=torch.long, device=images.device)
-    remaining = torch.arange(batch, device=images.device)
-    features = model.stem(images)
-    ensemble: Tensor | None = None
-    for n in range(model.num_exits):
+
+def exit_stage(model: MultiExitNetwork, reweight: Sequence[float] | None) -> ExitStage:
+    """Stage n of early exit: (features, or the images for n = 0; the running ensemble F_{n-1})
+    -> (features, output, confidence, predicted class); `reweight` set = boosted outputs F_n."""
+    def stage(n: int, features: Features, ensemble: Optional[Tensor]
+              ) -> tuple[Features, Tensor, Tensor, Tensor]:
+        if n == 0:
+            features = model.stem(features)
         features = model.advance(n, features)
         output = model.classify(n, features)
         if ensemble is not None:
             output = output + reweight[n] * ensemble
         confidence, predicted = torch.softmax(output, dim=1).max(dim=1)
+        return features, output, confidence, predicted
+    return stage
+
+
+@torch.inference_mode()
+def early_exit_predict(model: MultiExitNetwork, images: Tensor, thresholds: Sequence[float],
+                       reweight: Sequence[float] | None = None,
+                       stage: ExitStage | None = None) -> EarlyExitResult:
+    """Classify `images`, dropping samples as they exit; `reweight` set = boosted outputs F_n.
+
+    One `nonzero` per exit is the only host synchronisation (deciding who stays needs the
+    count); predictions are written for every remaining sample and overwritten by later exits.
+    `stage` replaces `exit_stage(model, reweight)`, e.g. by :class:`GraphedExitStages`.
+    """
+    if len(thresholds) != model.num_exits:
+        raise ValueError(f"need {model.num_exits} thresholds, got {len(thresholds)}")
+    stage = stage or exit_stage(model, reweight)
+    batch = images.shape[0]
+    predictions = torch.empty(batch, dtype=torch.long, device=images.device)
+    exit_index = torch.empty(batch, dtype=torch.long, device=images.device)
+    remaining = torch.arange(batch, device=images.device)
+    features: Features = images
+    ensemble: Tensor | None = None
+    for n in range(model.num_exits):
+        features, output, confidence, predicted = stage(n, features, ensemble)
         predictions[remaining] = predicted
         exit_index[remaining] = n
         if n == model.num_exits - 1:
@@ -79,6 +100,52 @@ def early_exit_predict(model: MultiExitNetwork, images: Tensor, thresholds: Sequ
             output = output[staying]
         ensemble = output if reweight is not None else None
     return EarlyExitResult(predictions, exit_index)
+
+
+class GraphedExitStages:
+    """Exit stages replayed from one CUDA graph each for sub-batches of `batch_size` samples.
+
+    Early exit at batch 1 is all launch overhead on a GPU; each stage (blocks, head, ensemble,
+    softmax) becomes one replay, captured the first time a sub-batch of that size reaches it.
+    A stage's inputs are copied into its static buffers unless they already are them (the
+    previous stage's outputs, when nobody left), so a sample that stays pays no copies. Other
+    sub-batch sizes (after some samples left a larger batch) run the eager stage.
+    """
+
+    def __init__(self, stage: ExitStage, batch_size: int, device: torch.device):
+        if device.type != "cuda":
+            raise RuntimeError(f"GraphedExitStages needs a CUDA device, got {device}; "
+                               f"use the eager stage")
+        self.stage, self.batch_size = stage, batch_size
+        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, list[Tensor], tuple]] = {}
+
+    def __call__(self, n: int, features: Features, ensemble: Optional[Tensor]
+                 ) -> tuple[Features, Tensor, Tensor, Tensor]:
+        inputs = tensor_leaves((features, ensemble))
+        if inputs[0].shape[0] != self.batch_size:
+            return self.stage(n, features, ensemble)
+        if n not in self.graphs:
+            self.graphs[n] = self._capture(n, features, ensemble)
+        graph, static_inputs, static_outputs = self.graphs[n]
+        for static, given in zip(static_inputs, inputs):
+            if static is not given:
+                static.copy_(given)
+        graph.replay()
+        return static_outputs
+
+    def _capture(self, n: int, features: Features, ensemble: Optional[Tensor]
+                 ) -> tuple[torch.cuda.CUDAGraph, list[Tensor], tuple]:
+        owned = {id(t) for _, _, outputs in self.graphs.values() for t in tensor_leaves(outputs)}
+        static_features, static_ensemble = tree_map(
+            lambda t: t if not isinstance(t, Tensor) or id(t) in owned else t.clone(),
+            (features, ensemble))
+        graph, outputs = capture(lambda: self.stage(n, static_features, static_ensemble))
+        return graph, tensor_leaves((static_features, static_ensemble)), outputs
+
+
+def tensor_leaves(tree: object) -> list[Tensor]:
+    """The tensors of a nested features structure, in a fixed order."""
+    return [leaf for leaf in tree_leaves(tree) if isinstance(leaf, Tensor)]
 
 
 def expected_cost(exit_counts: Tensor, costs: Sequence[float]) -> float:
