@@ -8,9 +8,16 @@ median milliseconds over many steps after warm-up (CUDA events on a GPU, so step
 as in training; wall clock after a synchronisation on the CPU), images/s, peak GPU memory,
 the first call's time (compilation / capture), the speedup over eager and the projected
 time of the full recipe (epochs x steps per epoch x ms per step, per GPU, ignoring data
-loading and all-reduce). Where `utils/early_exit.py` exists it also times real early exit at
-batch 1 and 256 against the full network and against its cost ratio's promise. Synthetic
-data; the device-resident loader (`utils/gpu_data.py`) is timed on its own.
+loading and all-reduce). It also times real early exit at batch 1 and 256 against the full
+network and against its cost ratio's promise. Synthetic data; the device-resident loader
+(`utils/gpu_data.py`) is timed on its own.
+
+`--quick` checks the whole harness in under a minute on a 2-core CPU: the four models with
+one layer per block, no bottlenecks and the fewest scales their exit heads accept, few
+steps, two models at a time in worker processes, and torch.compile's `aot_eager` backend, which
+traces the same forward and backward graphs as inductor but skips its C++ code generation
+(cold, that alone takes over 10 minutes here). Its speedups are therefore not the fast
+path's; `--quick --compile-backend inductor` times the real thing on the tiny models.
 
     python scripts/benchmark.py                 # real recipe sizes, results/benchmark.json
     python scripts/benchmark.py --quick         # tiny sizes, a CPU smoke run
@@ -20,9 +27,11 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import multiprocessing
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -38,7 +47,8 @@ from models import NUM_CLASSES, MultiExitNetwork, build_model, is_imagenet_sized
 from models.boosting import ExitObjective, build_objective  # noqa: E402
 from op_counter import count_exit_costs, input_size_for  # noqa: E402
 from utils.distributed import DistInfo, resolve_device  # noqa: E402
-from utils.early_exit import early_exit_predict, expected_cost, synchronize  # noqa: E402
+from utils.early_exit import (GraphedExitStages, early_exit_predict, exit_stage,  # noqa: E402
+                              expected_cost, synchronize)
 from utils.engine import parameter_groups  # noqa: E402
 from utils.fast_step import build_eval_forward, build_train_step, make_sgd  # noqa: E402
 from utils.gpu_data import GpuBatches  # noqa: E402
@@ -86,11 +96,11 @@ RECIPES = (
                               "--lr_milestones", "30,60"), 90, IMAGENET_TRAIN_IMAGES, 64, 4),
 )
 
-TINY_MSDNET = ("--arch", "msdnet_ge", "--nBlocks", "2", "--base", "1", "--step", "1",
+TINY_MSDNET = ("--arch", "msdnet_ge", "--nBlocks", "2", "--base", "1", "--step", "1", "--no-bottleneck",
                "--nChannels", "4", "--growthRate", "2")
-TINY_RANET = ("--arch", "ranet", "--nBlocks", "1", "--block-step", "1", "--step", "2",
+TINY_RANET = ("--arch", "ranet", "--nBlocks", "1", "--block-step", "1", "--step", "1", "--no-bottleneck",
               "--nChannels", "4", "--growthRate", "4")
-QUICK_RECIPES = (
+QUICK_RECIPES = (  # one layer per block, no bottlenecks, the fewest scales the heads accept
     Recipe("msdnet_cifar100", ("--dataset", "cifar100", *TINY_MSDNET, "--grFactor", "1-2-2",
                                "--bnFactor", "1-2-2"), 300, CIFAR_TRAIN_IMAGES, 8, 1, eval_batch=16),
     Recipe("ranet_cifar100", ("--dataset", "cifar100", *TINY_RANET, "--scale-list", "1-2-3",
@@ -175,12 +185,14 @@ def time_mode(recipe: Recipe, mode: str, device: torch.device, options: argparse
     args, model, objective = build(recipe, device)
     optimizer = make_sgd(parameter_groups(model, args), args.lr_f, args.momentum, device)
     step = build_train_step(model, objective, optimizer, mode, amp=options.amp,
-                            channels_last=options.channels_last)
+                            channels_last=options.channels_last,
+                            compile_backend=options.compile_backend)
     images, targets = synthetic_batch(args, recipe.batch, device)
     model.train()
     train = time_calls(lambda: step(images, targets), device, options.warmup, options.steps)
     model.eval()
-    forward = build_eval_forward(model, mode, amp=options.amp, channels_last=options.channels_last)
+    forward = build_eval_forward(model, mode, amp=options.amp, channels_last=options.channels_last,
+                                 compile_backend=options.compile_backend)
     eval_images, _ = synthetic_batch(args, recipe.eval_batch, device)
     evaluate = time_calls(lambda: forward(eval_images), device, options.warmup, options.steps)
     return {"model": recipe.name, "mode": mode, "batch": recipe.batch,
@@ -207,7 +219,9 @@ def time_early_exit(recipe: Recipe, device: torch.device, options: argparse.Name
     """Real early exit vs the full network at batch 1 and 256, and against its cost ratio's promise.
 
     Thresholds put the shares p_n of SPEC §6's budget level EARLY_EXIT_LEVEL of 256 images
-    out at each exit; "promised" is the full network's cost over the expected cost.
+    out at each exit; "promised" is the full network's cost over the expected cost of the
+    timed images. On a GPU both paths replay CUDA graphs (the full network one per batch,
+    early exit one per exit stage wherever the sub-batch still has the batch's size).
     """
     args, model, objective = build(recipe, device)
     model.eval()
@@ -217,20 +231,22 @@ def time_early_exit(recipe: Recipe, device: torch.device, options: argparse.Name
         probs = torch.softmax(torch.stack(objective.outputs(model(images))).float(), dim=2)
     thresholds = find_thresholds(probs.cpu(), exit_fractions(model.num_exits, EARLY_EXIT_LEVEL)).tolist()
     reweight = objective.factors if objective.boosted else None
-    runs = {"full_network": lambda x: model(x),
-            "early_exit": lambda x: early_exit_predict(model, x, thresholds, reweight)}
     exits = early_exit_predict(model, images, thresholds, reweight).exit_index.cpu()
-    counts = torch.bincount(exits, minlength=model.num_exits)
-    promised = costs[-1] / expected_cost(counts, costs)
+    graphs = device.type == "cuda"
     rows = []
     for batch in EARLY_EXIT_BATCHES:
         timed = images if batch > 1 else images[:options.single_images]
-        chunks = timed.split(batch)
-        ms = {name: time_calls(torch.no_grad()(lambda run=run: [run(c) for c in chunks]), device,
-                               options.early_exit_warmup, options.early_exit_steps).ms
+        stages = GraphedExitStages(exit_stage(model, reweight), batch, device) if graphs else None
+        runs = {"full_network": build_eval_forward(model, "cuda_graph" if graphs else "eager"),
+                "early_exit": lambda x, stages=stages: early_exit_predict(model, x, thresholds,
+                                                                          reweight, stages)}
+        ms = {name: time_calls(torch.no_grad()(lambda run=run: [run(c) for c in timed.split(batch)]),
+                               device, options.early_exit_warmup, options.early_exit_steps).ms
               for name, run in runs.items()}
+        counts = torch.bincount(exits[:len(timed)], minlength=model.num_exits)
+        promised = costs[-1] / expected_cost(counts, costs)
         speedup = ms["full_network"] / ms["early_exit"]
-        rows.append({"model": recipe.name, "batch": batch, "images": len(timed),
+        rows.append({"model": recipe.name, "batch": batch, "images": len(timed), "cuda_graphs": graphs,
                      "exit_counts": counts.tolist(), "promised_speedup": promised,
                      **{f"{name}_images_per_s": len(timed) * 1000 / value for name, value in ms.items()},
                      "speedup": speedup, "share_of_promise": speedup / promised})
@@ -261,10 +277,11 @@ def markdown_table(rows: list[dict], early_exit: list[dict]) -> str:
                      f"{r['train']['first_call_s']:.1f} | {'-' if peak is None else f'{peak:.0f}'} | "
                      f"{r['projected_recipe_hours']:.2f} |")
     if early_exit:
-        lines += ["", "| model | batch | exits | promised | early exit img/s | full img/s | speedup "
-                      "| share of promise |", "|---|---|---|---|---|---|---|---|"]
+        lines += ["", "| model | batch | CUDA graphs | exits | promised | early exit img/s | full img/s "
+                      "| speedup | share of promise |", "|---|---|---|---|---|---|---|---|---|"]
         for r in early_exit:
-            lines.append(f"| {r['model']} | {r['batch']} | {'/'.join(map(str, r['exit_counts']))} | "
+            lines.append(f"| {r['model']} | {r['batch']} | {'yes' if r['cuda_graphs'] else 'no'} | "
+                         f"{'/'.join(map(str, r['exit_counts']))} | "
                          f"{r['promised_speedup']:.2f}x | {r['early_exit_images_per_s']:.0f} | "
                          f"{r['full_network_images_per_s']:.0f} | {r['speedup']:.2f}x | "
                          f"{r['share_of_promise']:.0%} |")
@@ -284,6 +301,14 @@ def fast_modes(device: torch.device, requested: Optional[Sequence[str]]) -> list
     return ["cuda_graph", "compiled_cuda_graph"] if device.type == "cuda" else ["compile"]
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def parse_options(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     """Benchmark flags, with step counts defaulting by --quick."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -295,17 +320,69 @@ def parse_options(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--modes", nargs="+", default=None,
                         choices=("compile", "cuda_graph", "compiled_cuda_graph"),
                         help="fast paths to time (default: compile on CPU, both graph modes on CUDA)")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps (default 50, quick 5)")
+    parser.add_argument("--steps", type=positive_int, default=None, help="timed steps (default 50, quick 5)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps (default 10, quick 2)")
+    parser.add_argument("--compile-backend", choices=("inductor", "aot_eager"), default=None,
+                        help="torch.compile backend (default inductor; --quick: aot_eager, which "
+                             "checks the compiled path's plumbing in seconds but is no speedup)")
     parser.add_argument("--amp", choices=("bf16",), default=None)
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--no-early-exit", dest="early_exit", action="store_false")
+    parser.add_argument("--jobs", type=positive_int, default=None,
+                        help="recipes timed side by side in worker processes, each on its share "
+                             "of the CPU threads (default 1; --quick on the CPU: 2)")
     options = parser.parse_args(argv)
+    options.compile_backend = options.compile_backend or ("aot_eager" if options.quick else "inductor")
     options.steps = options.steps or (5 if options.quick else 50)
     options.warmup = options.warmup if options.warmup is not None else (2 if options.quick else 10)
     options.early_exit_warmup, options.early_exit_steps = (0, 1) if options.quick else (1, 3)
     options.single_images = SINGLE_IMAGES // 2 if options.quick else SINGLE_IMAGES
     return options
+
+
+def time_recipe(recipe: Recipe, device: torch.device, options: argparse.Namespace
+                ) -> tuple[list[dict], list[dict]]:
+    """One recipe model's step-mode rows and early-exit rows."""
+    rows = [time_mode(recipe, mode, device, options)
+            for mode in ["eager", *fast_modes(device, options.modes)]]
+    early_exit = (time_early_exit(recipe, device, options)
+                  if wants_early_exit(recipe, device, options) else [])
+    return rows, early_exit
+
+
+def threads_per_job(options: argparse.Namespace) -> int:
+    """CPU threads each timing process uses: the machine's threads shared out between the jobs."""
+    return max(1, torch.get_num_threads() // options.jobs)
+
+
+def time_in_job(recipe: Recipe, device: torch.device, options: argparse.Namespace
+                ) -> tuple[list[dict], list[dict]]:
+    """`time_recipe` in a worker process, on its share of the CPU threads."""
+    torch.set_num_threads(threads_per_job(options))
+    return time_recipe(recipe, device, options)
+
+
+def time_in_workers(recipes: Sequence[Recipe], device: torch.device, options: argparse.Namespace
+                    ) -> list[tuple[list[dict], list[dict]]]:
+    """`time_recipe` for every recipe, `options.jobs` recipes at a time in worker processes.
+
+    On the CPU, tracing and compiling is single-threaded Python, so recipes timed side by side
+    on their own cores finish sooner; each process's timings use only its own threads. The
+    largest models (most modules, the longest to trace) start first. Workers are forked where
+    the platform can (they inherit the imported torch; spawning re-imports it, ~7 s each).
+    """
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    sizes = {recipe.name: module_count(recipe) for recipe in recipes}
+    with ProcessPoolExecutor(options.jobs, mp_context=context) as pool:
+        futures = {recipe.name: pool.submit(time_in_job, recipe, device, options)
+                   for recipe in sorted(recipes, key=lambda r: sizes[r.name], reverse=True)}
+        return [futures[recipe.name].result() for recipe in recipes]
+
+
+def module_count(recipe: Recipe) -> int:
+    """How many modules the recipe's model has (a proxy for its tracing time)."""
+    return sum(1 for _ in build_model(parse_args(list(recipe.flags))).modules())
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
@@ -315,15 +392,20 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     recipes = [r for r in (QUICK_RECIPES if options.quick else RECIPES) if r.name in options.models]
+    options.jobs = options.jobs or (2 if options.quick and device.type == "cpu" else 1)
+    if options.jobs > 1 and device.type == "cuda":
+        raise SystemExit("benchmark.py: error: --jobs > 1 would share one GPU between timings; use 1")
     started = time.perf_counter()
-    rows = [time_mode(recipe, mode, device, options) for recipe in recipes
-            for mode in ["eager", *fast_modes(device, options.modes)]]
+    timed = time_in_workers(recipes, device, options) if options.jobs > 1 else [
+        time_recipe(recipe, device, options) for recipe in recipes]
+    rows = [row for recipe_rows, _ in timed for row in recipe_rows]
+    early_exit = [row for _, recipe_rows in timed for row in recipe_rows]
     add_speedups(rows)
-    early_exit = [row for recipe in recipes if wants_early_exit(recipe, device, options)
-                  for row in time_early_exit(recipe, device, options)]
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
               "torch": torch.__version__, "quick": options.quick, "amp": options.amp,
-              "channels_last": options.channels_last, "threads": torch.get_num_threads(),
+              "compile_backend": options.compile_backend,
+              "channels_last": options.channels_last, "threads": threads_per_job(options),
+              "jobs": options.jobs,
               "tf32": {"cudnn": torch.backends.cudnn.allow_tf32,
                        "matmul": torch.backends.cuda.matmul.allow_tf32},
               "recipes": [asdict(r) | {"steps_per_epoch": r.steps_per_epoch()} for r in recipes],

@@ -184,7 +184,8 @@ def test_graphed_stages_reuse_static_buffers_correctly(case, batch, monkeypatch)
 
     for _ in range(2):
         graphed = [early_exit_predict(case.model, c, thresholds, case.reweight, stages) for c in chunks]
-        assert torch.equal(torch.cat([g.exit_index for g in graphed]), torch.cat([e.exit_index for e in eager]))
+        assert torch.equal(torch.cat([g.exit_index for g in graphed]),
+                           torch.cat([e.exit_index for e in eager]))
         assert torch.equal(torch.cat([g.predictions for g in graphed]),
                            torch.cat([e.predictions for e in eager]))
     assert 0 in stages.graphs and (batch > 1 or len(stages.graphs) > 1)

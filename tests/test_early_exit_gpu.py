@@ -1,4 +1,4 @@
-"""On a GPU, real early exit synchronises at most once per exit and its CUDA graphs change nothing (issue 5)."""
+"""On a GPU: real early exit syncs at most once per exit; its CUDA graphs change no exit (issue 5)."""
 from __future__ import annotations
 
 import warnings

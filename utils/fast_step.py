@@ -7,11 +7,13 @@ check with ``--amp fp16``, which only the eager mode supports). Modes:
 
 - ``eager``: plain PyTorch.
 - ``compile``: the forward and objective go through ``torch.compile`` (inductor's default mode
-  unless ``compile_mode`` says otherwise); backward runs the compiled backward graph and the
-  optimiser step stays eager. On CUDA, ``"max-autotune-no-cudagraphs"`` can add autotuned
-  kernels at minutes of extra compile time; ``"reduce-overhead"`` captures the forward and
-  backward graphs separately with CUDA-graph trees, whose outputs the next step overwrites
-  (StepOutput clones them) -- ``compiled_cuda_graph`` below is the better CUDA choice.
+  unless ``compile_mode`` says otherwise; ``compile_backend="aot_eager"`` traces the same
+  graphs without inductor's code generation, a cheap check of the plumbing, not a speedup);
+  backward runs the compiled backward graph and the optimiser step stays eager. On CUDA,
+  ``"max-autotune-no-cudagraphs"`` can add autotuned kernels at minutes of extra compile time;
+  ``"reduce-overhead"`` captures the forward and backward graphs separately with CUDA-graph
+  trees, whose outputs the next step overwrites (StepOutput clones them) --
+  ``compiled_cuda_graph`` below is the better CUDA choice.
 - ``cuda_graph``: the whole eager step (forward, objective, backward, fused SGD) captured as
   one CUDA graph after a warm-up on a side stream and replayed per batch; the batch is
   copied into static input buffers. GPU only, single process.
@@ -156,6 +158,13 @@ def make_forward(model: nn.Module, objective: ExitObjective, amp: Optional[str],
     return forward
 
 
+def compiled(fn: Callable, compile_mode: Optional[str], backend: str) -> Callable:
+    """`fn` through torch.compile with static shapes (the batch shape is fixed per step mode)."""
+    if backend != "inductor" and compile_mode is not None:
+        raise ValueError(f"compile_mode {compile_mode!r} is an inductor option; backend is {backend!r}")
+    return torch.compile(fn, mode=compile_mode, backend=backend, dynamic=False)
+
+
 def check_graph_ready(model: nn.Module, optimizer: torch.optim.Optimizer, amp: Optional[str]) -> None:
     """Refuse what a captured step cannot do, with the reason."""
     if not torch.cuda.is_available() or model_device(model).type != "cuda":
@@ -172,7 +181,7 @@ def check_graph_ready(model: nn.Module, optimizer: torch.optim.Optimizer, amp: O
 
 def build_train_step(model: nn.Module, objective: ExitObjective, optimizer: torch.optim.Optimizer,
                      mode: str, amp: Optional[str] = None, channels_last: bool = False, *,
-                     compile_mode: Optional[str] = None,
+                     compile_mode: Optional[str] = None, compile_backend: str = "inductor",
                      scaler: Optional[torch.amp.GradScaler] = None) -> TrainStep:
     """The training step for `mode` (see the module docstring); build it after loading a checkpoint.
 
@@ -195,7 +204,7 @@ def build_train_step(model: nn.Module, objective: ExitObjective, optimizer: torc
     if amp == "fp16":
         return ScaledStep(forward, optimizer, rates, scaler or torch.amp.GradScaler(
             model_device(model).type))
-    fast_forward = (torch.compile(forward, mode=compile_mode, dynamic=False)
+    fast_forward = (compiled(forward, compile_mode, compile_backend)
                     if mode in COMPILED_MODES else forward)
     step = EagerStep(fast_forward, optimizer, rates)
     if mode in GRAPH_MODES:
@@ -319,7 +328,8 @@ def restore_state(saved: list[tuple[Tensor, Tensor]], current: list[Tensor]) -> 
 
 def build_eval_forward(model: nn.Module, mode: str, amp: Optional[str] = None,
                        channels_last: bool = False, *,
-                       compile_mode: Optional[str] = None) -> EvalForward:
+                       compile_mode: Optional[str] = None,
+                       compile_backend: str = "inductor") -> EvalForward:
     """images -> logits of every exit, no autograd; call it with the model in eval mode.
 
     Graph modes capture the eval-mode forward at the first call (its batch shape; other shapes
@@ -339,7 +349,7 @@ def build_eval_forward(model: nn.Module, mode: str, amp: Optional[str] = None,
             return list(model(images.contiguous(memory_format=memory_format)))
 
     eager = torch.no_grad()(forward)
-    fast = torch.no_grad()(torch.compile(forward, mode=compile_mode, dynamic=False)
+    fast = torch.no_grad()(compiled(forward, compile_mode, compile_backend)
                            if mode in COMPILED_MODES else forward)
     if mode in GRAPH_MODES:
         return CapturedForward(fast, eager)

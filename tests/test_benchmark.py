@@ -1,0 +1,29 @@
+"""scripts/benchmark.py runs end to end (as `--quick` on one model) and writes complete JSON."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def test_quick_benchmark_writes_every_timing(repo_root, tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "scripts/benchmark.py", "--quick", "--models",
+                           "msdnet_cifar100", "--steps", "2", "--warmup", "0", "--out", str(out)],
+                          cwd=repo_root, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+
+    assert result["quick"] and result["jobs"] == 2 and result["compile_backend"] == "aot_eager"
+    assert [(row["model"], row["mode"]) for row in result["results"]] == [
+        ("msdnet_cifar100", "eager"), ("msdnet_cifar100", "compile")]
+    for row in result["results"]:
+        for part in ("train", "eval"):
+            assert row[part]["ms"] > 0 and row[part]["images_per_s"] > 0
+        assert row["projected_recipe_hours"] > 0
+    assert result["results"][0]["train_speedup"] == 1.0
+    assert [row["batch"] for row in result["early_exit"]] == [1, 256]
+    for row in result["early_exit"]:
+        assert sum(row["exit_counts"]) == row["images"] and row["promised_speedup"] > 1
+    assert result["gpu_data"]["ms_per_batch"] > 0
+    assert "| msdnet_cifar100 | compile |" in proc.stdout
