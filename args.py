@@ -147,19 +147,27 @@ def num_exits(args: argparse.Namespace) -> int:
 
 
 def check_head_resolution(args: argparse.Namespace, parser: OneLineParser) -> None:
-    """The exit heads (two stride-2 convs, a 2x2 pool, a linear layer) need 5x5 to 8x8 features.
+    """The exit heads (two stride-2 convs, a 2x2 pool, a linear layer) need 5x5 to 12x12 maps.
 
-    The coarsest map is the stem's (32 on CIFAR-sized data, 56 on ImageNet) halved once per
-    extra scale (MSDNet: len(--grFactor); RANet: the last --scale-list level).
+    The coarsest map is the stem's (32 on CIFAR-sized data, 56 on ImageNet) halved, rounding
+    up, once per extra scale (MSDNet: len(--grFactor); RANet: the last --scale-list level).
     """
     stem = 56 if args.dataset == "imagenet" else 32
     flag, levels = (("--scale-list", args.scale_list[-1]) if args.arch == "ranet"
                     else ("--grFactor", len(args.grFactor)))
-    size = stem // 2 ** (levels - 1)
-    if not 5 <= size <= 8:
-        fitting = next(n for n in range(1, 6) if 5 <= stem // 2 ** (n - 1) <= 8)
-        parser.error(f"{flag} gives {levels} scales, so the exit heads read {size}x{size} maps on "
-                     f"{args.dataset}; they need 5x5 to 8x8, i.e. {fitting} scales")
+    size = coarsest_size(stem, levels)
+    if not 5 <= size <= 12:
+        fitting = [n for n in range(1, 7) if 5 <= coarsest_size(stem, n) <= 12]
+        parser.error(f"{flag} gives {levels} scale(s), so the exit heads would read {size}x{size} "
+                     f"maps on {args.dataset}; they need 5x5 to 12x12: use "
+                     f"{' or '.join(map(str, fitting))} scales")
+
+
+def coarsest_size(stem: int, levels: int) -> int:
+    """Side of the coarsest map: `stem` through levels-1 stride-2 3x3 convs (padding 1)."""
+    for _ in range(levels - 1):
+        stem = math.ceil(stem / 2)
+    return stem
 
 
 def validate(args: argparse.Namespace, parser: OneLineParser) -> None:

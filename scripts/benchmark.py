@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from adaptive_inference import exit_fractions, find_thresholds  # noqa: E402
-from args import parse_args  # noqa: E402
+from args import num_exits, parse_args  # noqa: E402
 from models import NUM_CLASSES, MultiExitNetwork, build_model, is_imagenet_sized  # noqa: E402
 from models.boosting import ExitObjective, build_objective  # noqa: E402
 from op_counter import count_exit_costs, input_size_for  # noqa: E402
@@ -301,12 +301,14 @@ def fast_modes(device: torch.device, requested: Optional[Sequence[str]]) -> list
     return ["cuda_graph", "compiled_cuda_graph"] if device.type == "cuda" else ["compile"]
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer of at least 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """argparse type: an integer no smaller than `minimum`."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return parse
 
 
 def parse_options(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -320,15 +322,15 @@ def parse_options(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--modes", nargs="+", default=None,
                         choices=("compile", "cuda_graph", "compiled_cuda_graph"),
                         help="fast paths to time (default: compile on CPU, both graph modes on CUDA)")
-    parser.add_argument("--steps", type=positive_int, default=None, help="timed steps (default 50, quick 5)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed steps (default 10, quick 2)")
+    parser.add_argument("--steps", type=int_at_least(1), default=None, help="timed steps (default 50, quick 5)")
+    parser.add_argument("--warmup", type=int_at_least(0), default=None, help="untimed steps (default 10, quick 2)")
     parser.add_argument("--compile-backend", choices=("inductor", "aot_eager"), default=None,
                         help="torch.compile backend (default inductor; --quick: aot_eager, which "
                              "checks the compiled path's plumbing in seconds but is no speedup)")
     parser.add_argument("--amp", choices=("bf16",), default=None)
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--no-early-exit", dest="early_exit", action="store_false")
-    parser.add_argument("--jobs", type=positive_int, default=None,
+    parser.add_argument("--jobs", type=int_at_least(1), default=None,
                         help="recipes timed side by side in worker processes, each on its share "
                              "of the CPU threads (default 1; --quick on the CPU: 2)")
     options = parser.parse_args(argv)
@@ -368,21 +370,24 @@ def time_in_workers(recipes: Sequence[Recipe], device: torch.device, options: ar
 
     On the CPU, tracing and compiling is single-threaded Python, so recipes timed side by side
     on their own cores finish sooner; each process's timings use only its own threads. The
-    largest models (most modules, the longest to trace) start first. Workers are forked where
-    the platform can (they inherit the imported torch; spawning re-imports it, ~7 s each).
+    largest models (exits x scales, a proxy for tracing time) start first. Single-threaded
+    workers are forked, inheriting the imported torch (spawning re-imports it, ~7 s each); a
+    worker with several threads is spawned, since GNU OpenMP hangs in a forked child whose
+    parent has already run a parallel op.
     """
     methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    sizes = {recipe.name: module_count(recipe) for recipe in recipes}
+    fork = threads_per_job(options) == 1 and "fork" in methods
+    context = multiprocessing.get_context("fork" if fork else "spawn")
     with ProcessPoolExecutor(options.jobs, mp_context=context) as pool:
         futures = {recipe.name: pool.submit(time_in_job, recipe, device, options)
-                   for recipe in sorted(recipes, key=lambda r: sizes[r.name], reverse=True)}
+                   for recipe in sorted(recipes, key=trace_size, reverse=True)}
         return [futures[recipe.name].result() for recipe in recipes]
 
 
-def module_count(recipe: Recipe) -> int:
-    """How many modules the recipe's model has (a proxy for its tracing time)."""
-    return sum(1 for _ in build_model(parse_args(list(recipe.flags))).modules())
+def trace_size(recipe: Recipe) -> int:
+    """Exits x scales of the recipe's model: roughly how long tracing it takes."""
+    args = parse_args(list(recipe.flags))
+    return num_exits(args) * len(args.grFactor)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:

@@ -9,7 +9,8 @@ import sys
 def test_quick_benchmark_writes_every_timing(repo_root, tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, "scripts/benchmark.py", "--quick", "--models",
-                           "msdnet_cifar100", "--steps", "2", "--warmup", "0", "--out", str(out)],
+                           "msdnet_cifar100", "--steps", "2", "--warmup", "0", "--device", "cpu",
+                           "--out", str(out)],
                           cwd=repo_root, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())

@@ -191,6 +191,15 @@ def test_graphed_stages_reuse_static_buffers_correctly(case, batch, monkeypatch)
     assert 0 in stages.graphs and (batch > 1 or len(stages.graphs) > 1)
 
 
+def test_graphed_stages_refuse_inputs_of_another_shape(case, monkeypatch):
+    monkeypatch.setattr(utils.early_exit, "capture", fake_capture)
+    stages = GraphedExitStages(exit_stage(case.model, case.reweight), 1, torch.device("cuda"))
+    with torch.inference_mode():
+        stages(0, case.images[:1], None)
+        with pytest.raises(ValueError, match="captured for inputs of shapes"):
+            stages(0, case.images[:1, :, :16, :16], None)
+
+
 def test_graphed_stages_refuse_the_cpu(case):
     with pytest.raises(RuntimeError, match="CUDA"):
         GraphedExitStages(exit_stage(case.model, case.reweight), 1, torch.device("cpu"))

@@ -127,6 +127,10 @@ class GraphedExitStages:
         if n not in self.graphs:
             self.graphs[n] = self._capture(n, features, ensemble)
         graph, static_inputs, static_outputs = self.graphs[n]
+        if [t.shape for t in static_inputs] != [t.shape for t in inputs]:
+            raise ValueError(f"exit stage {n} was captured for inputs of shapes "
+                             f"{[tuple(t.shape) for t in static_inputs]}, got "
+                             f"{[tuple(t.shape) for t in inputs]}")
         for static, given in zip(static_inputs, inputs):
             if static is not given:
                 static.copy_(given)
