@@ -216,6 +216,7 @@ def test_real_exit_agrees_with_simulation_and_touches_only_outputs(run_copy, mon
     assert report["expected_cost"] == pytest.approx(report["simulated_expected_cost"], rel=1e-12)
     assert report["images_per_second"]["early_exit"] > 0 and report["images_per_second"]["full_network"] > 0
     assert report["samples"] == sum(report["exit_counts"]) == 2 * 64
+    assert report["cuda_graphs"] == report["device"].startswith("cuda")
 
 
 def test_run_dir_falls_back_to_the_best_checkpoint(tmp_path):

@@ -35,8 +35,9 @@ from op_counter import ExitCosts, count_exit_costs, input_size_for
 from utils.checkpoint import load_checkpoint, save_checkpoint, write_text_atomically
 from utils.data import SPLIT_FILE, build_splits, eval_loader
 from utils.distributed import DistInfo, resolve_device
-from utils.early_exit import (EarlyExitResult, Throughput, early_exit_predict, expected_cost,
-                              inference_model, paired_throughput)
+from utils.early_exit import (EarlyExitResult, GraphedExitStages, Throughput, early_exit_predict,
+                              exit_stage, expected_cost, inference_model, paired_throughput)
+from utils.fast_step import build_eval_forward
 from utils.errors import UserError
 from utils.run_dir import BEST_CHECKPOINT, CONFIG_FILE, LATEST_CHECKPOINT
 
@@ -357,15 +358,19 @@ def timed_batches(run: LoadedRun, dataset: Dataset) -> tuple[list[Tensor], Tenso
 
 def timed_speed(run: LoadedRun, batches: list[Tensor], thresholds: list[float],
                 reweight: list[float] | None) -> Throughput:
-    """Images/s of the full network and of real early exit, both on one inference copy of the model."""
-    fast = inference_model(run.model)
+    """Images/s of the full network and of real early exit, both on one inference copy of the model.
 
-    @torch.inference_mode()
-    def full_network(images: Tensor) -> list[Tensor]:
-        return fast(images)
+    On a GPU both replay CUDA graphs: the full network one per batch, early exit one per exit
+    stage while a sub-batch keeps the batch size (other sizes run eagerly).
+    """
+    fast = inference_model(run.model)
+    graphs = run.device.type == "cuda"
+    full_network = build_eval_forward(fast, "cuda_graph" if graphs else "eager")
+    stages = (GraphedExitStages(exit_stage(fast, reweight), run.args.eval_batch_size, run.device)
+              if graphs else None)
 
     def early_exit(images: Tensor) -> EarlyExitResult:
-        return early_exit_predict(fast, images, thresholds, reweight)
+        return early_exit_predict(fast, images, thresholds, reweight, stages)
 
     return paired_throughput(full_network, early_exit,
                              [images.contiguous(memory_format=torch.channels_last) for images in batches],
@@ -388,6 +393,7 @@ def evaluate_real_exit(run: LoadedRun, dataset: Dataset, test: SplitOutputs,
     speed = timed_speed(run, batches, thresholds, reweight)
     result = {
         **run_header(run), "device": str(run.device), "batch_size": run.args.eval_batch_size,
+        "cuda_graphs": run.device.type == "cuda",
         "samples": samples, "thresholds": thresholds,
         "images_per_second": {"full_network": speed.full_network, "early_exit": speed.early_exit},
         "speedup": speed.speedup, "full_cost": run.costs.flops[-1],
