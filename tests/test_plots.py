@@ -7,6 +7,7 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
+from utils import plots
 from utils.errors import run_cli
 from utils.plots import REFERENCES, anytime_curves, budgeted_curves, load_results, main, run_labels
 
@@ -93,3 +94,11 @@ def test_bad_run_directory_is_one_line(tmp_path, capsys, make, expected):
     assert exit_info.value.code == 2
     assert len(lines) == 1 and expected in lines[0] and str(run_dir) in lines[0]
     assert not (tmp_path / "plots").exists()
+
+
+def test_a_flat_curve_near_100_percent_is_not_drawn_with_room_above_100(tmp_path, monkeypatch):
+    closed = []
+    monkeypatch.setattr(plots.plt, "close", closed.append)
+    plots.draw([plots.Curve("flat", [1e6, 2e6, 3e6], [98.6, 98.6, 98.6])], "flat", tmp_path / "f.png")
+    bottom, top = closed[0].axes[0].get_ylim()
+    assert bottom < 98.6 < top <= 100

@@ -101,6 +101,7 @@ def draw(curves: Sequence[Curve], title: str, path: Path) -> None:
         axes.plot([m / 1e6 for m in curve.macs], curve.accuracy, marker="o", markersize=3,
                   label=curve.label, linestyle="--" if "published" in curve.label else "-")
     axes.set(title=title, xlabel="multiply-adds per image (millions)", ylabel="top-1 accuracy (%)")
+    axes.set_ylim(top=min(axes.get_ylim()[1], 100))  # no margin above what accuracy can reach
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
