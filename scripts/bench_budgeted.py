@@ -23,10 +23,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adaptive_inference import budgeted_sweep  # noqa: E402
+from args import OneLineParser  # noqa: E402
 
 
 def parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--val", type=int, default=5000, help="validation samples")
     parser.add_argument("--test", type=int, default=10000, help="test samples")
     parser.add_argument("--exits", type=int, default=7)

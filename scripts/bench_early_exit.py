@@ -25,7 +25,7 @@ from torch import Tensor
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adaptive_inference import apply_thresholds, thresholds_for_budget  # noqa: E402
-from args import parse_args  # noqa: E402
+from args import OneLineParser, parse_args  # noqa: E402
 from models import MultiExitNetwork, build_model  # noqa: E402
 from models.boosting import ExitObjective, build_objective  # noqa: E402
 from op_counter import count_exit_costs  # noqa: E402
@@ -39,7 +39,7 @@ MAX_COST_FRACTION = 0.5
 
 
 def parse_bench_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", choices=list(PRESETS), default=list(PRESETS))
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--batches", type=int, default=2, help="batches (thresholds are fitted on them)")

@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from adaptive_inference import exit_fractions, find_thresholds  # noqa: E402
-from args import num_exits, parse_args  # noqa: E402
+from args import OneLineParser, num_exits, parse_args  # noqa: E402
 from models import NUM_CLASSES, MultiExitNetwork, build_model, is_imagenet_sized  # noqa: E402
 from models.boosting import ExitObjective, build_objective  # noqa: E402
 from op_counter import count_exit_costs, input_size_for  # noqa: E402
@@ -50,6 +50,7 @@ from utils.distributed import DistInfo, resolve_device  # noqa: E402
 from utils.early_exit import (GraphedExitStages, early_exit_predict, exit_stage,  # noqa: E402
                               expected_cost, synchronize)
 from utils.engine import parameter_groups  # noqa: E402
+from utils.errors import UserError, run_cli  # noqa: E402
 from utils.fast_step import build_eval_forward, build_train_step, make_sgd  # noqa: E402
 from utils.gpu_data import GpuBatches  # noqa: E402
 
@@ -313,7 +314,7 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
 
 def parse_options(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     """Benchmark flags, with step counts defaulting by --quick."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny models and few steps (CPU smoke run)")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmark.json")
     parser.add_argument("--device", default="auto")
@@ -399,7 +400,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     recipes = [r for r in (QUICK_RECIPES if options.quick else RECIPES) if r.name in options.models]
     options.jobs = options.jobs or (2 if options.quick and device.type == "cpu" else 1)
     if options.jobs > 1 and device.type == "cuda":
-        raise SystemExit("benchmark.py: error: --jobs > 1 would share one GPU between timings; use 1")
+        raise UserError("--jobs > 1 would share one GPU between timings; use --jobs 1")
     started = time.perf_counter()
     timed = time_in_workers(recipes, device, options) if options.jobs > 1 else [
         time_recipe(recipe, device, options) for recipe in recipes]
@@ -429,4 +430,4 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

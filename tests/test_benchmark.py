@@ -5,6 +5,9 @@ import json
 import subprocess
 import sys
 
+import pytest
+import torch
+
 
 def test_quick_benchmark_writes_every_timing(repo_root, tmp_path):
     out = tmp_path / "bench.json"
@@ -28,3 +31,16 @@ def test_quick_benchmark_writes_every_timing(repo_root, tmp_path):
         assert sum(row["exit_counts"]) == row["images"] and row["promised_speedup"] > 1
     assert result["gpu_data"]["ms_per_batch"] > 0
     assert "| msdnet_cifar100 | compile |" in proc.stdout
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--jobs", "0"], "--jobs"),
+    pytest.param(["--device", "cuda"], "--device cuda", marks=pytest.mark.skipif(
+        torch.cuda.is_available(), reason="checks the CPU-only machine's error")),
+])
+def test_bad_benchmark_flags_are_one_line_errors(repo_root, tmp_path, flags, expected):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "scripts/benchmark.py", "--quick", *flags, "--out", str(out)],
+                          cwd=repo_root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and not out.exists()
+    assert proc.stderr.count("\n") == 1 and expected in proc.stderr
