@@ -58,6 +58,10 @@ class ExitObjective(nn.Module):
         """Evaluation-time predictions of every exit (F_n, or f_n for the baseline)."""
         return additive_outputs(logits, self.factors) if self.boosted else list(logits)
 
+    def probabilities(self, logits: Sequence[Tensor]) -> Tensor:
+        """Softmax of the evaluation-time outputs, stacked: exits x samples x classes."""
+        return torch.softmax(torch.stack(self.outputs(logits)), dim=2)
+
     def forward(self, logits: Sequence[Tensor], target: Tensor
                 ) -> tuple[Tensor, Tensor, list[Tensor]]:
         if self.boosted:

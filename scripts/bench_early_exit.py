@@ -20,16 +20,15 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adaptive_inference import apply_thresholds, thresholds_for_budget  # noqa: E402
 from args import OneLineParser, parse_args  # noqa: E402
-from models import MultiExitNetwork, build_model  # noqa: E402
-from models.boosting import ExitObjective, build_objective  # noqa: E402
+from models import build_model  # noqa: E402
+from models.boosting import build_objective  # noqa: E402
 from op_counter import count_exit_costs  # noqa: E402
-from utils.early_exit import early_exit_predict, expected_cost, inference_model, paired_throughput  # noqa: E402
+from utils.early_exit import early_exit_predict, early_exit_throughput, expected_cost  # noqa: E402
 
 COMMON_FLAGS = ["--dataset", "cifar100", "--arch", "msdnet", "--nChannels", "16", "--nBlocks", "7"]
 PRESETS = {"lin_grow": ["--stepmode", "lin_grow", "--step", "1", "--base", "1"],
@@ -50,14 +49,6 @@ def parse_bench_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-@torch.inference_mode()
-def exit_probabilities(model: MultiExitNetwork, objective: ExitObjective,
-                       batches: list[Tensor]) -> Tensor:
-    """Softmax of the evaluation-time outputs of every exit over all batches (exits x samples x classes)."""
-    return torch.cat([torch.softmax(torch.stack(objective.outputs(model(images))), dim=2)
-                      for images in batches], dim=1)
-
-
 def benchmark(flags: list[str], bench: argparse.Namespace) -> dict:
     """Thresholds for expected cost <= 1/2 on the model's own outputs, then paired timings."""
     torch.manual_seed(bench.seed)
@@ -67,7 +58,8 @@ def benchmark(flags: list[str], bench: argparse.Namespace) -> dict:
     costs = count_exit_costs(model, 32).flops
     batches = [torch.randn(bench.batch_size, 3, 32, 32) for _ in range(bench.batches)]
 
-    probs = exit_probabilities(model, objective, batches)
+    with torch.inference_mode():
+        probs = torch.cat([objective.probabilities(model(images)) for images in batches], dim=1)
     full_predictions = probs[-1].argmax(dim=1)
     choice = thresholds_for_budget(probs, full_predictions, costs, MAX_COST_FRACTION * costs[-1])
     agreement, simulated_cost, simulated_counts = apply_thresholds(probs, full_predictions,
@@ -77,17 +69,8 @@ def benchmark(flags: list[str], bench: argparse.Namespace) -> dict:
     exit_counts = torch.bincount(exits, minlength=model.num_exits)
     cost = expected_cost(exit_counts, costs)
 
-    fast = inference_model(model)
-    fast_batches = [images.contiguous(memory_format=torch.channels_last) for images in batches]
-
-    @torch.inference_mode()
-    def full_network(images: Tensor) -> list[Tensor]:
-        return fast(images)
-
-    def early_exit(images: Tensor):
-        return early_exit_predict(fast, images, choice.thresholds, objective.factors)
-
-    speed = paired_throughput(full_network, early_exit, fast_batches, torch.device("cpu"), bench.repeats)
+    speed = early_exit_throughput(model, batches, choice.thresholds, objective.factors,
+                                  torch.device("cpu"), bench.repeats)
     cost_fraction = cost / costs[-1]
     return {
         "model_flags": flags, "loss": "boost", "costs": costs, "full_cost": costs[-1],

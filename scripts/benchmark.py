@@ -229,7 +229,7 @@ def time_early_exit(recipe: Recipe, device: torch.device, options: argparse.Name
     costs = count_exit_costs(copy.deepcopy(model).cpu(), input_size_for(args)).flops
     images, _ = synthetic_batch(args, max(EARLY_EXIT_BATCHES), device)
     with torch.no_grad():
-        probs = torch.softmax(torch.stack(objective.outputs(model(images))).float(), dim=2)
+        probs = objective.probabilities(model(images))
     thresholds = find_thresholds(probs.cpu(), exit_fractions(model.num_exits, EARLY_EXIT_LEVEL)).tolist()
     reweight = objective.factors if objective.boosted else None
     exits = early_exit_predict(model, images, thresholds, reweight).exit_index.cpu()

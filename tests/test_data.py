@@ -14,6 +14,7 @@ from PIL import Image
 from torchvision import datasets
 
 from args import parse_args
+from op_counter import input_size_for
 from utils import data
 from utils.checkpoint import (capture_rng_state, load_checkpoint, restore_rng_state,
                               save_checkpoint, strip_wrapper_prefixes)
@@ -132,7 +133,7 @@ def test_imagenet_folders_give_224_crops_and_a_missing_split_names_its_path(tmp_
     write_image_folder(tmp_path / "val")
     splits = data.build_splits(args, None)
     assert splits.train[0][0].shape == splits.test[0][0].shape == (3, 224, 224)
-    assert data.input_size(args) == 224 and splits.num_classes == 1000
+    assert input_size_for(args) == 224 and splits.num_classes == 1000
 
 
 def test_checkpoint_round_trip_is_atomic_and_strips_wrapper_prefixes(tmp_path):

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 from torchvision import datasets
 from torchvision.transforms import v2
 
-from models import NUM_CLASSES, is_imagenet_sized
+from models import NUM_CLASSES
 from utils.checkpoint import write_text_atomically
 from utils.distributed import DistInfo, launch_info
 from utils.errors import UserError
@@ -87,11 +87,6 @@ class ShardSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.indices)
-
-
-def input_size(args: argparse.Namespace) -> int:
-    """Side of the square input images: 224 for ImageNet, 32 otherwise."""
-    return 224 if is_imagenet_sized(args) else 32
 
 
 def tensor_transforms(train: bool, flip: bool) -> Transform:

@@ -20,7 +20,7 @@ from torch.utils._pytree import tree_leaves, tree_map
 
 from models import MultiExitNetwork, select_samples
 from models.multi_exit import Features
-from utils.fast_step import capture
+from utils.fast_step import build_eval_forward, capture
 
 
 @dataclass
@@ -203,3 +203,24 @@ def paired_throughput(full_network: Callable[[Tensor], object], early_exit: Call
             ratios.append(full / early)
     return Throughput(full_network=1 / statistics.median(full_times),
                       early_exit=1 / statistics.median(early_times), speedup=statistics.median(ratios))
+
+
+def early_exit_throughput(model: MultiExitNetwork, batches: Sequence[Tensor], thresholds: Sequence[float],
+                          reweight: Sequence[float] | None, device: torch.device,
+                          repeats: int) -> Throughput:
+    """Images/s of the full network and of real early exit, both on one inference copy of `model`.
+
+    On a GPU both replay CUDA graphs: the full network one per batch shape, early exit one per
+    exit stage while a sub-batch keeps the first batch's size (other sizes run eagerly).
+    """
+    fast = inference_model(model)
+    graphs = device.type == "cuda"
+    full_network = build_eval_forward(fast, "cuda_graph" if graphs else "eager")
+    stages = GraphedExitStages(exit_stage(fast, reweight), len(batches[0]), device) if graphs else None
+
+    def early_exit(images: Tensor) -> EarlyExitResult:
+        return early_exit_predict(fast, images, thresholds, reweight, stages)
+
+    return paired_throughput(full_network, early_exit,
+                             [images.contiguous(memory_format=torch.channels_last) for images in batches],
+                             device, repeats)

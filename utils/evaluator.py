@@ -35,9 +35,7 @@ from op_counter import ExitCosts, count_exit_costs, input_size_for
 from utils.checkpoint import load_checkpoint, save_checkpoint, write_text_atomically
 from utils.data import SPLIT_FILE, build_splits, eval_loader
 from utils.distributed import DistInfo, resolve_device
-from utils.early_exit import (EarlyExitResult, GraphedExitStages, Throughput, early_exit_predict,
-                              exit_stage, expected_cost, inference_model, paired_throughput)
-from utils.fast_step import build_eval_forward
+from utils.early_exit import early_exit_predict, early_exit_throughput, expected_cost
 from utils.errors import UserError
 from utils.run_dir import BEST_CHECKPOINT, CONFIG_FILE, LATEST_CHECKPOINT
 
@@ -217,15 +215,10 @@ def cached_logits(run: LoadedRun, dataset: Dataset, split: str) -> tuple[Tensor,
     return logits, targets
 
 
-def exit_probabilities(objective: ExitObjective, logits: Tensor) -> Tensor:
-    """Softmax of the evaluation-time outputs (F_n when boosted, f_n otherwise) of every exit."""
-    return torch.softmax(torch.stack(objective.outputs(list(logits))), dim=2)
-
-
 def split_outputs(run: LoadedRun, dataset: Dataset, split: str) -> SplitOutputs:
     """Probabilities and targets of one split (logits cached per checkpoint)."""
     logits, targets = cached_logits(run, dataset, split)
-    return SplitOutputs(exit_probabilities(run.objective, logits), targets)
+    return SplitOutputs(run.objective.probabilities(list(logits)), targets)
 
 
 def topk_accuracy(probs: Tensor, targets: Tensor, k: int) -> list[float]:
@@ -356,27 +349,6 @@ def timed_batches(run: LoadedRun, dataset: Dataset) -> tuple[list[Tensor], Tenso
     return images, torch.cat(targets)
 
 
-def timed_speed(run: LoadedRun, batches: list[Tensor], thresholds: list[float],
-                reweight: list[float] | None) -> Throughput:
-    """Images/s of the full network and of real early exit, both on one inference copy of the model.
-
-    On a GPU both replay CUDA graphs: the full network one per batch, early exit one per exit
-    stage while a sub-batch keeps the batch size (other sizes run eagerly).
-    """
-    fast = inference_model(run.model)
-    graphs = run.device.type == "cuda"
-    full_network = build_eval_forward(fast, "cuda_graph" if graphs else "eager")
-    stages = (GraphedExitStages(exit_stage(fast, reweight), run.args.eval_batch_size, run.device)
-              if graphs else None)
-
-    def early_exit(images: Tensor) -> EarlyExitResult:
-        return early_exit_predict(fast, images, thresholds, reweight, stages)
-
-    return paired_throughput(full_network, early_exit,
-                             [images.contiguous(memory_format=torch.channels_last) for images in batches],
-                             run.device, TIMING_REPEATS)
-
-
 def evaluate_real_exit(run: LoadedRun, dataset: Dataset, test: SplitOutputs,
                        thresholds: list[float]) -> None:
     """Real early exit on the first test batches: its exits against the simulation, and its
@@ -390,7 +362,8 @@ def evaluate_real_exit(run: LoadedRun, dataset: Dataset, test: SplitOutputs,
     samples = len(targets)
     simulated_accuracy, simulated_cost, simulated_counts = apply_thresholds(
         test.probs[:, :samples], test.targets[:samples], thresholds, run.costs.flops)
-    speed = timed_speed(run, batches, thresholds, reweight)
+    speed = early_exit_throughput(run.model, batches, thresholds, reweight, run.device,
+                                  TIMING_REPEATS)
     result = {
         **run_header(run), "device": str(run.device), "batch_size": run.args.eval_batch_size,
         "cuda_graphs": run.device.type == "cuda",
