@@ -53,6 +53,7 @@ from utils.engine import parameter_groups  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.fast_step import build_eval_forward, build_train_step, make_sgd  # noqa: E402
 from utils.gpu_data import GpuBatches  # noqa: E402
+from utils.plots import markdown_table  # noqa: E402
 
 EARLY_EXIT_LEVEL = 10  # budget level k of SPEC §6: exit shares p_n = q^n / sum q^m with q = 0.5
 EARLY_EXIT_BATCHES = (1, 256)
@@ -265,28 +266,25 @@ def time_gpu_data(device: torch.device, quick: bool, steps: int) -> dict:
             "images_per_s": 64 * 1000 / timing.ms}
 
 
-def markdown_table(rows: list[dict], early_exit: list[dict]) -> str:
+def results_tables(rows: list[dict], early_exit: list[dict]) -> str:
     """The results as Markdown tables (step timings, then early exit)."""
-    lines = ["| model | mode | batch | train ms/step | train img/s | train speedup | eval ms | "
-             "eval speedup | first call s | peak MB | recipe hours |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        peak = r["train"]["peak_memory_mb"]
-        lines.append(f"| {r['model']} | {r['mode']} | {r['batch']} | {r['train']['ms']:.2f} | "
-                     f"{r['train']['images_per_s']:.0f} | {r['train_speedup']:.2f}x | "
-                     f"{r['eval']['ms']:.2f} | {r['eval_speedup']:.2f}x | "
-                     f"{r['train']['first_call_s']:.1f} | {'-' if peak is None else f'{peak:.0f}'} | "
-                     f"{r['projected_recipe_hours']:.2f} |")
+    tables = [markdown_table(
+        ["model", "mode", "batch", "train ms/step", "train img/s", "train speedup", "eval ms",
+         "eval speedup", "first call s", "peak MB", "recipe hours"],
+        [(r["model"], r["mode"], r["batch"], f"{r['train']['ms']:.2f}",
+          f"{r['train']['images_per_s']:.0f}", f"{r['train_speedup']:.2f}x", f"{r['eval']['ms']:.2f}",
+          f"{r['eval_speedup']:.2f}x", f"{r['train']['first_call_s']:.1f}",
+          "-" if r["train"]["peak_memory_mb"] is None else f"{r['train']['peak_memory_mb']:.0f}",
+          f"{r['projected_recipe_hours']:.2f}") for r in rows])]
     if early_exit:
-        lines += ["", "| model | batch | CUDA graphs | exits | promised | early exit img/s | full img/s "
-                      "| speedup | share of promise |", "|---|---|---|---|---|---|---|---|---|"]
-        for r in early_exit:
-            lines.append(f"| {r['model']} | {r['batch']} | {'yes' if r['cuda_graphs'] else 'no'} | "
-                         f"{'/'.join(map(str, r['exit_counts']))} | "
-                         f"{r['promised_speedup']:.2f}x | {r['early_exit_images_per_s']:.0f} | "
-                         f"{r['full_network_images_per_s']:.0f} | {r['speedup']:.2f}x | "
-                         f"{r['share_of_promise']:.0%} |")
-    return "\n".join(lines)
+        tables.append(markdown_table(
+            ["model", "batch", "CUDA graphs", "exits", "promised", "early exit img/s", "full img/s",
+             "speedup", "share of promise"],
+            [(r["model"], r["batch"], "yes" if r["cuda_graphs"] else "no",
+              "/".join(map(str, r["exit_counts"])), f"{r['promised_speedup']:.2f}x",
+              f"{r['early_exit_images_per_s']:.0f}", f"{r['full_network_images_per_s']:.0f}",
+              f"{r['speedup']:.2f}x", f"{r['share_of_promise']:.0%}") for r in early_exit]))
+    return "\n\n".join(tables)
 
 
 def wants_early_exit(recipe: Recipe, device: torch.device, options: argparse.Namespace) -> bool:
@@ -422,7 +420,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     options.out.write_text(json.dumps(result, indent=2))
     print(f"{result['device']}, torch {result['torch']}, {result['wall_s']:.0f} s; "
           f"written to {options.out}\n")
-    print(markdown_table(rows, early_exit))
+    print(results_tables(rows, early_exit))
     data = result["gpu_data"]
     print(f"\ndevice-resident data: {data['ms_per_batch']:.2f} ms per augmented batch of 64 "
           f"({data['images_per_s']:.0f} images/s)")
