@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from adaptive_inference import apply_thresholds, thresholds_for_budget  # noqa: E402
 from args import OneLineParser, parse_args  # noqa: E402
 from models import build_model  # noqa: E402
-from models.boosting import build_objective  # noqa: E402
+from models.boosting import build_boosted  # noqa: E402
 from op_counter import count_exit_costs  # noqa: E402
 from utils.early_exit import early_exit_predict, early_exit_throughput, expected_cost  # noqa: E402
 
@@ -54,23 +54,23 @@ def benchmark(flags: list[str], bench: argparse.Namespace) -> dict:
     torch.manual_seed(bench.seed)
     model_args = parse_args(flags)
     model = build_model(model_args).eval()
-    objective = build_objective(model_args, model.num_exits)
+    network = build_boosted(model_args, model)
     costs = count_exit_costs(model, 32).flops
     batches = [torch.randn(bench.batch_size, 3, 32, 32) for _ in range(bench.batches)]
 
     with torch.inference_mode():
-        probs = torch.cat([objective.probabilities(model(images)) for images in batches], dim=1)
+        probs = torch.cat([network.probabilities(model(images)) for images in batches], dim=1)
     full_predictions = probs[-1].argmax(dim=1)
     choice = thresholds_for_budget(probs, full_predictions, costs, MAX_COST_FRACTION * costs[-1])
     agreement, simulated_cost, simulated_counts = apply_thresholds(probs, full_predictions,
                                                                    choice.thresholds, costs)
-    exits = torch.cat([early_exit_predict(model, images, choice.thresholds, objective.factors).exit_index
+    exits = torch.cat([early_exit_predict(network, images, choice.thresholds).exit_index
                        for images in batches])
     exit_counts = torch.bincount(exits, minlength=model.num_exits)
     cost = expected_cost(exit_counts, costs)
 
-    speed = early_exit_throughput(model, batches, choice.thresholds, objective.factors,
-                                  torch.device("cpu"), bench.repeats)
+    speed = early_exit_throughput(network, batches, choice.thresholds, torch.device("cpu"),
+                                  bench.repeats)
     cost_fraction = cost / costs[-1]
     return {
         "model_flags": flags, "loss": "boost", "costs": costs, "full_cost": costs[-1],

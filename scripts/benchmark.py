@@ -43,8 +43,8 @@ sys.path.insert(0, str(ROOT))
 
 from adaptive_inference import exit_fractions, find_thresholds  # noqa: E402
 from args import OneLineParser, num_exits, parse_args  # noqa: E402
-from models import NUM_CLASSES, MultiExitNetwork, build_model, is_imagenet_sized  # noqa: E402
-from models.boosting import ExitObjective, build_objective  # noqa: E402
+from models import NUM_CLASSES, build_model, is_imagenet_sized  # noqa: E402
+from models.boosting import BoostedNetwork, ExitObjective, build_boosted, build_objective  # noqa: E402
 from op_counter import count_exit_costs, input_size_for  # noqa: E402
 from utils.distributed import DistInfo, resolve_device  # noqa: E402
 from utils.early_exit import (GraphedExitStages, early_exit_predict, exit_stage,  # noqa: E402
@@ -163,13 +163,13 @@ def wall_durations(call: Callable[[], object], steps: int) -> list[float]:
     return durations
 
 
-def build(recipe: Recipe, device: torch.device) -> tuple[argparse.Namespace, MultiExitNetwork,
+def build(recipe: Recipe, device: torch.device) -> tuple[argparse.Namespace, BoostedNetwork,
                                                           ExitObjective]:
-    """The recipe's model (seeded) and objective on `device`."""
+    """The recipe's network (seeded) and objective on `device`."""
     args = parse_args(list(recipe.flags))
     torch.manual_seed(0)
-    model = build_model(args).to(device)
-    return args, model, build_objective(args, model.num_exits).to(device)
+    network = build_boosted(args, build_model(args).to(device))
+    return args, network, build_objective(args, network.num_exits).to(device)
 
 
 def synthetic_batch(args: argparse.Namespace, batch: int, device: torch.device
@@ -184,16 +184,16 @@ def synthetic_batch(args: argparse.Namespace, batch: int, device: torch.device
 def time_mode(recipe: Recipe, mode: str, device: torch.device, options: argparse.Namespace
               ) -> dict:
     """Train-step and eval-forward timings of one recipe model in one step mode."""
-    args, model, objective = build(recipe, device)
-    optimizer = make_sgd(parameter_groups(model, args), args.lr_f, args.momentum, device)
-    step = build_train_step(model, objective, optimizer, mode, amp=options.amp,
+    args, network, objective = build(recipe, device)
+    optimizer = make_sgd(parameter_groups(network.network, args), args.lr_f, args.momentum, device)
+    step = build_train_step(network, objective, optimizer, mode, amp=options.amp,
                             channels_last=options.channels_last,
                             compile_backend=options.compile_backend)
     images, targets = synthetic_batch(args, recipe.batch, device)
-    model.train()
+    network.train()
     train = time_calls(lambda: step(images, targets), device, options.warmup, options.steps)
-    model.eval()
-    forward = build_eval_forward(model, mode, amp=options.amp, channels_last=options.channels_last,
+    network.eval()
+    forward = build_eval_forward(network, mode, amp=options.amp, channels_last=options.channels_last,
                                  compile_backend=options.compile_backend)
     eval_images, _ = synthetic_batch(args, recipe.eval_batch, device)
     evaluate = time_calls(lambda: forward(eval_images), device, options.warmup, options.steps)
@@ -225,27 +225,26 @@ def time_early_exit(recipe: Recipe, device: torch.device, options: argparse.Name
     timed images. On a GPU both paths replay CUDA graphs (the full network one per batch,
     early exit one per exit stage wherever the sub-batch still has the batch's size).
     """
-    args, model, objective = build(recipe, device)
-    model.eval()
-    costs = count_exit_costs(copy.deepcopy(model).cpu(), input_size_for(args)).flops
+    args, network, _ = build(recipe, device)
+    network.eval()
+    costs = count_exit_costs(copy.deepcopy(network.network).cpu(), input_size_for(args)).flops
     images, _ = synthetic_batch(args, max(EARLY_EXIT_BATCHES), device)
     with torch.no_grad():
-        probs = objective.probabilities(model(images))
-    thresholds = find_thresholds(probs.cpu(), exit_fractions(model.num_exits, EARLY_EXIT_LEVEL)).tolist()
-    reweight = objective.factors if objective.boosted else None
-    exits = early_exit_predict(model, images, thresholds, reweight).exit_index.cpu()
+        probs = network.probabilities(network.backbone(images))
+    thresholds = find_thresholds(probs.cpu(), exit_fractions(network.num_exits, EARLY_EXIT_LEVEL)).tolist()
+    exits = early_exit_predict(network, images, thresholds).exit_index.cpu()
     graphs = device.type == "cuda"
     rows = []
     for batch in EARLY_EXIT_BATCHES:
         timed = images if batch > 1 else images[:options.single_images]
-        stages = GraphedExitStages(exit_stage(model, reweight), batch, device) if graphs else None
-        runs = {"full_network": build_eval_forward(model, "cuda_graph" if graphs else "eager"),
-                "early_exit": lambda x, stages=stages: early_exit_predict(model, x, thresholds,
-                                                                          reweight, stages)}
+        stages = GraphedExitStages(exit_stage(network), batch, device) if graphs else None
+        runs = {"full_network": build_eval_forward(network, "cuda_graph" if graphs else "eager"),
+                "early_exit": lambda x, stages=stages: early_exit_predict(network, x, thresholds,
+                                                                          stages)}
         ms = {name: time_calls(torch.no_grad()(lambda run=run: [run(c) for c in timed.split(batch)]),
                                device, options.early_exit_warmup, options.early_exit_steps).ms
               for name, run in runs.items()}
-        counts = torch.bincount(exits[:len(timed)], minlength=model.num_exits)
+        counts = torch.bincount(exits[:len(timed)], minlength=network.num_exits)
         promised = costs[-1] / expected_cost(counts, costs)
         speedup = ms["full_network"] / ms["early_exit"]
         rows.append({"model": recipe.name, "batch": batch, "images": len(timed), "cuda_graphs": graphs,

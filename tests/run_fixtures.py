@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from args import parse_args
 from models import MultiExitNetwork, build_model
-from models.boosting import ExitObjective, build_objective
+from models.boosting import ExitObjective, build_boosted, build_objective
 from tests.conftest import TINY_MSDNET
 from utils.checkpoint import save_checkpoint
 from utils.data import build_splits
@@ -25,16 +25,25 @@ def tiny_args(*extra: str) -> argparse.Namespace:
     return parse_args(TINY_DIGITS + list(extra))
 
 
+def boosted_recurrence(logits: list[torch.Tensor], factors: list[float]) -> list[torch.Tensor]:
+    """F_1 = f_1, F_n = f_n + r_n F_{n-1}, written out by hand (the reference for BoostedNetwork)."""
+    outputs = [logits[0]]
+    for n in range(1, len(logits)):
+        outputs.append(logits[n] + factors[n] * outputs[n - 1])
+    return outputs
+
+
 def train_briefly(model: MultiExitNetwork, objective: ExitObjective, dataset: Dataset,
-                  steps: int = TRAIN_STEPS) -> None:
+                  args: argparse.Namespace, steps: int = TRAIN_STEPS) -> None:
     """A few SGD steps so the exits' confidences are spread like a trained model's; ends in eval mode."""
     torch.manual_seed(0)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    network = build_boosted(args, model)
     model.train()
     done = 0
     while done < steps:
         for images, targets in DataLoader(dataset, batch_size=TRAIN_BATCH, shuffle=True):
-            loss, _, _ = objective(model(images), targets)
+            loss, _ = objective(network.training_outputs(images), targets)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -61,7 +70,7 @@ def trained_model(args: argparse.Namespace, dataset: Dataset) -> tuple[MultiExit
     torch.manual_seed(args.seed)
     model = build_model(args)
     objective = build_objective(args, model.num_exits)
-    train_briefly(model, objective, dataset)
+    train_briefly(model, objective, dataset, args)
     return model, objective
 
 

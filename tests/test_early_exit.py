@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from adaptive_inference import apply_thresholds, exit_fractions, find_thresholds
 from models import MultiExitNetwork
-from models.boosting import ExitObjective, build_objective
+from models.boosting import BoostedNetwork, build_boosted
 from tests.run_fixtures import tiny_args, trained_model
 import utils.early_exit
 from utils.data import build_splits
@@ -25,17 +25,16 @@ TEST_IMAGES = 200
 @dataclass
 class Case:
     """A briefly trained tiny model in float64 (batch-size rounding cannot move a confidence across
-    a threshold), the objective giving its evaluation-time outputs, test images and their probabilities."""
+    a threshold) read as a boosted or joint network, test images and their probabilities."""
 
-    model: MultiExitNetwork
-    objective: ExitObjective
+    network: BoostedNetwork
     images: Tensor
     targets: Tensor
     probs: Tensor
 
     @property
-    def reweight(self) -> list[float] | None:
-        return self.objective.factors if self.objective.boosted else None
+    def model(self) -> MultiExitNetwork:
+        return self.network.network
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +50,10 @@ def boosted_model():
 def case(boosted_model, request) -> Case:
     """The same weights read as a boosted ensemble (F_n) or as independent exits (f_n)."""
     model, images, targets = boosted_model
-    objective = build_objective(tiny_args("--loss", request.param), model.num_exits)
+    network = build_boosted(tiny_args("--loss", request.param), model)
     with torch.no_grad():
-        probs = objective.probabilities(model(images))
-    return Case(model, objective, images, targets, probs)
+        probs = network.probabilities(model(images))
+    return Case(network, images, targets, probs)
 
 
 def simulated_exits(probs: Tensor, thresholds: list[float]) -> Tensor:
@@ -88,7 +87,7 @@ def test_real_exit_equals_simulated_protocol(case, level):
     expected_exits = simulated_exits(probs, thresholds)
     assert torch.equal(expected_exits, simulated_exits(probs, unmoved))
 
-    real = early_exit_predict(model, case.images, thresholds, case.reweight)
+    real = early_exit_predict(case.network, case.images, thresholds)
 
     assert torch.equal(real.exit_index, expected_exits)
     assert torch.equal(real.predictions, probs.argmax(dim=2)[expected_exits, torch.arange(len(targets))])
@@ -123,7 +122,7 @@ def test_later_stages_only_see_the_remaining_samples(case, monkeypatch):
     counts = torch.bincount(simulated_exits(case.probs, thresholds), minlength=case.model.num_exits)
     calls = recorded_stages(case.model, monkeypatch)
 
-    early_exit_predict(case.model, case.images, thresholds, case.reweight)
+    early_exit_predict(case.network, case.images, thresholds)
 
     still_running = (len(case.images) - torch.cumsum(counts, 0) + counts).tolist()
     last_used = int(counts.nonzero().max())
@@ -133,7 +132,7 @@ def test_later_stages_only_see_the_remaining_samples(case, monkeypatch):
 def test_everyone_leaves_at_the_first_exit_with_zero_thresholds(case, monkeypatch):
     calls = recorded_stages(case.model, monkeypatch)
 
-    result = early_exit_predict(case.model, case.images, [0.0] * case.model.num_exits, case.reweight)
+    result = early_exit_predict(case.network, case.images, [0.0] * case.model.num_exits)
 
     assert calls == [(0, len(case.images))]
     assert result.exit_index.eq(0).all()
@@ -143,7 +142,7 @@ def test_everyone_leaves_at_the_first_exit_with_zero_thresholds(case, monkeypatc
 def test_infinite_thresholds_run_everyone_to_the_last_exit(case):
     thresholds = [math.inf] * (case.model.num_exits - 1) + [-math.inf]
 
-    result = early_exit_predict(case.model, case.images, thresholds, case.reweight)
+    result = early_exit_predict(case.network, case.images, thresholds)
 
     assert result.exit_index.eq(case.model.num_exits - 1).all()
     assert torch.equal(result.predictions, case.probs[-1].argmax(dim=1))
@@ -151,7 +150,7 @@ def test_infinite_thresholds_run_everyone_to_the_last_exit(case):
 
 def test_threshold_count_must_match_the_exits(case):
     with pytest.raises(ValueError, match="thresholds"):
-        early_exit_predict(case.model, case.images, [0.5], case.reweight)
+        early_exit_predict(case.network, case.images, [0.5])
 
 
 class ReplayedGraph:
@@ -179,11 +178,11 @@ def test_graphed_stages_reuse_static_buffers_correctly(case, batch, monkeypatch)
     monkeypatch.setattr(utils.early_exit, "capture", fake_capture)
     thresholds = protocol_thresholds(case.probs, 10)
     chunks = case.images[:28].split(batch)
-    eager = [early_exit_predict(case.model, c, thresholds, case.reweight) for c in chunks]
-    stages = GraphedExitStages(exit_stage(case.model, case.reweight), batch, torch.device("cuda"))
+    eager = [early_exit_predict(case.network, c, thresholds) for c in chunks]
+    stages = GraphedExitStages(exit_stage(case.network), batch, torch.device("cuda"))
 
     for _ in range(2):
-        graphed = [early_exit_predict(case.model, c, thresholds, case.reweight, stages) for c in chunks]
+        graphed = [early_exit_predict(case.network, c, thresholds, stages) for c in chunks]
         assert torch.equal(torch.cat([g.exit_index for g in graphed]),
                            torch.cat([e.exit_index for e in eager]))
         assert torch.equal(torch.cat([g.predictions for g in graphed]),
@@ -193,7 +192,7 @@ def test_graphed_stages_reuse_static_buffers_correctly(case, batch, monkeypatch)
 
 def test_graphed_stages_refuse_inputs_of_another_shape(case, monkeypatch):
     monkeypatch.setattr(utils.early_exit, "capture", fake_capture)
-    stages = GraphedExitStages(exit_stage(case.model, case.reweight), 1, torch.device("cuda"))
+    stages = GraphedExitStages(exit_stage(case.network), 1, torch.device("cuda"))
     with torch.inference_mode():
         stages(0, case.images[:1], None)
         with pytest.raises(ValueError, match="captured for inputs of shapes"):
@@ -202,7 +201,7 @@ def test_graphed_stages_refuse_inputs_of_another_shape(case, monkeypatch):
 
 def test_graphed_stages_refuse_the_cpu(case):
     with pytest.raises(RuntimeError, match="CUDA"):
-        GraphedExitStages(exit_stage(case.model, case.reweight), 1, torch.device("cpu"))
+        GraphedExitStages(exit_stage(case.network), 1, torch.device("cpu"))
 
 
 def test_inference_model_folds_batchnorm_and_keeps_the_outputs(boosted_model):

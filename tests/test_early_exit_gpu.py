@@ -8,7 +8,7 @@ import torch
 
 from args import parse_args
 from models import build_model
-from models.boosting import build_objective
+from models.boosting import build_boosted
 from tests.conftest import TINY_MSDNET
 from utils.early_exit import GraphedExitStages, early_exit_predict, exit_stage
 
@@ -34,35 +34,34 @@ def tiny_cuda_case():
     args = parse_args(TINY_MSDNET + ["--dataset", "digits"])
     model = build_model(args).cuda().eval()
     images = torch.randn(64, 3, 32, 32, device="cuda")
-    objective = build_objective(args, model.num_exits)
+    network = build_boosted(args, model)
     with torch.no_grad():
-        outputs = objective.outputs(model(images))
+        outputs = network(images)
     thresholds = [torch.softmax(o, 1).max(1).values.median().item() for o in outputs]
-    return model, images, objective, thresholds
+    return network, images, thresholds
 
 
 @needs_cuda
 def test_early_exit_synchronises_at_most_once_per_exit():
-    model, images, objective, thresholds = tiny_cuda_case()
-    syncs = count_synchronisations(
-        lambda: early_exit_predict(model, images, thresholds, objective.factors))
-    assert 1 <= syncs <= model.num_exits - 1
+    network, images, thresholds = tiny_cuda_case()
+    syncs = count_synchronisations(lambda: early_exit_predict(network, images, thresholds))
+    assert 1 <= syncs <= network.num_exits - 1
 
 
 @needs_cuda
 @pytest.mark.parametrize("batch", [1, 8])
 def test_graphed_exit_stages_give_the_eager_exits(batch):
-    model, images, objective, thresholds = tiny_cuda_case()
-    stages = GraphedExitStages(exit_stage(model, objective.factors), batch, images.device)
+    network, images, thresholds = tiny_cuda_case()
+    stages = GraphedExitStages(exit_stage(network), batch, images.device)
 
     def run(stage):
-        results = [early_exit_predict(model, chunk, thresholds, objective.factors, stage)
+        results = [early_exit_predict(network, chunk, thresholds, stage)
                    for chunk in images.split(batch)]
         return (torch.cat([r.exit_index for r in results]), torch.cat([r.predictions for r in results]))
 
     eager = run(None)
     captured, replayed = run(stages), run(stages)
 
-    assert set(stages.graphs) == set(range(model.num_exits)) if batch == 1 else 0 in stages.graphs
+    assert set(stages.graphs) == set(range(network.num_exits)) if batch == 1 else 0 in stages.graphs
     for graphed in (captured, replayed):
         assert torch.equal(graphed[0], eager[0]) and torch.equal(graphed[1], eager[1])

@@ -20,9 +20,9 @@ import utils.evaluator as evaluator
 import utils.plots as plots
 from adaptive_inference import apply_thresholds, budgeted_sweep
 from models import build_model
-from models.boosting import additive_outputs, reweight_factors
+from models.boosting import reweight_factors
 from op_counter import costs_for_args
-from tests.run_fixtures import make_trained_run, tiny_args
+from tests.run_fixtures import boosted_recurrence, make_trained_run, tiny_args
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.data import build_splits
 from utils.errors import run_cli
@@ -80,7 +80,7 @@ def direct_probs(run_dir: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]
     probs, targets = [], []
     with torch.no_grad():
         for images, labels in DataLoader(dataset, batch_size=64):
-            probs.append(torch.softmax(torch.stack(additive_outputs(model(images), factors)), dim=2))
+            probs.append(torch.softmax(torch.stack(boosted_recurrence(model(images), factors)), dim=2))
             targets.append(labels)
     return torch.cat(probs, dim=1), torch.cat(targets)
 

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from args import parse_args
 from models import build_model
-from models.boosting import build_objective
+from models.boosting import build_boosted, build_objective
 from utils.engine import parameter_groups
 from utils.errors import UserError
 from utils.fast_step import (StepOutput, build_eval_forward, build_train_step, keep_learning_rates,
@@ -59,7 +59,7 @@ def train(mode: str, device: torch.device, lr_drop: bool = True,
     objective = build_objective(args, model.num_exits).to(device)
     optimizer = make_sgd(parameter_groups(model, args), LR, 0.9, device)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[1], gamma=0.1)
-    step = build_train_step(model, objective, optimizer, mode)
+    step = build_train_step(build_boosted(args, model), objective, optimizer, mode)
     batches = learnable_batches(device, partial_last)
     outputs = [step(*batches[i % len(batches)]) for i in range(LR_DROP_AFTER)]
     if lr_drop:
@@ -137,7 +137,7 @@ def test_undoing_the_warm_up_makes_the_next_step_a_first_step():
         model = build_model(args)
         objective = build_objective(args, model.num_exits)
         optimizer = make_sgd(parameter_groups(model, args), LR, 0.9, cpu)
-        steps.append((build_train_step(model, objective, optimizer, "eager"),
+        steps.append((build_train_step(build_boosted(args, model), objective, optimizer, "eager"),
                       training_state_of(model, objective, optimizer)))
         models.append(model)
     (warmed, state), (fresh, _) = steps
@@ -157,7 +157,8 @@ def test_cuda_graph_step_on_the_cpu_is_a_clear_error():
     model = build_model(args)
     optimizer = make_sgd(parameter_groups(model, args), LR, 0.9, torch.device("cpu"))
     with pytest.raises(RuntimeError, match="CUDA device"):
-        build_train_step(model, build_objective(args, model.num_exits), optimizer, "cuda_graph")
+        build_train_step(build_boosted(args, model), build_objective(args, model.num_exits),
+                         optimizer, "cuda_graph")
     with pytest.raises(UserError, match="--cuda-graph needs a CUDA device"):
         resolve_step_mode(parse_args(TINY + ["--cuda-graph"]), torch.device("cpu"))
 

@@ -12,7 +12,7 @@ import torch
 import models.boosting
 from args import parse_args
 from models import build_model
-from models.boosting import build_objective
+from models.boosting import build_boosted
 from tests.conftest import ROOT, TINY_MSDNET, TINY_RANET
 from train_cifar100 import main
 from utils.data import build_splits
@@ -64,8 +64,7 @@ def last_exit_test_accuracy(run_dir: Path, flags: list[str]) -> float:
     test_set = build_splits(args, None).test
     images, labels = zip(*(test_set[i] for i in range(len(test_set))))
     with torch.no_grad():
-        logits = model.eval()(torch.stack(images))
-        final = build_objective(args, model.num_exits).outputs(logits)[-1]
+        final = build_boosted(args, model.eval())(torch.stack(images))[-1]
     return 100 * (final.argmax(1) == torch.stack(labels)).float().mean().item()
 
 

@@ -3,7 +3,8 @@
 A sample leaves at the first exit whose confidence (largest softmax probability of that
 exit's evaluation-time output) reaches the exit's threshold, exactly as the simulated
 budgeted-batch protocol (SPEC §6) decides it; the last exit takes whoever is left.
-Boosted networks carry the running ensemble F_{n-1} of the remaining samples along.
+Every stage carries the running output F_{n-1} of the remaining samples along, and the
+:class:`~models.boosting.BoostedNetwork` combines it with the exit's logits.
 """
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torch.utils._pytree import tree_leaves, tree_map
 
-from models import MultiExitNetwork, select_samples
+from models import select_samples
+from models.boosting import BoostedNetwork
 from models.multi_exit import Features
 from utils.fast_step import build_eval_forward, capture
 
@@ -31,7 +33,7 @@ class EarlyExitResult:
     exit_index: Tensor
 
 
-def inference_model(model: MultiExitNetwork) -> MultiExitNetwork:
+def inference_model(model: BoostedNetwork) -> BoostedNetwork:
     """An eval-mode copy for timing: every Conv2d+BatchNorm2d pair folded into one conv, channels_last.
 
     Outputs equal the original's up to float rounding; the full network and early exit are
@@ -50,43 +52,42 @@ def inference_model(model: MultiExitNetwork) -> MultiExitNetwork:
 ExitStage = Callable[[int, Features, Optional[Tensor]], tuple[Features, Tensor, Tensor, Tensor]]
 
 
-def exit_stage(model: MultiExitNetwork, reweight: Sequence[float] | None) -> ExitStage:
-    """Stage n of early exit: (features, or the images for n = 0; the running ensemble F_{n-1})
-    -> (features, output, confidence, predicted class); `reweight` set = boosted outputs F_n."""
-    def stage(n: int, features: Features, ensemble: Optional[Tensor]
+def exit_stage(model: BoostedNetwork) -> ExitStage:
+    """Stage n of early exit: (features, or the images for n = 0; the previous output F_{n-1})
+    -> (features, output of exit n, confidence, predicted class)."""
+    backbone = model.network
+
+    def stage(n: int, features: Features, previous: Optional[Tensor]
               ) -> tuple[Features, Tensor, Tensor, Tensor]:
         if n == 0:
-            features = model.stem(features)
-        features = model.advance(n, features)
-        output = model.classify(n, features)
-        if ensemble is not None:
-            output = output + reweight[n] * ensemble
+            features = backbone.stem(features)
+        features = backbone.advance(n, features)
+        output = model.combine(n, backbone.classify(n, features), previous)
         confidence, predicted = torch.softmax(output, dim=1).max(dim=1)
         return features, output, confidence, predicted
     return stage
 
 
 @torch.inference_mode()
-def early_exit_predict(model: MultiExitNetwork, images: Tensor, thresholds: Sequence[float],
-                       reweight: Sequence[float] | None = None,
+def early_exit_predict(model: BoostedNetwork, images: Tensor, thresholds: Sequence[float],
                        stage: ExitStage | None = None) -> EarlyExitResult:
-    """Classify `images`, dropping samples as they exit; `reweight` set = boosted outputs F_n.
+    """Classify `images` with `model`'s exit outputs, dropping samples as they exit.
 
     One `nonzero` per exit is the only host synchronisation (deciding who stays needs the
     count); predictions are written for every remaining sample and overwritten by later exits.
-    `stage` replaces `exit_stage(model, reweight)`, e.g. by :class:`GraphedExitStages`.
+    `stage` replaces `exit_stage(model)`, e.g. by :class:`GraphedExitStages`.
     """
     if len(thresholds) != model.num_exits:
         raise ValueError(f"need {model.num_exits} thresholds, got {len(thresholds)}")
-    stage = stage or exit_stage(model, reweight)
+    stage = stage or exit_stage(model)
     batch = images.shape[0]
     predictions = torch.empty(batch, dtype=torch.long, device=images.device)
     exit_index = torch.empty(batch, dtype=torch.long, device=images.device)
     remaining = torch.arange(batch, device=images.device)
     features: Features = images
-    ensemble: Tensor | None = None
+    previous: Tensor | None = None
     for n in range(model.num_exits):
-        features, output, confidence, predicted = stage(n, features, ensemble)
+        features, output, confidence, predicted = stage(n, features, previous)
         predictions[remaining] = predicted
         exit_index[remaining] = n
         if n == model.num_exits - 1:
@@ -98,7 +99,7 @@ def early_exit_predict(model: MultiExitNetwork, images: Tensor, thresholds: Sequ
             remaining = remaining[staying]
             features = select_samples(features, staying)
             output = output[staying]
-        ensemble = output if reweight is not None else None
+        previous = output
     return EarlyExitResult(predictions, exit_index)
 
 
@@ -119,13 +120,13 @@ class GraphedExitStages:
         self.stage, self.batch_size = stage, batch_size
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, list[Tensor], tuple]] = {}
 
-    def __call__(self, n: int, features: Features, ensemble: Optional[Tensor]
+    def __call__(self, n: int, features: Features, previous: Optional[Tensor]
                  ) -> tuple[Features, Tensor, Tensor, Tensor]:
-        inputs = tensor_leaves((features, ensemble))
+        inputs = tensor_leaves((features, previous))
         if inputs[0].shape[0] != self.batch_size:
-            return self.stage(n, features, ensemble)
+            return self.stage(n, features, previous)
         if n not in self.graphs:
-            self.graphs[n] = self._capture(n, features, ensemble)
+            self.graphs[n] = self._capture(n, features, previous)
         graph, static_inputs, static_outputs = self.graphs[n]
         if [t.shape for t in static_inputs] != [t.shape for t in inputs]:
             raise ValueError(f"exit stage {n} was captured for inputs of shapes "
@@ -137,14 +138,14 @@ class GraphedExitStages:
         graph.replay()
         return static_outputs
 
-    def _capture(self, n: int, features: Features, ensemble: Optional[Tensor]
+    def _capture(self, n: int, features: Features, previous: Optional[Tensor]
                  ) -> tuple[torch.cuda.CUDAGraph, list[Tensor], tuple]:
         owned = {id(t) for _, _, outputs in self.graphs.values() for t in tensor_leaves(outputs)}
-        static_features, static_ensemble = tree_map(
+        static_features, static_previous = tree_map(
             lambda t: t if not isinstance(t, Tensor) or id(t) in owned else t.clone(),
-            (features, ensemble))
-        graph, outputs = capture(lambda: self.stage(n, static_features, static_ensemble))
-        return graph, tensor_leaves((static_features, static_ensemble)), outputs
+            (features, previous))
+        graph, outputs = capture(lambda: self.stage(n, static_features, static_previous))
+        return graph, tensor_leaves((static_features, static_previous)), outputs
 
 
 def tensor_leaves(tree: object) -> list[Tensor]:
@@ -205,8 +206,8 @@ def paired_throughput(full_network: Callable[[Tensor], object], early_exit: Call
                       early_exit=1 / statistics.median(early_times), speedup=statistics.median(ratios))
 
 
-def early_exit_throughput(model: MultiExitNetwork, batches: Sequence[Tensor], thresholds: Sequence[float],
-                          reweight: Sequence[float] | None, device: torch.device,
+def early_exit_throughput(model: BoostedNetwork, batches: Sequence[Tensor],
+                          thresholds: Sequence[float], device: torch.device,
                           repeats: int) -> Throughput:
     """Images/s of the full network and of real early exit, both on one inference copy of `model`.
 
@@ -216,10 +217,10 @@ def early_exit_throughput(model: MultiExitNetwork, batches: Sequence[Tensor], th
     fast = inference_model(model)
     graphs = device.type == "cuda"
     full_network = build_eval_forward(fast, "cuda_graph" if graphs else "eager")
-    stages = GraphedExitStages(exit_stage(fast, reweight), len(batches[0]), device) if graphs else None
+    stages = GraphedExitStages(exit_stage(fast), len(batches[0]), device) if graphs else None
 
     def early_exit(images: Tensor) -> EarlyExitResult:
-        return early_exit_predict(fast, images, thresholds, reweight, stages)
+        return early_exit_predict(fast, images, thresholds, stages)
 
     return paired_throughput(full_network, early_exit,
                              [images.contiguous(memory_format=torch.channels_last) for images in batches],

@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from models import MultiExitNetwork, build_model, param_groups_by_stage
-from models.boosting import build_objective
+from models.boosting import build_boosted, build_objective
 from utils import distributed
 from utils.checkpoint import (capture_rng_state, copy_atomically, load_checkpoint,
                               restore_rng_state, save_checkpoint)
@@ -36,6 +36,7 @@ from utils.errors import UserError
 from utils.fast_step import (build_eval_forward, build_train_step, make_sgd, memory_format_for,
                              resolve_step_mode)
 from utils.gpu_data import GpuBatches, use_gpu_data
+from utils.metrics import correct_counts
 from utils.run_dir import (BEST_CHECKPOINT, LATEST_CHECKPOINT, RunLog, check_run_dir, run_config,
                            write_config)
 
@@ -163,9 +164,11 @@ class Trainer:
         if args.resume:
             self._resume()
         mode = resolve_step_mode(args, device, info.world_size)
-        self.train_step = build_train_step(self._training_model(), self.objective, self.optimizer,
-                                           mode, args.amp, args.channels_last, scaler=self.scaler)
-        self.eval_forward = build_eval_forward(self.model, mode, args.amp, args.channels_last)
+        self.train_step = build_train_step(build_boosted(args, self._training_model()),
+                                           self.objective, self.optimizer, mode, args.amp,
+                                           args.channels_last, scaler=self.scaler)
+        self.eval_forward = build_eval_forward(build_boosted(args, self.model), mode, args.amp,
+                                               args.channels_last)
         self.log = RunLog(self.run_dir, info.is_main)
 
     def _build_model(self) -> MultiExitNetwork:
@@ -301,10 +304,9 @@ class Trainer:
         for images, targets in loader:
             images = images.to(self.device, non_blocking=True)
             targets = targets.to(self.device, non_blocking=True)
-            outputs = self.objective.outputs(self.eval_forward(images))
+            outputs = self.eval_forward(images)
             losses = torch.stack([F.cross_entropy(output.float(), targets) for output in outputs])
-            correct = torch.stack([(output.argmax(1) == targets).sum() for output in outputs])
-            sums.add(losses, correct, len(targets))
+            sums.add(losses, correct_counts(outputs, targets), len(targets))
         return sums.metrics(across_ranks=True)
 
     def _save(self, epochs_done: int, is_best: bool) -> None:

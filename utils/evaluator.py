@@ -30,13 +30,14 @@ from tqdm import tqdm
 from adaptive_inference import apply_thresholds, budgeted_sweep, thresholds_for_budget
 from args import build_parser, resolve_defaults, validate
 from models import MultiExitNetwork, build_model
-from models.boosting import ExitObjective, build_objective
+from models.boosting import BoostedNetwork, build_boosted
 from op_counter import ExitCosts, count_exit_costs, input_size_for
 from utils.checkpoint import load_checkpoint, save_checkpoint, write_text_atomically
 from utils.data import SPLIT_FILE, build_splits, eval_loader
 from utils.distributed import DistInfo, resolve_device
 from utils.early_exit import early_exit_predict, early_exit_throughput, expected_cost
 from utils.errors import UserError
+from utils.metrics import topk_accuracy
 from utils.run_dir import BEST_CHECKPOINT, CONFIG_FILE, LATEST_CHECKPOINT
 
 CHECKPOINT_NAMES = (LATEST_CHECKPOINT, BEST_CHECKPOINT)
@@ -51,14 +52,13 @@ TIMING_REPEATS = 3
 
 @dataclass
 class LoadedRun:
-    """A run ready to evaluate: resolved flags, where it lives, and its model and objective."""
+    """A run ready to evaluate: resolved flags, where it lives, its network and costs."""
 
     args: argparse.Namespace
     run_dir: Path
     checkpoint: Path
     digest: str
-    model: MultiExitNetwork
-    objective: ExitObjective
+    network: BoostedNetwork
     costs: ExitCosts
     device: torch.device
 
@@ -170,8 +170,8 @@ def load_run(argv: Sequence[str], prog: str | None, **defaults) -> LoadedRun:
     device = resolve_device(args.device, DistInfo())
     return LoadedRun(args=args, run_dir=run_dir, checkpoint=checkpoint_file,
                      digest=file_digest(checkpoint_file),
-                     model=model.to(device).eval(), objective=build_objective(args, model.num_exits),
-                     costs=costs, device=device)
+                     network=build_boosted(args, model.to(device).eval()), costs=costs,
+                     device=device)
 
 
 def data_loader(dataset: Dataset, run: LoadedRun) -> DataLoader:
@@ -208,7 +208,7 @@ def cached_logits(run: LoadedRun, dataset: Dataset, split: str) -> tuple[Tensor,
     cached = read_cache(cache_file, len(dataset))
     if cached is not None:
         return cached
-    logits, targets = compute_logits(run.model, data_loader(dataset, run), run.device,
+    logits, targets = compute_logits(run.network.backbone, data_loader(dataset, run), run.device,
                                      f"{run.name} {split}")
     cache_file.parent.mkdir(exist_ok=True)
     save_checkpoint({"logits": logits, "targets": targets}, cache_file)
@@ -218,14 +218,7 @@ def cached_logits(run: LoadedRun, dataset: Dataset, split: str) -> tuple[Tensor,
 def split_outputs(run: LoadedRun, dataset: Dataset, split: str) -> SplitOutputs:
     """Probabilities and targets of one split (logits cached per checkpoint)."""
     logits, targets = cached_logits(run, dataset, split)
-    return SplitOutputs(run.objective.probabilities(list(logits)), targets)
-
-
-def topk_accuracy(probs: Tensor, targets: Tensor, k: int) -> list[float]:
-    """Per-exit top-k accuracy in percent."""
-    k = min(k, probs.shape[2])
-    hits = (probs.topk(k, dim=2).indices == targets.view(1, -1, 1)).any(dim=2)
-    return (hits.sum(dim=1).double() * 100.0 / probs.shape[1]).tolist()
+    return SplitOutputs(run.network.probabilities(list(logits)), targets)
 
 
 def anytime_rows(outputs: SplitOutputs, costs: ExitCosts) -> list[dict[str, Any]]:
@@ -354,16 +347,14 @@ def evaluate_real_exit(run: LoadedRun, dataset: Dataset, test: SplitOutputs,
     """Real early exit on the first test batches: its exits against the simulation, and its
     measured images/s beside the full network's: printed and real_exit.json."""
     batches, targets = timed_batches(run, dataset)
-    reweight = run.objective.factors if run.objective.boosted else None
-    results = [early_exit_predict(run.model, images, thresholds, reweight) for images in batches]
+    results = [early_exit_predict(run.network, images, thresholds) for images in batches]
     predictions = torch.cat([result.predictions for result in results]).cpu()
     counts = torch.bincount(torch.cat([result.exit_index for result in results]).cpu(),
-                            minlength=run.model.num_exits)
+                            minlength=run.network.num_exits)
     samples = len(targets)
     simulated_accuracy, simulated_cost, simulated_counts = apply_thresholds(
         test.probs[:, :samples], test.targets[:samples], thresholds, run.costs.flops)
-    speed = early_exit_throughput(run.model, batches, thresholds, reweight, run.device,
-                                  TIMING_REPEATS)
+    speed = early_exit_throughput(run.network, batches, thresholds, run.device, TIMING_REPEATS)
     result = {
         **run_header(run), "device": str(run.device), "batch_size": run.args.eval_batch_size,
         "cuda_graphs": run.device.type == "cuda",

@@ -44,8 +44,9 @@ from typing import Callable, Iterable, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from models.boosting import ExitObjective
+from models.boosting import BoostedNetwork, ExitObjective
 from utils.errors import UserError
+from utils.metrics import correct_counts
 
 STEP_MODES = ("eager", "compile", "cuda_graph", "compiled_cuda_graph")
 GRAPH_MODES = ("cuda_graph", "compiled_cuda_graph")
@@ -144,17 +145,17 @@ def memory_format_for(channels_last: bool) -> torch.memory_format:
     return torch.channels_last if channels_last else torch.contiguous_format
 
 
-def make_forward(model: nn.Module, objective: ExitObjective, amp: Optional[str],
+def make_forward(network: BoostedNetwork, objective: ExitObjective, amp: Optional[str],
                  memory_format: torch.memory_format) -> ForwardFn:
     """images, targets -> (loss, per-exit losses, per-exit correct counts), all on the device."""
-    device = model_device(model)
+    device = model_device(network)
 
     def forward(images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         images = images.contiguous(memory_format=memory_format)
         with autocast_context(device, amp):
-            loss, per_exit_losses, outputs = objective(model(images), targets)
-        correct = torch.stack([(output.argmax(1) == targets).sum() for output in outputs])
-        return loss, per_exit_losses, correct
+            outputs = network.training_outputs(images)
+            loss, per_exit_losses = objective(outputs, targets)
+        return loss, per_exit_losses, correct_counts(outputs, targets)
     return forward
 
 
@@ -165,12 +166,13 @@ def compiled(fn: Callable, compile_mode: Optional[str], backend: str) -> Callabl
     return torch.compile(fn, mode=compile_mode, backend=backend, dynamic=False)
 
 
-def check_graph_ready(model: nn.Module, optimizer: torch.optim.Optimizer, amp: Optional[str]) -> None:
+def check_graph_ready(network: BoostedNetwork, optimizer: torch.optim.Optimizer,
+                      amp: Optional[str]) -> None:
     """Refuse what a captured step cannot do, with the reason."""
-    if not torch.cuda.is_available() or model_device(model).type != "cuda":
+    if not torch.cuda.is_available() or model_device(network).type != "cuda":
         raise RuntimeError("a CUDA-graph step needs the model on a CUDA device; "
                            "use mode 'compile' or 'eager' on the CPU")
-    if isinstance(model, nn.parallel.DistributedDataParallel):
+    if isinstance(network.backbone, nn.parallel.DistributedDataParallel):
         raise ValueError("a CUDA-graph step cannot capture DistributedDataParallel; use 'compile'")
     if not isinstance(optimizer, torch.optim.SGD) or any(
             not group["fused"] or group["dampening"] != 0 for group in optimizer.param_groups):
@@ -179,37 +181,38 @@ def check_graph_ready(model: nn.Module, optimizer: torch.optim.Optimizer, amp: O
         raise ValueError("amp 'fp16' needs a dynamic loss scale; capture bf16 or fp32")
 
 
-def build_train_step(model: nn.Module, objective: ExitObjective, optimizer: torch.optim.Optimizer,
+def build_train_step(network: BoostedNetwork, objective: ExitObjective,
+                     optimizer: torch.optim.Optimizer,
                      mode: str, amp: Optional[str] = None, channels_last: bool = False, *,
                      compile_mode: Optional[str] = None, compile_backend: str = "inductor",
                      scaler: Optional[torch.amp.GradScaler] = None) -> TrainStep:
     """The training step for `mode` (see the module docstring); build it after loading a checkpoint.
 
-    `model` may be wrapped in DistributedDataParallel (eager and compile modes). With
-    `channels_last` the model is converted in place and inputs are converted per step. A graph
+    The network's backbone may be wrapped in DistributedDataParallel (eager and compile modes).
+    With `channels_last` the model is converted in place and inputs are converted per step. A graph
     mode captures at its first call: its first batch fixes the batch shape, and a batch of
     another shape (a last partial batch) runs the eager step instead.
     """
     if mode not in STEP_MODES:
         raise ValueError(f"unknown step mode {mode!r}; choose one of {', '.join(STEP_MODES)}")
     if mode in GRAPH_MODES:
-        check_graph_ready(model, optimizer, amp)
+        check_graph_ready(network, optimizer, amp)
     elif amp == "fp16" and mode != "eager":
         raise ValueError("amp 'fp16' needs a dynamic loss scale; use it with mode 'eager'")
     memory_format = memory_format_for(channels_last)
     if channels_last:
-        model.to(memory_format=memory_format)
-    rates = tensor_learning_rates(optimizer, model_device(model))
-    forward = make_forward(model, objective, amp, memory_format)
+        network.to(memory_format=memory_format)
+    rates = tensor_learning_rates(optimizer, model_device(network))
+    forward = make_forward(network, objective, amp, memory_format)
     if amp == "fp16":
         return ScaledStep(forward, optimizer, rates, scaler or torch.amp.GradScaler(
-            model_device(model).type))
+            model_device(network).type))
     fast_forward = (compiled(forward, compile_mode, compile_backend)
                     if mode in COMPILED_MODES else forward)
     step = EagerStep(fast_forward, optimizer, rates)
     if mode in GRAPH_MODES:
         fallback = EagerStep(forward, optimizer, rates, set_to_none=False)
-        return CapturedStep(step, fallback, training_state_of(model, objective, optimizer))
+        return CapturedStep(step, fallback, training_state_of(network, objective, optimizer))
     return step
 
 
@@ -330,7 +333,7 @@ def build_eval_forward(model: nn.Module, mode: str, amp: Optional[str] = None,
                        channels_last: bool = False, *,
                        compile_mode: Optional[str] = None,
                        compile_backend: str = "inductor") -> EvalForward:
-    """images -> logits of every exit, no autograd; call it with the model in eval mode.
+    """images -> `model(images)` as a list (every exit's output), no autograd; in eval mode.
 
     Graph modes capture the eval-mode forward at the first call (its batch shape; other shapes
     run eagerly) and return fresh copies of the logits.
