@@ -8,10 +8,12 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from typing import NoReturn, Sequence
+from typing import Any, NoReturn, Sequence
+
+from utils.datasets import DATASET_NAMES, FOLDER, FOLDER_FLAGS, dataset_info
+from utils.recipes import RECIPES
 
 ARCHS = ("msdnet", "msdnet_ge", "ranet")
-DATASETS = ("cifar100", "imagenet", "digits")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -38,6 +40,18 @@ def float_list(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected numbers separated by ',', got {text!r}")
 
 
+def count_or_fraction(text: str) -> int | float:
+    """Parse '5000' as a count or '0.1' as a fraction."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count or a fraction, got {text!r}")
+
+
 def comma_int_list(text: str) -> list[int]:
     return int_list(text, ",") if text else []
 
@@ -46,8 +60,17 @@ def build_parser(prog: str | None = None) -> OneLineParser:
     p = OneLineParser(prog=prog, description="BoostNet: boosted dynamic neural networks")
 
     d = p.add_argument_group("data")
-    d.add_argument("--dataset", "--data", dest="dataset", default="cifar100", choices=DATASETS)
+    d.add_argument("--dataset", "--data", dest="dataset", default="cifar100", choices=DATASET_NAMES,
+                   help="a dataset of utils/datasets.py, or 'folder' for your own images in "
+                        "DATA_ROOT/train and DATA_ROOT/val class folders (default: %(default)s)")
     d.add_argument("--data-root", default="data", help="folder holding the dataset")
+    d.add_argument("--num-classes", type=int, default=None, help="--dataset folder: classes")
+    d.add_argument("--image-size", type=int, default=None,
+                   help="--dataset folder: side of the square network input; 96 and more use "
+                        "the ImageNet-style stem and heads")
+    d.add_argument("--val-size", type=count_or_fraction, default=None,
+                   help="--dataset folder: training images --use-valid holds out, a count or a "
+                        "fraction (default 0.1)")
     d.add_argument("--use-valid", action="store_true",
                    help="hold out a validation split (needed for budgeted evaluation)")
     d.add_argument("--workers", "-j", type=int, default=4)
@@ -90,6 +113,9 @@ def build_parser(prog: str | None = None) -> OneLineParser:
     o.add_argument("--seed", type=int, default=0)
 
     r = p.add_argument_group("run")
+    r.add_argument("--recipe", default=None, choices=list(RECIPES),
+                   help="start from a paper recipe's flags (utils/recipes.py); flags given here "
+                        "override them")
     r.add_argument("--result_dir", "--save", dest="result_dir", default="runs/default")
     r.add_argument("--resume", action="store_true", help="continue from RESULT_DIR/model_latest.pth")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -126,9 +152,10 @@ def resolve_defaults(args: argparse.Namespace) -> argparse.Namespace:
     """Fill architecture- and dataset-dependent defaults (width factors, RANet's scale list).
 
     ImageNet's stem leaves 56x56 maps, so its defaults have one scale more than CIFAR's (the
-    exit heads need 7x7 at the coarsest scale); they are the ImageNet recipes' values.
+    exit heads need 7x7 at the coarsest scale); they are the ImageNet recipes' values. Every
+    dataset with ImageNet-style inputs gets these.
     """
-    imagenet = args.dataset == "imagenet"
+    imagenet = dataset_info(args).imagenet_style
     family = "ranet" if args.arch == "ranet" else "msdnet"
     if args.grFactor is None:
         args.grFactor = list(DEFAULT_GR_FACTOR[family, imagenet])
@@ -152,7 +179,7 @@ def check_head_resolution(args: argparse.Namespace, parser: OneLineParser) -> No
     The coarsest map is the stem's (32 on CIFAR-sized data, 56 on ImageNet) halved, rounding
     up, once per extra scale (MSDNet: len(--grFactor); RANet: the last --scale-list level).
     """
-    stem = 56 if args.dataset == "imagenet" else 32
+    stem = dataset_info(args).stem_size
     flag, levels = (("--scale-list", args.scale_list[-1]) if args.arch == "ranet"
                     else ("--grFactor", len(args.grFactor)))
     size = coarsest_size(stem, levels)
@@ -212,15 +239,56 @@ def validate(args: argparse.Namespace, parser: OneLineParser) -> None:
         parser.error("--cuda-graph and --compile are alternatives; pick one")
 
 
+def explicit_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> dict[str, Any]:
+    """The flags `argv` actually sets (destination -> value), defaults left out."""
+    untyped = object()
+    namespace = argparse.Namespace(**dict.fromkeys(vars(parser.parse_args([])), untyped))
+    parsed = vars(parser.parse_args(argv, namespace))
+    return {dest: value for dest, value in parsed.items() if value is not untyped}
+
+
+def recipe_defaults(parser: argparse.ArgumentParser, argv: Sequence[str]) -> dict[str, Any]:
+    """The flags of the recipe `--recipe` names in `argv` (none without one)."""
+    name = explicit_flags(parser, argv).get("recipe")
+    return explicit_flags(parser, RECIPES[name].training_flags) if name else {}
+
+
 def parse_args(argv: Sequence[str] | None = None, prog: str | None = None,
                **defaults) -> argparse.Namespace:
-    """Parse and validate flags; `defaults` override the parser's defaults (per entry point)."""
+    """Parse and validate flags; `defaults` override the parser's defaults (per entry point),
+    a `--recipe` overrides those, and flags on the command line override everything."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(prog)
-    if defaults:
-        parser.set_defaults(**defaults)
-    args = resolve_defaults(parser.parse_args(argv))
+    parser.set_defaults(**defaults)
+    parser.set_defaults(**recipe_defaults(parser, argv))
+    return checked(parser.parse_args(argv), parser)
+
+
+def checked(args: argparse.Namespace, parser: OneLineParser) -> argparse.Namespace:
+    """`args` with dataset-dependent defaults filled in, after every check has passed."""
+    check_dataset_flags(args, parser)
+    args = resolve_defaults(args)
     validate(args, parser)
     return args
+
+
+def check_dataset_flags(args: argparse.Namespace, parser: OneLineParser) -> None:
+    """--num-classes/--image-size/--val-size describe a `folder` dataset and nothing else."""
+    if args.dataset != FOLDER:
+        given = [flag for dest, flag in FOLDER_FLAGS.items() if getattr(args, dest) is not None]
+        if given:
+            parser.error(f"{given[0]} describes --dataset folder; {args.dataset} has its own "
+                         f"({dataset_info(args).num_classes} classes, "
+                         f"{dataset_info(args).image_size}x{dataset_info(args).image_size} inputs)")
+        return
+    if args.num_classes is None or args.num_classes < 2:
+        parser.error(f"--dataset folder needs --num-classes (at least 2), got {args.num_classes}")
+    if args.image_size is None or args.image_size < 8:
+        parser.error(f"--dataset folder needs --image-size (at least 8 pixels), got {args.image_size}")
+    size = args.val_size
+    if size is not None and (isinstance(size, float) and not 0 < size < 1
+                             or isinstance(size, int) and size < 1):
+        parser.error(f"--val-size must be a count of at least 1 or a fraction in (0, 1), got {size}")
 
 
 if __name__ == "__main__":

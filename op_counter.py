@@ -17,8 +17,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from models import MultiExitNetwork, build_model, is_imagenet_sized
+from models import MultiExitNetwork, build_model
 from models.layers import Resize
+from utils.datasets import dataset_info
 
 INTERPOLATION_MACS_PER_OUTPUT = 4
 
@@ -100,13 +101,9 @@ def count_exit_costs(model: MultiExitNetwork, input_size: int) -> ExitCosts:
     return costs
 
 
-def input_size_for(args) -> int:
-    return 224 if is_imagenet_sized(args) else 32
-
-
 def costs_for_args(args) -> ExitCosts:
-    """Per-exit costs of the model that `args` describes."""
-    return count_exit_costs(build_model(args), input_size_for(args))
+    """Per-exit costs of the model that `args` describes, on one image of its dataset's size."""
+    return count_exit_costs(build_model(args), dataset_info(args).image_size)
 
 
 def format_table(costs: ExitCosts) -> str:

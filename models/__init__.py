@@ -3,30 +3,24 @@ from __future__ import annotations
 
 import argparse
 
+from utils.datasets import dataset_info
+
 from .multi_exit import MultiExitNetwork, param_groups_by_stage, select_samples
 from .msdnet import MSDNet, MSDNetConfig
 
-NUM_CLASSES = {"cifar100": 100, "imagenet": 1000, "digits": 10}
-
-__all__ = ["MultiExitNetwork", "build_model", "param_groups_by_stage", "select_samples",
-           "NUM_CLASSES", "is_imagenet_sized"]
-
-
-def is_imagenet_sized(args: argparse.Namespace) -> bool:
-    """ImageNet uses 224x224 inputs and the ImageNet stem/heads; everything else is 32x32."""
-    return args.dataset == "imagenet"
+__all__ = ["MultiExitNetwork", "build_model", "param_groups_by_stage", "select_samples"]
 
 
 def build_model(args: argparse.Namespace) -> MultiExitNetwork:
-    """Build the network described by `args` (as returned by `args.parse_args`)."""
-    num_classes = NUM_CLASSES[args.dataset]
-    imagenet = is_imagenet_sized(args)
+    """Build the backbone `args` describes (as returned by `args.parse_args`): `model(x)` gives
+    every exit's raw logits f_n; models.boosting.BoostedNetwork turns them into predictions."""
+    info = dataset_info(args)
     if args.arch in ("msdnet", "msdnet_ge"):
         return MSDNet(MSDNetConfig(
             nBlocks=args.nBlocks, base=args.base, step=args.step, stepmode=args.stepmode,
             nChannels=args.nChannels, growthRate=args.growthRate, grFactor=tuple(args.grFactor),
             bnFactor=tuple(args.bnFactor), prune=args.prune, reduction=args.reduction,
-            bottleneck=args.bottleneck, num_classes=num_classes, imagenet=imagenet,
+            bottleneck=args.bottleneck, num_classes=info.num_classes, imagenet=info.imagenet_style,
             gradient_rescale=args.arch == "msdnet_ge"))
     if args.arch == "ranet":
         from .ranet import RANet, RANetConfig
@@ -35,6 +29,6 @@ def build_model(args: argparse.Namespace) -> MultiExitNetwork:
             stepmode=args.stepmode, nChannels=args.nChannels, growthRate=args.growthRate,
             grFactor=tuple(args.grFactor), bnFactor=tuple(args.bnFactor),
             scale_list=tuple(args.scale_list), compress_factor=args.compress_factor,
-            reduction=args.reduction, bottleneck=args.bottleneck, num_classes=num_classes,
-            imagenet=imagenet))
+            reduction=args.reduction, bottleneck=args.bottleneck, num_classes=info.num_classes,
+            imagenet=info.imagenet_style))
     raise ValueError(f"unknown --arch {args.arch!r}")

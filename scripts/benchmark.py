@@ -43,9 +43,11 @@ sys.path.insert(0, str(ROOT))
 
 from adaptive_inference import exit_fractions, find_thresholds  # noqa: E402
 from args import OneLineParser, num_exits, parse_args  # noqa: E402
-from models import NUM_CLASSES, build_model, is_imagenet_sized  # noqa: E402
+from models import build_model  # noqa: E402
 from models.boosting import BoostedNetwork, ExitObjective, build_boosted, build_objective  # noqa: E402
-from op_counter import count_exit_costs, input_size_for  # noqa: E402
+from op_counter import count_exit_costs  # noqa: E402
+from utils.datasets import DATASETS, dataset_info  # noqa: E402
+from utils.recipes import RECIPES  # noqa: E402
 from utils.distributed import DistInfo, resolve_device  # noqa: E402
 from utils.early_exit import (GraphedExitStages, early_exit_predict, exit_stage,  # noqa: E402
                               expected_cost, synchronize)
@@ -58,62 +60,57 @@ from utils.plots import markdown_table  # noqa: E402
 EARLY_EXIT_LEVEL = 10  # budget level k of SPEC §6: exit shares p_n = q^n / sum q^m with q = 0.5
 EARLY_EXIT_BATCHES = (1, 256)
 SINGLE_IMAGES = 64  # images timed one at a time for batch 1 (--quick: 32)
-CIFAR_TRAIN_IMAGES = 50_000
-IMAGENET_TRAIN_IMAGES = 1_281_167
 
 
 @dataclass(frozen=True)
-class Recipe:
-    """A model of SPEC §7 and how its paper recipe trains (per-GPU batch, GPUs, epochs)."""
+class Benchmarked:
+    """A paper recipe's model as the benchmark times it (`extra` flags shrink it for --quick)."""
 
     name: str
-    flags: tuple[str, ...]
-    epochs: int
-    train_images: int
-    batch: int
-    gpus: int
+    recipe: str
+    extra: tuple[str, ...] = ()
+    batch: Optional[int] = None  # per-GPU training batch; None: the recipe's
     eval_batch: int = 256
 
-    def steps_per_epoch(self) -> int:
-        return self.train_images // (self.batch * self.gpus)
+    @property
+    def flags(self) -> tuple[str, ...]:
+        return ("--recipe", self.recipe, *self.extra) + (
+            ("--batch-size", str(self.batch)) if self.batch else ())
+
+    @property
+    def gpus(self) -> int:
+        return RECIPES[self.recipe].gpus
+
+    def steps_per_epoch(self, args: argparse.Namespace) -> int:
+        return dataset_info(args).train_size // (args.batch_size * self.gpus)
+
+    def record(self) -> dict:
+        """What the JSON says about the model: its flags and how its recipe trains."""
+        args = parse_args(list(self.flags))
+        return {**asdict(self), "flags": list(self.flags), "epochs": args.epochs,
+                "train_images": dataset_info(args).train_size, "batch": args.batch_size,
+                "gpus": self.gpus, "steps_per_epoch": self.steps_per_epoch(args)}
 
 
-RECIPES = (
-    Recipe("msdnet_cifar100", ("--dataset", "cifar100", "--arch", "msdnet_ge", "--nBlocks", "10",
-                               "--stepmode", "even", "--step", "2", "--base", "4",
-                               "--nChannels", "16"), 300, CIFAR_TRAIN_IMAGES, 64, 1),
-    Recipe("ranet_cifar100", ("--dataset", "cifar100", "--arch", "ranet", "--nBlocks", "2",
-                              "--stepmode", "even", "--step", "4", "--nChannels", "16",
-                              "--scale-list", "1-2-3-3", "--grFactor", "4-2-1-1",
-                              "--bnFactor", "4-2-1-1"), 300, CIFAR_TRAIN_IMAGES, 64, 1),
-    Recipe("msdnet_imagenet", ("--dataset", "imagenet", "--arch", "msdnet_ge", "--nBlocks", "5",
-                               "--stepmode", "even", "--step", "7", "--base", "7",
-                               "--nChannels", "32", "--growthRate", "16", "--grFactor", "1-2-4-4",
-                               "--bnFactor", "1-2-4-4", "--lr_milestones", "30,60"),
-           90, IMAGENET_TRAIN_IMAGES, 64, 4),
-    Recipe("ranet_imagenet", ("--dataset", "imagenet", "--arch", "ranet", "--nBlocks", "2",
-                              "--stepmode", "even", "--step", "8", "--growthRate", "16",
-                              "--scale-list", "1-2-3-4", "--grFactor", "4-2-2-1",
-                              "--bnFactor", "4-2-2-1", "--nChannels", "64",
-                              "--lr_milestones", "30,60"), 90, IMAGENET_TRAIN_IMAGES, 64, 4),
-)
-
-TINY_MSDNET = ("--arch", "msdnet_ge", "--nBlocks", "2", "--base", "1", "--step", "1", "--no-bottleneck",
+MODELS = (Benchmarked("msdnet_cifar100", "msdnet_cifar100_anytime"),
+          Benchmarked("ranet_cifar100", "ranet_cifar100_anytime"),
+          Benchmarked("msdnet_imagenet", "msdnet_imagenet_anytime"),
+          Benchmarked("ranet_imagenet", "ranet_imagenet_anytime"))
+TINY_MSDNET = ("--nBlocks", "2", "--base", "1", "--step", "1", "--no-bottleneck",
                "--nChannels", "4", "--growthRate", "2")
-TINY_RANET = ("--arch", "ranet", "--nBlocks", "1", "--block-step", "1", "--step", "1", "--no-bottleneck",
+TINY_RANET = ("--nBlocks", "1", "--block-step", "1", "--step", "1", "--no-bottleneck",
               "--nChannels", "4", "--growthRate", "4")
-QUICK_RECIPES = (  # one layer per block, no bottlenecks, the fewest scales the heads accept
-    Recipe("msdnet_cifar100", ("--dataset", "cifar100", *TINY_MSDNET, "--grFactor", "1-2-2",
-                               "--bnFactor", "1-2-2"), 300, CIFAR_TRAIN_IMAGES, 8, 1, eval_batch=16),
-    Recipe("ranet_cifar100", ("--dataset", "cifar100", *TINY_RANET, "--scale-list", "1-2-3",
-                              "--grFactor", "2-1-1", "--bnFactor", "2-1-1"),
-           300, CIFAR_TRAIN_IMAGES, 8, 1, eval_batch=16),
-    Recipe("msdnet_imagenet", ("--dataset", "imagenet", *TINY_MSDNET, "--grFactor", "1-2-2-2",
-                               "--bnFactor", "1-2-2-2"), 90, IMAGENET_TRAIN_IMAGES, 2, 4,
-           eval_batch=2),
-    Recipe("ranet_imagenet", ("--dataset", "imagenet", *TINY_RANET, "--scale-list", "1-2-3-4",
-                              "--grFactor", "2-1-1-1", "--bnFactor", "2-1-1-1"),
-           90, IMAGENET_TRAIN_IMAGES, 2, 4, eval_batch=2),
+QUICK_MODELS = (  # one layer per block, no bottlenecks, the fewest scales the heads accept
+    Benchmarked("msdnet_cifar100", "msdnet_cifar100_anytime",
+                (*TINY_MSDNET, "--grFactor", "1-2-2", "--bnFactor", "1-2-2"), 8, 16),
+    Benchmarked("ranet_cifar100", "ranet_cifar100_anytime",
+                (*TINY_RANET, "--scale-list", "1-2-3", "--grFactor", "2-1-1", "--bnFactor", "2-1-1"),
+                8, 16),
+    Benchmarked("msdnet_imagenet", "msdnet_imagenet_anytime",
+                (*TINY_MSDNET, "--grFactor", "1-2-2-2", "--bnFactor", "1-2-2-2"), 2, 2),
+    Benchmarked("ranet_imagenet", "ranet_imagenet_anytime",
+                (*TINY_RANET, "--scale-list", "1-2-3-4", "--grFactor", "2-1-1-1", "--bnFactor",
+                 "2-1-1-1"), 2, 2),
 )
 
 
@@ -163,7 +160,7 @@ def wall_durations(call: Callable[[], object], steps: int) -> list[float]:
     return durations
 
 
-def build(recipe: Recipe, device: torch.device) -> tuple[argparse.Namespace, BoostedNetwork,
+def build(recipe: Benchmarked, device: torch.device) -> tuple[argparse.Namespace, BoostedNetwork,
                                                           ExitObjective]:
     """The recipe's network (seeded) and objective on `device`."""
     args = parse_args(list(recipe.flags))
@@ -175,13 +172,13 @@ def build(recipe: Recipe, device: torch.device) -> tuple[argparse.Namespace, Boo
 def synthetic_batch(args: argparse.Namespace, batch: int, device: torch.device
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Seeded random images of the recipe's input size and random labels, on `device`."""
-    size, classes = input_size_for(args), NUM_CLASSES[args.dataset]
+    size, classes = dataset_info(args).image_size, dataset_info(args).num_classes
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(batch, 3, size, size, generator=generator)
     return images.to(device), torch.randint(0, classes, (batch,), generator=generator).to(device)
 
 
-def time_mode(recipe: Recipe, mode: str, device: torch.device, options: argparse.Namespace
+def time_mode(recipe: Benchmarked, mode: str, device: torch.device, options: argparse.Namespace
               ) -> dict:
     """Train-step and eval-forward timings of one recipe model in one step mode."""
     args, network, objective = build(recipe, device)
@@ -189,7 +186,7 @@ def time_mode(recipe: Recipe, mode: str, device: torch.device, options: argparse
     step = build_train_step(network, objective, optimizer, mode, amp=options.amp,
                             channels_last=options.channels_last,
                             compile_backend=options.compile_backend)
-    images, targets = synthetic_batch(args, recipe.batch, device)
+    images, targets = synthetic_batch(args, args.batch_size, device)
     network.train()
     train = time_calls(lambda: step(images, targets), device, options.warmup, options.steps)
     network.eval()
@@ -197,10 +194,10 @@ def time_mode(recipe: Recipe, mode: str, device: torch.device, options: argparse
                                  compile_backend=options.compile_backend)
     eval_images, _ = synthetic_batch(args, recipe.eval_batch, device)
     evaluate = time_calls(lambda: forward(eval_images), device, options.warmup, options.steps)
-    return {"model": recipe.name, "mode": mode, "batch": recipe.batch,
-            "eval_batch": recipe.eval_batch, "train": summary(train, recipe.batch),
+    return {"model": recipe.name, "mode": mode, "batch": args.batch_size,
+            "eval_batch": recipe.eval_batch, "train": summary(train, args.batch_size),
             "eval": summary(evaluate, recipe.eval_batch),
-            "projected_recipe_hours": recipe.epochs * recipe.steps_per_epoch() * train.ms / 3.6e6}
+            "projected_recipe_hours": args.epochs * recipe.steps_per_epoch(args) * train.ms / 3.6e6}
 
 
 def summary(timing: Timing, batch: int) -> dict:
@@ -217,7 +214,7 @@ def add_speedups(rows: list[dict]) -> None:
         row["eval_speedup"] = base["eval"]["ms"] / row["eval"]["ms"]
 
 
-def time_early_exit(recipe: Recipe, device: torch.device, options: argparse.Namespace) -> list[dict]:
+def time_early_exit(recipe: Benchmarked, device: torch.device, options: argparse.Namespace) -> list[dict]:
     """Real early exit vs the full network at batch 1 and 256, and against its cost ratio's promise.
 
     Thresholds put the shares p_n of SPEC §6's budget level EARLY_EXIT_LEVEL of 256 images
@@ -227,7 +224,7 @@ def time_early_exit(recipe: Recipe, device: torch.device, options: argparse.Name
     """
     args, network, _ = build(recipe, device)
     network.eval()
-    costs = count_exit_costs(copy.deepcopy(network.network).cpu(), input_size_for(args)).flops
+    costs = count_exit_costs(copy.deepcopy(network.network).cpu(), dataset_info(args).image_size).flops
     images, _ = synthetic_batch(args, max(EARLY_EXIT_BATCHES), device)
     with torch.no_grad():
         probs = network.probabilities(network.backbone(images))
@@ -256,7 +253,7 @@ def time_early_exit(recipe: Recipe, device: torch.device, options: argparse.Name
 
 def time_gpu_data(device: torch.device, quick: bool, steps: int) -> dict:
     """ms per augmented batch of 64 from a CIFAR-sized uint8 set kept on the device."""
-    count = 5_000 if quick else CIFAR_TRAIN_IMAGES
+    count = 5_000 if quick else DATASETS["cifar100"].train_size
     images = torch.randint(0, 256, (count, 3, 32, 32), dtype=torch.uint8)
     data = GpuBatches.from_uint8(images, torch.zeros(count, dtype=torch.int64), 64, device, seed=0)
     generator, order = data.generator(0), data.shard(0)
@@ -286,10 +283,10 @@ def results_tables(rows: list[dict], early_exit: list[dict]) -> str:
     return "\n\n".join(tables)
 
 
-def wants_early_exit(recipe: Recipe, device: torch.device, options: argparse.Namespace) -> bool:
+def wants_early_exit(recipe: Benchmarked, device: torch.device, options: argparse.Namespace) -> bool:
     """Early exit is timed unless switched off; on the CPU only at CIFAR size (256 ImageNet images are slow)."""
-    return options.early_exit and (device.type == "cuda" or not is_imagenet_sized(
-        parse_args(list(recipe.flags))))
+    return options.early_exit and (device.type == "cuda" or not dataset_info(
+        parse_args(list(recipe.flags))).imagenet_style)
 
 
 def fast_modes(device: torch.device, requested: Optional[Sequence[str]]) -> list[str]:
@@ -315,8 +312,8 @@ def parse_options(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny models and few steps (CPU smoke run)")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmark.json")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--models", nargs="+", choices=[r.name for r in RECIPES],
-                        default=[r.name for r in RECIPES])
+    parser.add_argument("--models", nargs="+", choices=[m.name for m in MODELS],
+                        default=[m.name for m in MODELS])
     parser.add_argument("--modes", nargs="+", default=None,
                         choices=("compile", "cuda_graph", "compiled_cuda_graph"),
                         help="fast paths to time (default: compile on CPU, both graph modes on CUDA)")
@@ -340,7 +337,7 @@ def parse_options(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     return options
 
 
-def time_recipe(recipe: Recipe, device: torch.device, options: argparse.Namespace
+def time_recipe(recipe: Benchmarked, device: torch.device, options: argparse.Namespace
                 ) -> tuple[list[dict], list[dict]]:
     """One recipe model's step-mode rows and early-exit rows."""
     rows = [time_mode(recipe, mode, device, options)
@@ -355,14 +352,14 @@ def threads_per_job(options: argparse.Namespace) -> int:
     return max(1, torch.get_num_threads() // options.jobs)
 
 
-def time_in_job(recipe: Recipe, device: torch.device, options: argparse.Namespace
+def time_in_job(recipe: Benchmarked, device: torch.device, options: argparse.Namespace
                 ) -> tuple[list[dict], list[dict]]:
     """`time_recipe` in a worker process, on its share of the CPU threads."""
     torch.set_num_threads(threads_per_job(options))
     return time_recipe(recipe, device, options)
 
 
-def time_in_workers(recipes: Sequence[Recipe], device: torch.device, options: argparse.Namespace
+def time_in_workers(recipes: Sequence[Benchmarked], device: torch.device, options: argparse.Namespace
                     ) -> list[tuple[list[dict], list[dict]]]:
     """`time_recipe` for every recipe, `options.jobs` recipes at a time in worker processes.
 
@@ -382,7 +379,7 @@ def time_in_workers(recipes: Sequence[Recipe], device: torch.device, options: ar
         return [futures[recipe.name].result() for recipe in recipes]
 
 
-def trace_size(recipe: Recipe) -> int:
+def trace_size(recipe: Benchmarked) -> int:
     """Exits x scales of the recipe's model: roughly how long tracing it takes."""
     args = parse_args(list(recipe.flags))
     return num_exits(args) * len(args.grFactor)
@@ -394,7 +391,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     device = resolve_device(options.device, DistInfo())
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    recipes = [r for r in (QUICK_RECIPES if options.quick else RECIPES) if r.name in options.models]
+    recipes = [r for r in (QUICK_MODELS if options.quick else MODELS) if r.name in options.models]
     options.jobs = options.jobs or (2 if options.quick and device.type == "cpu" else 1)
     if options.jobs > 1 and device.type == "cuda":
         raise UserError("--jobs > 1 would share one GPU between timings; use --jobs 1")
@@ -411,7 +408,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
               "jobs": options.jobs,
               "tf32": {"cudnn": torch.backends.cudnn.allow_tf32,
                        "matmul": torch.backends.cuda.matmul.allow_tf32},
-              "recipes": [asdict(r) | {"steps_per_epoch": r.steps_per_epoch()} for r in recipes],
+              "recipes": [r.record() for r in recipes],
               "results": rows, "early_exit": early_exit,
               "gpu_data": time_gpu_data(device, options.quick, options.steps)}
     result["wall_s"] = time.perf_counter() - started

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# BoostNet on RANet, ImageNet, budgeted batch (SPEC §7), the paper's nChannels 32 or 64 model;
-# 50,000 training images held out for the thresholds; NGPUS (default 4) x 64, SyncBN.
+# BoostNet on RANet, ImageNet, budgeted batch (docs/recipes.md), the 32- or 64-channel model;
+# 50,000 training images held out for the thresholds; NGPUS (default 4) x 64, SyncBN; flat curve.
 # Usage: scripts/ranet_imagenet_budgeted.sh {32|64} [extra training flags]
 set -euo pipefail
 case "${1:-}" in
@@ -9,6 +9,4 @@ case "${1:-}" in
 esac
 shift
 source "$(dirname "${BASH_SOURCE[0]}")/recipe_lib.sh"
-run_recipe imagenet both "ranet_imagenet_budgeted_c$CHANNELS" "${IMAGENET_TRAINING[@]}" \
-  --arch ranet --nBlocks 2 --stepmode even --step 8 --growthRate 16 --scale-list 1-2-3-4 \
-  --grFactor 4-2-2-1 --bnFactor 4-2-2-1 --nChannels "$CHANNELS" --use-valid "$@"
+run_recipe "ranet_imagenet_budgeted_c$CHANNELS" "$@"

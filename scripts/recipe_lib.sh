@@ -1,5 +1,6 @@
 # Shared by the recipe scripts (source it, do not run it): go to the repository root, set up the
-# environment, then `run_recipe` trains and evaluates one run directory.
+# environment, then `run_recipe` trains and evaluates one run directory. The recipes themselves
+# (flags, evaluation) are written once, in utils/recipes.py.
 #
 # Environment: RESULT_DIR (default runs/<recipe>), DATA_ROOT (default data, or data/imagenet),
 # NGPUS (ImageNet, default 4), BOOSTNET_VENV (default .venv).
@@ -8,34 +9,28 @@ cd "$ROOT"
 bash scripts/setup_env.sh
 VENV="${BOOSTNET_VENV:-$ROOT/.venv}"
 
-# run_recipe DATASET EVALMODE RECIPE [training flags...]
+# run_recipe RECIPE [training flags...]
 # Trains into RESULT_DIR (continuing it with --resume when it already holds a checkpoint),
-# then evaluates that run directory with the matching eval entry point.
+# then evaluates that run directory as the recipe says.
 run_recipe() {
-  local dataset="$1" evalmode="$2" recipe="$3"
-  shift 3
+  local recipe="$1"
+  shift
+  local fields
+  read -r -a fields <<< "$("$VENV/bin/python" -m utils.recipes "$recipe")"
+  local family="${fields[0]}" eval_flags=("${fields[@]:1}")
   local run_dir="${RESULT_DIR:-runs/$recipe}"
   local resume=()
   if [ -f "$run_dir/model_latest.pth" ]; then
     echo "[$recipe] $run_dir holds a checkpoint: resuming it" >&2
     resume=(--resume)
   fi
-  if [ "$dataset" = imagenet ]; then
+  if [ "$family" = imagenet ]; then
     "$VENV/bin/torchrun" --standalone --nproc_per_node "${NGPUS:-4}" train_imagenet.py \
-      --data-root "${DATA_ROOT:-data/imagenet}" --result_dir "$run_dir" "${resume[@]}" "$@"
-    "$VENV/bin/python" eval_imagenet.py --evaluate-from "$run_dir" --evalmode "$evalmode"
+      --recipe "$recipe" --data-root "${DATA_ROOT:-data/imagenet}" --result_dir "$run_dir" \
+      "${resume[@]}" "$@"
   else
-    "$VENV/bin/python" train_cifar100.py --dataset "$dataset" --data-root "${DATA_ROOT:-data}" \
+    "$VENV/bin/python" train_cifar100.py --recipe "$recipe" --data-root "${DATA_ROOT:-data}" \
       --result_dir "$run_dir" "${resume[@]}" "$@"
-    "$VENV/bin/python" eval_cifar100.py --evaluate-from "$run_dir" --evalmode "$evalmode"
   fi
+  "$VENV/bin/python" "eval_$family.py" --evaluate-from "$run_dir" "${eval_flags[@]}"
 }
-
-# Flags every CIFAR-100 recipe shares (SPEC §7): boosted loss, r 0.5, batch 64, 300 epochs,
-# SGD lr 0.1 decayed x0.1 at 150 and 225, momentum 0.9, weight decay 1e-4.
-CIFAR_TRAINING=(--loss boost --ensemble_reweight 0.5 --batch-size 64 --epochs 300 --lr 0.1
-                --lr_milestones 150,225 --lr_gamma 0.1 --momentum 0.9 --weight-decay 1e-4)
-
-# Flags every ImageNet recipe shares: 64 images per GPU, 90 epochs decayed at 30 and 60.
-IMAGENET_TRAINING=(--loss boost --ensemble_reweight 0.5 --batch-size 64 --epochs 90 --lr 0.1
-                   --lr_milestones 30,60 --lr_gamma 0.1 --momentum 0.9 --weight-decay 1e-4)

@@ -36,6 +36,14 @@ BAD_FLAGS = [
     (["--grFactor", "1-2", "--bnFactor", "1-2"], "--grFactor"),
     (["--dataset", "imagenet", "--grFactor", "1-2-4", "--bnFactor", "1-2-4"], "--grFactor"),
     (["--arch", "ranet", "--scale-list", "1-2-3-4", "--grFactor", "4-2-1-1"], "--scale-list"),
+    (["--num-classes", "2"], "--num-classes describes --dataset folder"),
+    (["--dataset", "imagenet", "--image-size", "64"], "--image-size describes --dataset folder"),
+    (["--dataset", "folder", "--image-size", "224"], "--dataset folder needs --num-classes"),
+    (["--dataset", "folder", "--num-classes", "2"], "--dataset folder needs --image-size"),
+    (["--dataset", "folder", "--num-classes", "2", "--image-size", "224", "--val-size", "1.5"],
+     "--val-size"),
+    (["--dataset", "folder", "--num-classes", "2", "--image-size", "64"], "--grFactor"),
+    (["--recipe", "msdnet_cifar100_fast"], "--recipe"),
 ]
 
 
@@ -85,3 +93,27 @@ def test_scale_counts_are_accepted_exactly_when_the_network_runs(arch, flags, da
     with torch.no_grad():
         outputs = build_model(args).eval()(images)
     assert [o.shape for o in outputs] == [(2, 1000 if dataset == "imagenet" else 100)] * num_exits(args)
+
+
+def test_a_recipe_gives_its_flags_and_typed_flags_override_them():
+    args = parse_args(["--recipe", "msdnet_cifar100_budgeted"])
+    assert (args.dataset, args.arch, args.nBlocks, args.step, args.base, args.use_valid) == (
+        "cifar100", "msdnet_ge", 6, 2, 4, True)
+    assert (args.epochs, args.lr_milestones, args.ensemble_reweight) == (300, [150, 225], [0.5])
+    mine = parse_args(["--nBlocks", "4", "--recipe", "msdnet_cifar100_budgeted", "--epochs", "2"])
+    assert (mine.nBlocks, mine.epochs, mine.step) == (4, 2, 2)
+    imagenet = parse_args(["--recipe", "ranet_imagenet_budgeted_c32"], dataset="cifar100", epochs=7)
+    assert (imagenet.dataset, imagenet.nChannels, imagenet.epochs) == ("imagenet", 32, 90)
+
+
+@pytest.mark.parametrize("size, imagenet_style", [(224, True), (128, True), (32, False)])
+def test_a_folder_dataset_gets_its_classes_and_the_stem_its_image_size_calls_for(size, imagenet_style):
+    flags = ["--dataset", "folder", "--num-classes", "2", "--image-size", str(size)]
+    if size == 128:
+        flags += ["--grFactor", "1-2-4", "--bnFactor", "1-2-4"]  # 32x32 after the stem
+    model = build_model(parse_args(flags + ["--nBlocks", "2", "--nChannels", "4"]))
+    assert model.heads[0].linear.out_features == 2
+    stem_conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert stem_conv.kernel_size == ((7, 7) if imagenet_style else (3, 3))
+    with torch.no_grad():
+        assert [tuple(f.shape) for f in model.eval()(torch.zeros(1, 3, size, size))] == [(1, 2)] * 2

@@ -14,8 +14,8 @@ from PIL import Image
 from torchvision import datasets
 
 from args import parse_args
-from op_counter import input_size_for
 from utils import data
+from utils import datasets as registry
 from utils.checkpoint import (capture_rng_state, load_checkpoint, restore_rng_state,
                               save_checkpoint, strip_wrapper_prefixes)
 from utils.distributed import DistInfo
@@ -30,15 +30,16 @@ def digits_args(*extra: str):
 
 
 def test_digits_are_32x32_rgb_uint8_with_a_fixed_test_fifth():
-    images, labels = data.load_digits()
+    train_images, train_labels, test_images, test_labels = registry.load_digits()
+    images, labels = torch.cat([train_images, test_images]), torch.cat([train_labels, test_labels])
     assert images.shape == (DIGITS_COUNT, 3, 32, 32) and images.dtype == torch.uint8
     assert torch.equal(images[:, 0], images[:, 2]) and images.max() == 255
     assert set(labels.tolist()) == set(range(10))
     splits = data.build_splits(digits_args("--seed", "3"), None)
     assert len(splits.test) == 359 and len(splits.train) == DIGITS_COUNT - 359
     assert splits.val is None and splits.num_classes == 10
-    test_indices = data.digits_test_indices(DIGITS_COUNT)
-    assert torch.equal(test_indices, data.digits_test_indices(DIGITS_COUNT))
+    test_indices = registry.digits_test_indices(DIGITS_COUNT)
+    assert torch.equal(test_indices, registry.digits_test_indices(DIGITS_COUNT))
 
 
 def test_validation_split_is_saved_disjoint_and_reused(tmp_path):
@@ -64,7 +65,7 @@ def test_saved_split_of_another_dataset_is_refused(tmp_path):
 def test_validation_uses_test_time_transforms_and_training_augments():
     splits = data.build_splits(digits_args("--use-valid"), None)
     raw_image = splits.val.dataset.images[splits.val.indices[5]]
-    expected = data.tensor_transforms(train=False, flip=False)(raw_image)
+    expected = data.tensor_transforms(registry.DATASETS["digits"], train=False)(raw_image)
     assert torch.equal(splits.val[5][0], expected) and torch.equal(splits.val[5][0], expected)
     torch.manual_seed(0)
     assert any(not torch.equal(splits.train[i][0], splits.train[i][0]) for i in range(10))
@@ -131,9 +132,14 @@ def test_imagenet_folders_give_224_crops_and_a_missing_split_names_its_path(tmp_
     with pytest.raises(UserError, match=f"no ImageNet folder at {tmp_path / 'val'}"):
         data.build_splits(args, None)
     write_image_folder(tmp_path / "val")
-    splits = data.build_splits(args, None)
+    with pytest.raises(UserError, match="has 2 class folders but --dataset imagenet has 1000 "
+                                        "classes; use --dataset folder --num-classes 2"):
+        data.build_splits(args, None)
+    folder = parse_args(["--dataset", "folder", "--num-classes", "2", "--image-size", "224",
+                         "--data-root", str(tmp_path)])
+    splits = data.build_splits(folder, None)
     assert splits.train[0][0].shape == splits.test[0][0].shape == (3, 224, 224)
-    assert input_size_for(args) == 224 and splits.num_classes == 1000
+    assert registry.dataset_info(args).image_size == 224 and splits.num_classes == 2
 
 
 def test_checkpoint_round_trip_is_atomic_and_strips_wrapper_prefixes(tmp_path):

@@ -26,7 +26,8 @@ from tests.run_fixtures import boosted_recurrence, make_trained_run, tiny_args
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.data import build_splits
 from utils.errors import run_cli
-from utils.evaluator import explicit_flags, locate_checkpoint, merged_args
+from args import build_parser, explicit_flags
+from utils.evaluator import locate_checkpoint, merged_args
 
 EVAL_FLAGS = ["--workers", "0", "--device", "cpu", "--eval-batch-size", "64"]
 OUTPUTS = {"anytime.csv", "anytime.json", "budgeted.csv", "budgeted.json", "budget.json",
@@ -97,7 +98,8 @@ def file_states(run_dir: Path) -> dict[str, tuple[bytes, int]]:
 
 
 def test_explicit_flags_are_exactly_the_typed_ones():
-    typed = explicit_flags(["--evaluate-from", "runs/x", "--nBlocks", "10", "--flat_curve", "-j", "0"], None)
+    typed = explicit_flags(build_parser(None),
+                           ["--evaluate-from", "runs/x", "--nBlocks", "10", "--flat_curve", "-j", "0"])
     assert typed == {"evaluate_from": "runs/x", "nBlocks": 10, "flat_curve": True, "workers": 0}
 
 

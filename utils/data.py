@@ -1,52 +1,35 @@
-"""Datasets, splits and loaders: CIFAR-100, ImageNet and the embedded offline `digits` set (SPEC §7).
+"""Splits, transforms and loaders for every dataset of utils/datasets.py.
 
-CIFAR-100 and digits live in memory as uint8 tensors and are augmented per sample with
-torchvision v2 tensor transforms (no PIL). `--use-valid` holds out a validation split of the
-official training set by a seeded permutation saved to `split.json` in the run directory and
-reused when that file exists (resume, evaluation). The validation split always uses the
-test-time transforms.
-
-Digits: scikit-learn's 1,797 handwritten digits (8x8, values 0..16, committed as
-`utils/digits.npz`), upsampled bilinearly to 32x32 and replicated to 3 channels. They are
-normalised with the CIFAR-100 statistics so every CIFAR recipe runs on them unchanged, and
-trained without the horizontal flip: digits are not mirror symmetric (a flipped 2 or 7 is not
-a digit).
+In-memory sets live as uint8 tensors and are augmented per sample with torchvision v2 tensor
+transforms (no PIL); folder sets are read by torchvision's ImageFolder. `--use-valid` holds
+out a validation split of the official training set by a seeded permutation saved to
+`split.json` in the run directory and reused when that file exists (resume, evaluation). The
+validation split always uses the test-time transforms.
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import json
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 from torchvision import datasets
 from torchvision.transforms import v2
 
-from models import NUM_CLASSES
 from utils.checkpoint import write_text_atomically
+from utils.datasets import DatasetInfo, dataset_info
 from utils.distributed import DistInfo, launch_info
 from utils.errors import UserError
 
-CIFAR_MEAN = (0.5071, 0.4867, 0.4408)
-CIFAR_STD = (0.2675, 0.2565, 0.2761)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-VALIDATION_SIZE = {"cifar100": 5000, "imagenet": 50000}
-DIGITS_VALIDATION_FRACTION = 0.1
-DIGITS_TEST_FRACTION = 0.2
-DIGITS_TEST_SEED = 0
-DIGITS_FILE = Path(__file__).with_name("digits.npz")
-DIGITS_MAX_VALUE = 16
 SPLIT_FILE = "split.json"
+CIFAR_PADDING = 4
+EVAL_RESIZE_RATIO = 256 / 224  # ImageNet-style evaluation: resize, then centre-crop
 
 Transform = Callable[..., Tensor]
 
@@ -89,100 +72,66 @@ class ShardSampler(Sampler[int]):
         return len(self.indices)
 
 
-def tensor_transforms(train: bool, flip: bool) -> Transform:
-    """CIFAR transforms of a uint8 image tensor: random crop 32 pad 4 (+ flip) when training."""
-    augment = [v2.RandomCrop(32, padding=4)] + ([v2.RandomHorizontalFlip()] if flip else [])
+def tensor_transforms(info: DatasetInfo, train: bool) -> Transform:
+    """Transforms of an in-memory uint8 image: random crop (pad 4) and flip when training."""
+    augment = [v2.RandomCrop(info.image_size, padding=CIFAR_PADDING)] + (
+        [v2.RandomHorizontalFlip()] if info.flip else [])
     return v2.Compose((augment if train else []) + [v2.ToDtype(torch.float32, scale=True),
-                                                    v2.Normalize(CIFAR_MEAN, CIFAR_STD)])
+                                                    v2.Normalize(info.mean, info.std)])
 
 
-def imagenet_transforms(train: bool) -> Transform:
-    """Random-resized crop 224 + flip for training; resize 256 + centre crop 224 for evaluation."""
-    geometry = ([v2.RandomResizedCrop(224), v2.RandomHorizontalFlip()] if train
-                else [v2.Resize(256), v2.CenterCrop(224)])
+def folder_transforms(info: DatasetInfo, train: bool) -> Transform:
+    """Transforms of a PIL image from a class folder.
+
+    ImageNet-style sizes: random-resized crop + flip for training, resize to 256/224 of the
+    size + centre crop for evaluation. Small images: resize, then CIFAR-style crop and flip.
+    """
+    size = info.image_size
+    if info.imagenet_style:
+        geometry = ([v2.RandomResizedCrop(size), v2.RandomHorizontalFlip()] if train
+                    else [v2.Resize(round(size * EVAL_RESIZE_RATIO)), v2.CenterCrop(size)])
+    else:
+        geometry = [v2.Resize((size, size))] + (
+            [v2.RandomCrop(size, padding=size // 8), v2.RandomHorizontalFlip()] if train else [])
     return v2.Compose(geometry + [v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
-                                  v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+                                  v2.Normalize(info.mean, info.std)])
 
 
-def load_cifar100(root: Path, train: bool) -> tuple[Tensor, Tensor]:
-    """CIFAR-100 uint8 images (N, 3, 32, 32) and labels from `root`, downloaded there if absent."""
-    folder = root / "cifar-100-python"
-    download = not folder.exists()
+def image_folder(path: Path, info: DatasetInfo, train: bool) -> datasets.ImageFolder:
+    """One split stored as one sub-folder per class, checked to have the dataset's classes."""
     try:
-        data = datasets.CIFAR100(str(root), train=train, download=download)
-    except (OSError, tarfile.TarError) as error:
-        raise UserError(f"--data-root: CIFAR-100 is not in {folder} and downloading it failed "
-                        f"({error}); put the extracted cifar-100-python folder there") from None
-    except RuntimeError as error:
-        raise UserError(f"--data-root: {folder} is incomplete or corrupted ({error}); "
-                        f"replace it with the extracted cifar-100-python folder") from None
-    images = torch.from_numpy(data.data).permute(0, 3, 1, 2).contiguous()
-    return images, torch.tensor(data.targets, dtype=torch.int64)
-
-
-def load_digits() -> tuple[Tensor, Tensor]:
-    """All 1,797 digits as (N, 3, 32, 32) uint8 images (bilinear upsampling of 8x8) and labels."""
-    with np.load(DIGITS_FILE) as stored:
-        small = torch.from_numpy(stored["images"]).float() * (255 / DIGITS_MAX_VALUE)
-        labels = torch.from_numpy(stored["labels"]).long()
-    large = F.interpolate(small.unsqueeze(1), size=(32, 32), mode="bilinear", align_corners=False)
-    images = large.round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
-    return images, labels
-
-
-def digits_test_indices(count: int) -> Tensor:
-    """The fixed 20% of the digits that form their test set (same for every run and seed)."""
-    permutation = torch.randperm(count, generator=torch.Generator().manual_seed(DIGITS_TEST_SEED))
-    return permutation[:round(DIGITS_TEST_FRACTION * count)].sort().values
-
-
-def split_digits() -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Training images and labels (the digits outside the fixed test fifth), then test ones."""
-    images, labels = load_digits()
-    is_test = torch.zeros(len(labels), dtype=torch.bool)
-    is_test[digits_test_indices(len(labels))] = True
-    return images[~is_test], labels[~is_test], images[is_test], labels[is_test]
-
-
-def image_folder(path: Path, transform: Transform) -> datasets.ImageFolder:
-    """An ImageNet split stored as one sub-folder per class; a missing folder names the path."""
-    if not path.is_dir():
-        raise UserError(f"--data-root: no ImageNet folder at {path} "
-                        f"(expected train/ and val/ with one sub-folder per class)")
-    try:
-        return datasets.ImageFolder(str(path), transform=transform)
+        folder = datasets.ImageFolder(str(path), transform=folder_transforms(info, train))
     except FileNotFoundError as error:
         raise UserError(f"--data-root: {path}: {error}") from None
+    if len(folder.classes) != info.num_classes:
+        hint = ("give --num-classes" if info.name == "folder"
+                else f"use --dataset folder --num-classes {len(folder.classes)}")
+        raise UserError(f"--data-root: {path} has {len(folder.classes)} class folders but "
+                        f"--dataset {info.name} has {info.num_classes} classes; {hint}")
+    return folder
 
 
 def official_sets(args: argparse.Namespace) -> tuple[Dataset, Dataset, Dataset]:
     """(training set with train transforms, same set with test transforms, test set)."""
-    root = Path(args.data_root)
-    if args.dataset == "imagenet":
-        train = image_folder(root / "train", imagenet_transforms(train=True))
+    info, root = dataset_info(args), Path(args.data_root)
+    if not info.in_memory:
+        for path in (root / "train", root / "val"):
+            if not path.is_dir():
+                raise UserError(f"--data-root: no {info.label} folder at {path} "
+                                f"(expected train/ and val/ with one sub-folder per class)")
+        train = image_folder(root / "train", info, train=True)
         train_eval = copy.copy(train)
-        train_eval.transform = imagenet_transforms(train=False)
-        return train, train_eval, image_folder(root / "val", imagenet_transforms(train=False))
-    if args.dataset == "cifar100":
-        train_images, train_labels = load_cifar100(root, train=True)
-        test_images, test_labels = load_cifar100(root, train=False)
-    else:
-        train_images, train_labels, test_images, test_labels = split_digits()
-    flip = args.dataset == "cifar100"  # digits are not mirror symmetric
-    evaluate = tensor_transforms(train=False, flip=flip)
-    return (InMemoryImages(train_images, train_labels, tensor_transforms(train=True, flip=flip)),
+        train_eval.transform = folder_transforms(info, train=False)
+        return train, train_eval, image_folder(root / "val", info, train=False)
+    train_images, train_labels, test_images, test_labels = info.load(root)
+    evaluate = tensor_transforms(info, train=False)
+    return (InMemoryImages(train_images, train_labels, tensor_transforms(info, train=True)),
             InMemoryImages(train_images, train_labels, evaluate),
             InMemoryImages(test_images, test_labels, evaluate))
 
 
-def validation_size(dataset: str, train_count: int) -> int:
-    """Images held out by --use-valid: 5,000 (CIFAR), 50,000 (ImageNet), 10% (digits)."""
-    return VALIDATION_SIZE.get(dataset, round(DIGITS_VALIDATION_FRACTION * train_count))
-
-
-def make_split(dataset: str, seed: int, train_count: int) -> dict:
+def make_split(dataset: str, seed: int, train_count: int, held_out: int) -> dict:
     """A seeded permutation of the official training set cut into validation and training parts."""
-    held_out = validation_size(dataset, train_count)
     if not 0 < held_out < train_count:
         raise UserError(f"--use-valid: the {dataset} training set has {train_count} images, "
                         f"too few to hold out {held_out}")
@@ -208,13 +157,13 @@ def read_split(path: Path, dataset: str, train_count: int) -> dict:
     return split
 
 
-def load_or_create_split(run_dir: Optional[Path], dataset: str, seed: int,
+def load_or_create_split(run_dir: Optional[Path], info: DatasetInfo, seed: int,
                          train_count: int) -> dict:
     """Reuse `run_dir/split.json` if present, otherwise make it (saved by the main process)."""
     path = Path(run_dir) / SPLIT_FILE if run_dir is not None else None
     if path is not None and path.exists():
-        return read_split(path, dataset, train_count)
-    split = make_split(dataset, seed, train_count)
+        return read_split(path, info.name, train_count)
+    split = make_split(info.name, seed, train_count, info.held_out(train_count))
     if path is not None and launch_info().is_main:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomically(path, json.dumps(split))
@@ -224,13 +173,13 @@ def load_or_create_split(run_dir: Optional[Path], dataset: str, seed: int,
 def build_splits(args: argparse.Namespace, run_dir: Optional[Path]) -> DataSplits:
     """The datasets of a run: train (minus the validation split with --use-valid), val, test."""
     train, train_eval, test = official_sets(args)
-    num_classes = NUM_CLASSES[args.dataset]
+    info = dataset_info(args)
     if not args.use_valid:
-        return DataSplits(train=train, val=None, test=test, num_classes=num_classes)
-    split = load_or_create_split(run_dir, args.dataset, args.seed, len(train))
+        return DataSplits(train=train, val=None, test=test, num_classes=info.num_classes)
+    split = load_or_create_split(run_dir, info, args.seed, len(train))
     return DataSplits(train=Subset(train, split["train_indices"]),
                       val=Subset(train_eval, split["val_indices"]), test=test,
-                      num_classes=num_classes)
+                      num_classes=info.num_classes)
 
 
 def train_loader(dataset: Dataset, args: argparse.Namespace, info: DistInfo,

@@ -31,6 +31,7 @@ from utils import distributed
 from utils.checkpoint import (capture_rng_state, copy_atomically, load_checkpoint,
                               restore_rng_state, save_checkpoint)
 from utils.data import build_splits, eval_loader, start_epoch, train_loader
+from utils.datasets import dataset_info
 from utils.distributed import DistInfo
 from utils.errors import UserError
 from utils.fast_step import (build_eval_forward, build_train_step, make_sgd, memory_format_for,
@@ -146,9 +147,10 @@ class Trainer:
         self.config = run_config(args)
         splits = build_splits(args, self.run_dir)
         self.train_loader = train_loader(splits.train, args, info, device)
+        data = dataset_info(args)
         self.gpu_batches = (GpuBatches.from_dataset(
             splits.train, args.batch_size, device, args.seed, rank=info.rank,
-            world_size=info.world_size, flip=args.dataset == "cifar100")
+            world_size=info.world_size, flip=data.flip, mean=data.mean, std=data.std)
             if use_gpu_data(args, device) else None)
         self.val_loader = (eval_loader(splits.val, args.eval_batch_size, args.workers, info, device)
                            if splits.val is not None else None)
@@ -173,9 +175,9 @@ class Trainer:
 
     def _build_model(self) -> MultiExitNetwork:
         """The network on the device (channels-last before any DDP wrapping, so gradient buckets
-        match); SyncBatchNorm for distributed ImageNet training."""
+        match); SyncBatchNorm under torchrun where the dataset asks for it (ImageNet)."""
         model = build_model(self.args)
-        if self.info.is_distributed and self.args.dataset == "imagenet":
+        if self.info.is_distributed and dataset_info(self.args).sync_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         return model.to(self.device, memory_format=memory_format_for(self.args.channels_last))
 

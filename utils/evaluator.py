@@ -28,12 +28,13 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from adaptive_inference import apply_thresholds, budgeted_sweep, thresholds_for_budget
-from args import build_parser, resolve_defaults, validate
+from args import build_parser, checked, explicit_flags
 from models import MultiExitNetwork, build_model
 from models.boosting import BoostedNetwork, build_boosted
-from op_counter import ExitCosts, count_exit_costs, input_size_for
+from op_counter import ExitCosts, count_exit_costs
 from utils.checkpoint import load_checkpoint, save_checkpoint, write_text_atomically
 from utils.data import SPLIT_FILE, build_splits, eval_loader
+from utils.datasets import dataset_info
 from utils.distributed import DistInfo, resolve_device
 from utils.early_exit import early_exit_predict, early_exit_throughput, expected_cost
 from utils.errors import UserError
@@ -75,15 +76,6 @@ class SplitOutputs:
     targets: Tensor
 
 
-def explicit_flags(argv: Sequence[str], prog: str | None) -> dict[str, Any]:
-    """The flags the user actually typed: parsed into a namespace pre-filled with a marker."""
-    parser = build_parser(prog)
-    untyped = object()
-    namespace = argparse.Namespace(**dict.fromkeys(vars(parser.parse_args([])), untyped))
-    parsed = vars(parser.parse_args(argv, namespace))
-    return {dest: value for dest, value in parsed.items() if value is not untyped}
-
-
 def locate_checkpoint(path: Path) -> tuple[Path, Path]:
     """(run directory, checkpoint file) for `--evaluate-from` naming either of them."""
     if path.is_file():
@@ -115,13 +107,11 @@ def merged_args(argv: Sequence[str], prog: str | None, config: dict[str, Any],
     parser = build_parser(prog)
     parser.set_defaults(**defaults)
     values = vars(parser.parse_args(argv))
-    typed = explicit_flags(argv, prog)
+    typed = explicit_flags(build_parser(prog), argv)
     for key, value in config.items():
         if key in values and key not in typed and key not in COMMAND_LINE_ONLY:
             values[key] = value
-    args = resolve_defaults(argparse.Namespace(**values))
-    validate(args, parser)
-    return args
+    return checked(argparse.Namespace(**values), parser)
 
 
 def first_mismatch(expected: dict[str, Tensor], found: dict[str, Tensor]) -> str | None:
@@ -158,7 +148,7 @@ def file_digest(path: Path) -> str:
 
 def load_run(argv: Sequence[str], prog: str | None, **defaults) -> LoadedRun:
     """Resolve `--evaluate-from`, rebuild the model from the run's flags and load its weights."""
-    typed = explicit_flags(argv, prog)
+    typed = explicit_flags(build_parser(prog), argv)
     if "evaluate_from" not in typed:
         raise UserError("--evaluate-from is required: give a run directory or a checkpoint file")
     run_dir, checkpoint_file = locate_checkpoint(Path(typed["evaluate_from"]))
@@ -166,7 +156,7 @@ def load_run(argv: Sequence[str], prog: str | None, **defaults) -> LoadedRun:
     args = merged_args(argv, prog, run_config(run_dir, checkpoint), **defaults)
     model = build_model(args)
     load_weights(model, checkpoint["model"], checkpoint_file)
-    costs = count_exit_costs(model, input_size_for(args))
+    costs = count_exit_costs(model, dataset_info(args).image_size)
     device = resolve_device(args.device, DistInfo())
     return LoadedRun(args=args, run_dir=run_dir, checkpoint=checkpoint_file,
                      digest=file_digest(checkpoint_file),

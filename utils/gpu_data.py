@@ -22,20 +22,21 @@ import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 from torch.utils.data import Dataset, DistributedSampler, Subset
 
-from models import is_imagenet_sized
-from utils.data import CIFAR_MEAN, CIFAR_STD, InMemoryImages, epoch_seed
+from utils.data import InMemoryImages, epoch_seed
+from utils.datasets import CIFAR_MEAN, CIFAR_STD, dataset_info
 from utils.errors import UserError
 
 Batch = tuple[Tensor, Tensor]
 
 
 def use_gpu_data(args: argparse.Namespace, device: torch.device) -> bool:
-    """`--gpu-data`, defaulting to on when training a CIFAR-sized dataset on a GPU."""
-    if args.gpu_data and is_imagenet_sized(args):
-        raise UserError("--gpu-data keeps the whole training set on the device, which only "
-                        "CIFAR-sized datasets allow; drop it for ImageNet")
+    """`--gpu-data`, defaulting to on when training an in-memory dataset on a GPU."""
+    in_memory = dataset_info(args).in_memory
+    if args.gpu_data and not in_memory:
+        raise UserError(f"--gpu-data keeps the whole training set on the device, which only "
+                        f"in-memory datasets allow; drop it for --dataset {args.dataset}")
     if args.gpu_data is None:
-        return device.type == "cuda" and not is_imagenet_sized(args)
+        return device.type == "cuda" and in_memory
     return args.gpu_data
 
 
@@ -56,7 +57,7 @@ def uint8_arrays(dataset: Dataset) -> tuple[Tensor, Tensor]:
         return images[indices], labels[indices]
     if isinstance(dataset, InMemoryImages):
         return dataset.images, dataset.labels
-    raise UserError(f"--gpu-data needs an in-memory uint8 training set (CIFAR-100 or digits), "
+    raise UserError(f"--gpu-data needs an in-memory uint8 training set (e.g. CIFAR-100), "
                     f"not {type(dataset).__name__}; use --no-gpu-data")
 
 
