@@ -214,6 +214,8 @@ def import_run(source: Path, out: Path, args: argparse.Namespace) -> dict[str, A
         optimizer, scheduler = resumable_optimizer(model, args, foreign, names)
     except ValueError as problem:
         resume_problem = str(problem)
+    except (KeyError, TypeError, AttributeError) as problem:
+        resume_problem = f"its optimiser state is not one of SGD ({type(problem).__name__}: {problem})"
     note = {"source": str(source.resolve()), "sha256": file_digest(source),
             "format": foreign.layout, "epochs_done": foreign.epochs_done,
             "resumable": resume_problem is None, "not_resumable_because": resume_problem,
