@@ -118,6 +118,10 @@ def build_parser(prog: str | None = None) -> OneLineParser:
                         "override them")
     r.add_argument("--result_dir", "--save", dest="result_dir", default="runs/default")
     r.add_argument("--resume", action="store_true", help="continue from RESULT_DIR/model_latest.pth")
+    r.add_argument("--init-from", default=None,
+                   help="start from the weights of a run directory or checkpoint (e.g. one written "
+                        "by scripts/import_checkpoint.py) with a fresh optimiser; with --resume "
+                        "the run's own latest weights are used instead")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     r.add_argument("--amp", default=None, choices=("bf16", "fp16"), help="autocast precision")
     r.add_argument("--channels-last", action="store_true")

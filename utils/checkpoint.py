@@ -1,9 +1,11 @@
 """Checkpoint files: atomic writes, safe loads (weights_only) and the RNG states they carry."""
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import random
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -15,6 +17,7 @@ import torch
 from utils.errors import UserError
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+HASH_CHUNK_BYTES = 1 << 20
 
 
 def strip_wrapper_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -26,6 +29,15 @@ def strip_wrapper_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, tor
             break
         state_dict = {key[len(prefix):]: value for key, value in state_dict.items()}
     return state_dict
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes (cache keys follow a checkpoint's content, not its name)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(HASH_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def write_atomically(path: Path, write: Callable[[str], None]) -> None:
@@ -55,22 +67,88 @@ def copy_atomically(source: Path, destination: Path) -> None:
     write_atomically(destination, lambda temporary: shutil.copyfile(source, temporary))
 
 
-def load_checkpoint(path: Path, flag: str = "--resume") -> dict[str, Any]:
-    """Load a checkpoint on the CPU with weights_only=True; missing or unreadable: UserError."""
+NUMPY_SCALAR_DTYPES = ("float64", "float32", "int64", "int32", "bool")
+REFUSED_TYPE_PATTERNS = (re.compile(r"Unsupported global: GLOBAL (\S+)"),
+                         re.compile(r"but got <class '([^']+)'>"))
+
+
+def numpy_scalar_globals() -> list:
+    """The NumPy types that optimiser states of the original codebases pickle (scalars such as
+    a float64 weight decay): the scalar constructor (under its NumPy 1 and NumPy 2 names),
+    `numpy.dtype` and the numeric dtype classes. Nothing that can hold arbitrary objects."""
+    scalar = np._core.multiarray.scalar
+    return [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype,
+            *(type(np.dtype(name)) for name in NUMPY_SCALAR_DTYPES)]
+
+
+def refused_type(error: pickle.UnpicklingError) -> str | None:
+    """The type a weights-only load refused to build, when that is why it failed."""
+    for pattern in REFUSED_TYPE_PATTERNS:
+        match = pattern.search(str(error))
+        if match:
+            return match.group(1)
+    return None
+
+
+def read_checkpoint(path: Path, flag: str) -> Any:
+    """torch.load on the CPU with weights_only=True, also allowing NumPy scalars; any other
+    type is refused (never built, so nothing in the file runs); failures are one-line UserErrors."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{flag}: no checkpoint at {path}")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError,
-            zipfile.BadZipFile) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise UserError(f"{flag}: {path} is not a readable checkpoint (corrupt or truncated?): "
-                        f"{reason}") from None
+        with torch.serialization.safe_globals(numpy_scalar_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        name = refused_type(error)
+        if name is not None:
+            raise UserError(f"{flag}: {path} holds an object of type {name}, which is not "
+                            f"loaded (only tensors, plain containers and NumPy scalars are); "
+                            f"refused without running anything from it") from None
+        raise UserError(unreadable(flag, path, error)) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
+        raise UserError(unreadable(flag, path, error)) from None
+
+
+def unreadable(flag: str, path: Path, error: BaseException) -> str:
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return f"{flag}: {path} is not a readable checkpoint (corrupt or truncated?): {reason}"
+
+
+def load_checkpoint(path: Path, flag: str = "--resume") -> dict[str, Any]:
+    """A checkpoint of this project (see :func:`read_checkpoint`); anything else: UserError."""
+    checkpoint = read_checkpoint(path, flag)
     if not isinstance(checkpoint, dict) or "model" not in checkpoint:
-        raise UserError(f"{flag}: {path} is not a BoostNet checkpoint (no 'model' entry)")
+        hint = (f"; it looks like one of the original BoostNet code or MSDNet-PyTorch "
+                f"('state_dict' entry): convert it with scripts/import_checkpoint.py {path} "
+                f"--out RUN_DIR <the run's model flags>"
+                if isinstance(checkpoint, dict) and "state_dict" in checkpoint else "")
+        raise UserError(f"{flag}: {path} is not a BoostNet checkpoint (no 'model' entry){hint}")
     checkpoint["model"] = strip_wrapper_prefixes(checkpoint["model"])
     return checkpoint
+
+
+def first_mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> str | None:
+    """One line naming the first layer where a checkpoint's weights do not fit the model, if any."""
+    for key, tensor in expected.items():
+        if key not in found:
+            return f"layer {key} {tuple(tensor.shape)} of the model is missing from the checkpoint"
+        if found[key].shape != tensor.shape:
+            return (f"layer {key} has shape {tuple(found[key].shape)} in the checkpoint but "
+                    f"{tuple(tensor.shape)} in the model")
+    extra = next((key for key in found if key not in expected), None)
+    if extra is not None:
+        return f"layer {extra} {tuple(found[extra].shape)} of the checkpoint does not exist in the model"
+    return None
+
+
+def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, flag: str,
+                 built_from: str) -> None:
+    """Strictly load `state` into `model`, or fail with one line naming the first misfit layer."""
+    mismatch = first_mismatch(model.state_dict(), state)
+    if mismatch is not None:
+        raise UserError(f"{flag}: {path} does not fit the model built from {built_from}: {mismatch}")
+    model.load_state_dict(state)
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from models import MultiExitNetwork, build_model, param_groups_by_stage
 from models.boosting import build_boosted, build_objective
 from utils import distributed
-from utils.checkpoint import (capture_rng_state, copy_atomically, load_checkpoint,
+from utils.checkpoint import (capture_rng_state, copy_atomically, load_checkpoint, load_weights,
                               restore_rng_state, save_checkpoint)
 from utils.data import build_splits, eval_loader, start_epoch, train_loader
 from utils.datasets import dataset_info
@@ -38,8 +38,8 @@ from utils.fast_step import (build_eval_forward, build_train_step, make_sgd, mem
                              resolve_step_mode)
 from utils.gpu_data import GpuBatches, use_gpu_data
 from utils.metrics import correct_counts
-from utils.run_dir import (BEST_CHECKPOINT, LATEST_CHECKPOINT, RunLog, check_run_dir, run_config,
-                           write_config)
+from utils.run_dir import (BEST_CHECKPOINT, LATEST_CHECKPOINT, RunLog, check_run_dir,
+                           locate_checkpoint, run_config, write_config)
 
 RESUME_MUST_MATCH = ("dataset", "arch", "nBlocks", "base", "step", "stepmode", "nChannels",
                      "growthRate", "grFactor", "bnFactor", "prune", "reduction", "bottleneck",
@@ -138,6 +138,30 @@ def parameter_groups(model: MultiExitNetwork, args: argparse.Namespace) -> list[
             zip(param_groups_by_stage(model), weight_decays(args, model.num_exits))]
 
 
+def build_optimizer(model: MultiExitNetwork, args: argparse.Namespace,
+                    device: torch.device) -> torch.optim.SGD:
+    """SGD over the per-exit (MSDNet) or single (RANet) parameter groups."""
+    return make_sgd(parameter_groups(model, args), args.lr_f, args.momentum, device)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer,
+                    args: argparse.Namespace) -> torch.optim.lr_scheduler.MultiStepLR:
+    """The step schedule of --lr_milestones and --lr_gamma, stepped once per epoch."""
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=args.lr_milestones,
+                                                gamma=args.lr_gamma)
+
+
+def training_state(model: MultiExitNetwork, optimizer: torch.optim.Optimizer,
+                   scheduler: torch.optim.lr_scheduler.LRScheduler, objective: nn.Module,
+                   scaler: torch.amp.GradScaler, epochs_done: int, config: dict,
+                   best_metric: float | None) -> dict:
+    """Everything `--resume` restores, as model_latest.pth holds it."""
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "objective": objective.state_dict(),
+            "scaler": scaler.state_dict(), "epoch": epochs_done, "rng": capture_rng_state(),
+            "config": config, "best_metric": best_metric}
+
+
 class Trainer:
     """Everything one training run holds: model, optimiser, data, run directory, progress."""
 
@@ -157,10 +181,10 @@ class Trainer:
         seed_everything(args.seed)
         self.model = self._build_model()
         self.objective = build_objective(args, self.model.num_exits).to(device)
-        self.optimizer = make_sgd(parameter_groups(self.model, args), args.lr_f, args.momentum,
-                                  device)
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            self.optimizer, milestones=args.lr_milestones, gamma=args.lr_gamma)
+        if args.init_from is not None and not args.resume:
+            self._init_from(Path(args.init_from))
+        self.optimizer = build_optimizer(self.model, args, device)
+        self.scheduler = build_scheduler(self.optimizer, args)
         self.scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
         self.start_epoch, self.best_metric = 0, None
         if args.resume:
@@ -189,6 +213,13 @@ class Trainer:
         # static_graph: every step runs the same exits, and small configurations can leave
         # parameters unused (e.g. finest-scale layers pruned away), which DDP must know.
         return DistributedDataParallel(self.model, device_ids=device_ids, static_graph=True)
+
+    def _init_from(self, path: Path) -> None:
+        """Start from another run's (or an imported checkpoint's) weights; nothing else of it."""
+        _, checkpoint_file = locate_checkpoint(path, "--init-from")
+        checkpoint = load_checkpoint(checkpoint_file, "--init-from")
+        load_weights(self.model, checkpoint["model"], checkpoint_file, "--init-from",
+                     "these flags (pass the model flags of the run it comes from)")
 
     def _resume(self) -> None:
         """Restore model, optimiser, scheduler, objective, scaler and RNG from model_latest.pth."""
@@ -314,10 +345,8 @@ class Trainer:
     def _save(self, epochs_done: int, is_best: bool) -> None:
         """Write config.json and model_latest.pth atomically; copy to model_best.pth if best."""
         write_config(self.run_dir, self.config)
-        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "objective": self.objective.state_dict(),
-                 "scaler": self.scaler.state_dict(), "epoch": epochs_done,
-                 "rng": capture_rng_state(), "config": self.config, "best_metric": self.best_metric}
+        state = training_state(self.model, self.optimizer, self.scheduler, self.objective,
+                               self.scaler, epochs_done, self.config, self.best_metric)
         latest = self.run_dir / LATEST_CHECKPOINT
         save_checkpoint(state, latest)
         if is_best:
@@ -331,6 +360,8 @@ def run_training(args: argparse.Namespace) -> MultiExitNetwork:
     distributed.init_process_group(info, device)
     try:
         check_run_dir(Path(args.result_dir), args.resume)
+        if args.init_from is not None and not args.resume:
+            locate_checkpoint(Path(args.init_from), "--init-from")
         distributed.barrier()
         if info.is_main:
             Path(args.result_dir).mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import io
 import json
 import math
@@ -32,20 +31,19 @@ from args import build_parser, checked, explicit_flags
 from models import MultiExitNetwork, build_model
 from models.boosting import BoostedNetwork, build_boosted
 from op_counter import ExitCosts, count_exit_costs
-from utils.checkpoint import load_checkpoint, save_checkpoint, write_text_atomically
+from utils.checkpoint import (file_digest, load_checkpoint, load_weights, save_checkpoint,
+                              write_text_atomically)
 from utils.data import SPLIT_FILE, build_splits, eval_loader
 from utils.datasets import dataset_info
 from utils.distributed import DistInfo, resolve_device
 from utils.early_exit import early_exit_predict, early_exit_throughput, expected_cost
 from utils.errors import UserError
 from utils.metrics import topk_accuracy
-from utils.run_dir import BEST_CHECKPOINT, CONFIG_FILE, LATEST_CHECKPOINT
+from utils.run_dir import CONFIG_FILE, locate_checkpoint
 
-CHECKPOINT_NAMES = (LATEST_CHECKPOINT, BEST_CHECKPOINT)
 COMMAND_LINE_ONLY = ("evaluate_from", "evalmode", "flat_curve", "budget", "real_exit")
 CACHE_DIR = "cache"
 DIGEST_CHARS = 16
-HASH_CHUNK_BYTES = 1 << 20
 TOP_K = (1, 5)
 TIMED_BATCHES = 4
 TIMING_REPEATS = 3
@@ -76,16 +74,6 @@ class SplitOutputs:
     targets: Tensor
 
 
-def locate_checkpoint(path: Path) -> tuple[Path, Path]:
-    """(run directory, checkpoint file) for `--evaluate-from` naming either of them."""
-    if path.is_file():
-        return path.parent, path
-    if not path.is_dir():
-        raise UserError(f"--evaluate-from: {path} does not exist")
-    for name in CHECKPOINT_NAMES:
-        if (path / name).is_file():
-            return path, path / name
-    raise UserError(f"--evaluate-from: {path} holds no checkpoint ({' or '.join(CHECKPOINT_NAMES)})")
 
 
 def run_config(run_dir: Path, checkpoint: dict[str, Any]) -> dict[str, Any]:
@@ -114,38 +102,6 @@ def merged_args(argv: Sequence[str], prog: str | None, config: dict[str, Any],
     return checked(argparse.Namespace(**values), parser)
 
 
-def first_mismatch(expected: dict[str, Tensor], found: dict[str, Tensor]) -> str | None:
-    """One line naming the first layer where a checkpoint's weights do not fit the model, if any."""
-    for key, tensor in expected.items():
-        if key not in found:
-            return f"layer {key} {tuple(tensor.shape)} of the model is missing from the checkpoint"
-        if found[key].shape != tensor.shape:
-            return (f"layer {key} has shape {tuple(found[key].shape)} in the checkpoint but "
-                    f"{tuple(tensor.shape)} in the model")
-    extra = next((key for key in found if key not in expected), None)
-    if extra is not None:
-        return f"layer {extra} {tuple(found[extra].shape)} of the checkpoint does not exist in the model"
-    return None
-
-
-def load_weights(model: MultiExitNetwork, state: dict[str, Tensor], checkpoint: Path) -> None:
-    """Load `state` into `model`, or fail with one line naming the first mismatching layer."""
-    mismatch = first_mismatch(model.state_dict(), state)
-    if mismatch is not None:
-        raise UserError(f"--evaluate-from: {checkpoint} does not fit the model built from the run's "
-                        f"config (different architecture or flags?): {mismatch}")
-    model.load_state_dict(state)
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes, so cached outputs follow the checkpoint's content, not its name."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(HASH_CHUNK_BYTES), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def load_run(argv: Sequence[str], prog: str | None, **defaults) -> LoadedRun:
     """Resolve `--evaluate-from`, rebuild the model from the run's flags and load its weights."""
     typed = explicit_flags(build_parser(prog), argv)
@@ -155,7 +111,8 @@ def load_run(argv: Sequence[str], prog: str | None, **defaults) -> LoadedRun:
     checkpoint = load_checkpoint(checkpoint_file, flag="--evaluate-from")
     args = merged_args(argv, prog, run_config(run_dir, checkpoint), **defaults)
     model = build_model(args)
-    load_weights(model, checkpoint["model"], checkpoint_file)
+    load_weights(model, checkpoint["model"], checkpoint_file, "--evaluate-from",
+                 "the run's config (different architecture or flags?)")
     costs = count_exit_costs(model, dataset_info(args).image_size)
     device = resolve_device(args.device, DistInfo())
     return LoadedRun(args=args, run_dir=run_dir, checkpoint=checkpoint_file,

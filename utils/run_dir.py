@@ -18,6 +18,7 @@ LATEST_CHECKPOINT = "model_latest.pth"
 BEST_CHECKPOINT = "model_best.pth"
 LOG_FILE = "log.txt"
 TENSORBOARD_DIR = "tb"
+CHECKPOINT_NAMES = (LATEST_CHECKPOINT, BEST_CHECKPOINT)
 
 
 def check_run_dir(run_dir: Path, resume: bool) -> None:
@@ -28,6 +29,19 @@ def check_run_dir(run_dir: Path, resume: bool) -> None:
                         f"--resume to continue it or choose a new --result_dir")
     if resume and not (run_dir / LATEST_CHECKPOINT).is_file():
         raise UserError(f"--resume: no checkpoint at {run_dir / LATEST_CHECKPOINT}")
+
+
+def locate_checkpoint(path: Path, flag: str = "--evaluate-from") -> tuple[Path, Path]:
+    """(run directory, checkpoint file) for a flag naming either: a run directory's
+    model_latest.pth, or its model_best.pth when there is no latest."""
+    if path.is_file():
+        return path.parent, path
+    if not path.is_dir():
+        raise UserError(f"{flag}: {path} does not exist")
+    for name in CHECKPOINT_NAMES:
+        if (path / name).is_file():
+            return path, path / name
+    raise UserError(f"{flag}: {path} holds no checkpoint ({' or '.join(CHECKPOINT_NAMES)})")
 
 
 def run_config(args: argparse.Namespace) -> dict:

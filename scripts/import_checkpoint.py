@@ -1,0 +1,42 @@
+"""Turn a checkpoint of the official BoostNet code or of MSDNet-PyTorch into one of our run directories.
+
+    python scripts/import_checkpoint.py model_best.pth --out runs/imported \\
+        --dataset cifar100 --arch msdnet_ge --nBlocks 7 --step 2 --base 4 --nChannels 16
+
+Give the model flags of the run that wrote SRC, as the training scripts take them. The run
+directory then evaluates (eval_*.py --evaluate-from), fine-tunes (train_*.py --init-from) and,
+when the file's optimiser state fits these flags, resumes (--result_dir OUT --resume).
+See docs/checkpoints.md.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from args import build_parser, checked  # noqa: E402
+from utils.errors import run_cli  # noqa: E402
+from utils.interop import import_run  # noqa: E402
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Parse SRC, --out and the model flags, import, and say what the run directory allows."""
+    parser = build_parser(prog="import_checkpoint.py")
+    parser.add_argument("source", metavar="SRC", type=Path,
+                        help="checkpoint written by the official BoostNet code or MSDNet-PyTorch")
+    parser.add_argument("--out", type=Path, required=True, help="new run directory to write")
+    args = checked(parser.parse_args(argv), parser)
+    source, out = args.source, args.out
+    del args.source, args.out
+    note = import_run(source, out, args)
+    print(f"imported {source} ({note['format']}, {note['epochs_done']} epoch(s) done) into {out}")
+    if note["resumable"]:
+        print(f"resume the original run with: --result_dir {out} --resume and the same flags")
+    else:
+        print(f"not resumable ({note['not_resumable_because']}); fine-tune with --init-from {out}")
+
+
+if __name__ == "__main__":
+    run_cli(main)
