@@ -83,12 +83,17 @@ def apply_thresholds(probs: Tensor, targets: Tensor, thresholds: Union[Sequence[
     """Accuracy (percent), expected cost and per-exit exit counts of early exit at `thresholds`."""
     confidence, correct = _scores(probs, targets, "probs")
     cost_per_exit = _per_exit_costs(costs, confidence.shape[0])
-    rows = _per_exit(thresholds, confidence.shape[0], "thresholds", confidence.dtype).to(confidence.device)
-    rows = rows.unsqueeze(0)
-    exit_counts, n_correct = _outcomes(confidence, correct, rows)
+    exit_counts, n_correct = _outcomes(confidence, correct, _threshold_row(thresholds, confidence))
     n_samples = confidence.shape[1]
     expected_cost = _expected_costs(exit_counts, cost_per_exit, n_samples)[0].item()
     return _accuracy(n_correct[0], n_samples), expected_cost, exit_counts[0]
+
+
+def exit_indices(probs: Tensor, thresholds: Union[Sequence[float], Tensor]) -> Tensor:
+    """The exit (0-based) each sample leaves at under `thresholds`, as apply_thresholds decides it."""
+    _check_probs(probs, "probs")
+    confidence = probs.max(dim=2).values
+    return _exit_indices(confidence, _threshold_row(thresholds, confidence))[0]
 
 
 def budgeted_sweep(val_probs: Tensor, val_targets: Tensor, test_probs: Tensor, test_targets: Tensor,
@@ -260,12 +265,26 @@ def _thresholds(confidence: Tensor, quotas: Tensor) -> Tensor:
     return thresholds
 
 
-def _outcomes(confidence: Tensor, correct: Tensor, thresholds: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-setting exit counts (settings x exits) and numbers of correct predictions (settings)."""
+def _threshold_row(thresholds: Union[Sequence[float], Tensor], confidence: Tensor) -> Tensor:
+    """One setting's thresholds as a 1 x exits row in the confidences' dtype and device."""
+    row = _per_exit(thresholds, confidence.shape[0], "thresholds", confidence.dtype)
+    return row.to(confidence.device).unsqueeze(0)
+
+
+def _exit_indices(confidence: Tensor, thresholds: Tensor) -> Tensor:
+    """Per setting and sample (settings x samples), the first exit whose threshold the sample's
+    confidence reaches; the last exit takes everyone left."""
     n_exits, n_samples = confidence.shape
     exit_index = torch.full((thresholds.shape[0], n_samples), n_exits - 1, device=confidence.device)
     for n in reversed(range(n_exits - 1)):
         exit_index = torch.where(confidence[n] >= thresholds[:, n:n + 1], n, exit_index)
+    return exit_index
+
+
+def _outcomes(confidence: Tensor, correct: Tensor, thresholds: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-setting exit counts (settings x exits) and numbers of correct predictions (settings)."""
+    n_exits, n_samples = confidence.shape
+    exit_index = _exit_indices(confidence, thresholds)
     exit_counts = torch.zeros(thresholds.shape[0], n_exits, dtype=torch.long, device=confidence.device)
     exit_counts.scatter_add_(1, exit_index, torch.ones_like(exit_index))
     n_correct = correct[exit_index, torch.arange(n_samples, device=confidence.device)].sum(dim=1)

@@ -144,6 +144,11 @@ def build_parser(prog: str | None = None) -> OneLineParser:
                    help="multiply-adds per image to meet in budgeted mode, e.g. 40e6")
     e.add_argument("--real-exit", action="store_true",
                    help="also run real early-exit inference and report images/s")
+    e.add_argument("--save-logits", default=None, metavar="FILE.npz",
+                   help="also write every exit's evaluation-time outputs (F_n; f_n with --loss joint), "
+                        "labels, per-exit costs and sample indices of the test split, and of the "
+                        "validation split when it is evaluated, to this NumPy archive "
+                        "(docs/evaluation-outputs.md)")
     return p
 
 

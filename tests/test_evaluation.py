@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -22,12 +23,14 @@ from adaptive_inference import apply_thresholds, budgeted_sweep
 from models import build_model
 from models.boosting import reweight_factors
 from op_counter import costs_for_args
+from tests.reference_metrics import reference_ece, reference_made, reference_nll
 from tests.run_fixtures import boosted_recurrence, make_trained_run, tiny_args
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.data import build_splits
 from utils.errors import run_cli
 from args import build_parser, explicit_flags
 from utils.evaluator import locate_checkpoint, merged_args
+from utils.metrics import expected_calibration_error, negative_log_likelihood
 
 EVAL_FLAGS = ["--workers", "0", "--device", "cpu", "--eval-batch-size", "64"]
 OUTPUTS = {"anytime.csv", "anytime.json", "budgeted.csv", "budgeted.json", "budget.json",
@@ -92,6 +95,13 @@ def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
         return reader.fieldnames, list(reader)
 
 
+def early_exit_reference(probs: torch.Tensor, targets: torch.Tensor, thresholds: list) -> tuple[float, float]:
+    """Test ECE and NLL of early exit at `thresholds` (as saved, infinities as strings), by plain loops."""
+    made = reference_made(probs, [float(t) for t in thresholds])
+    labels = targets.tolist()
+    return reference_ece(made, labels), reference_nll(made, labels, torch.finfo(probs.dtype).tiny)
+
+
 def file_states(run_dir: Path) -> dict[str, tuple[bytes, int]]:
     return {str(p.relative_to(run_dir)): (p.read_bytes(), p.stat().st_mtime_ns)
             for p in run_dir.rglob("*") if p.is_file()}
@@ -123,8 +133,11 @@ def test_anytime_matches_direct_computation(evaluated_run, direct):
             * 100.0 / len(targets)).tolist()
     costs = costs_for_args(tiny_args())
 
-    assert columns == ["exit", "macs", "params", "top1", "top5"]
+    assert columns == ["exit", "macs", "params", "top1", "top5", "nll", "ece"]
     assert [float(row["top1"]) for row in rows] == pytest.approx(top1, abs=1e-9)
+    for key, metric in (("nll", negative_log_likelihood), ("ece", expected_calibration_error)):
+        assert [float(row[key]) for row in rows] == pytest.approx(metric(probs, targets), rel=1e-12)
+        assert [exit[key] for exit in saved["exits"]] == pytest.approx(metric(probs, targets), rel=1e-12)
     assert [float(row["top5"]) for row in rows] == pytest.approx(top5, abs=1e-9)
     assert [int(row["macs"]) for row in rows] == costs.flops
     assert [int(row["params"]) for row in rows] == costs.params
@@ -138,7 +151,8 @@ def test_budgeted_matches_the_protocol_on_direct_probabilities(evaluated_run, di
     (val_probs, val_targets), (test_probs, test_targets) = direct["val"], direct["test"]
     expected = budgeted_sweep(val_probs, val_targets, test_probs, test_targets, saved["costs"])
 
-    assert columns == ["level", "q", "expected_cost", "val_accuracy", "test_accuracy", "threshold_1",
+    assert columns == ["level", "q", "expected_cost", "val_accuracy", "test_accuracy", "test_ece",
+                       "test_nll", "threshold_1",
                        "threshold_2", "threshold_3", "exit_count_1", "exit_count_2", "exit_count_3"]
     assert len(rows) == len(saved["levels"]) == LEVELS
     for row, level, point in zip(rows, saved["levels"], expected):
@@ -149,6 +163,10 @@ def test_budgeted_matches_the_protocol_on_direct_probabilities(evaluated_run, di
         assert level["expected_cost"] == pytest.approx(point.expected_cost, rel=1e-12)
         assert [float(t) for t in level["thresholds"]] == point.thresholds
         assert level["thresholds"][-1] == "-inf"
+        ece, nll = early_exit_reference(test_probs, test_targets, level["thresholds"])
+        assert level["test_ece"] == pytest.approx(ece, rel=1e-9, abs=1e-12)
+        assert level["test_nll"] == pytest.approx(nll, rel=1e-9)
+        assert (float(row["test_ece"]), float(row["test_nll"])) == (level["test_ece"], level["test_nll"])
 
 
 def test_budget_choice_is_within_budget_and_reported_on_test(evaluated_run, direct):
@@ -163,14 +181,22 @@ def test_budget_choice_is_within_budget_and_reported_on_test(evaluated_run, dire
     assert saved["test_accuracy"] == accuracy
     assert saved["test_expected_cost"] == pytest.approx(cost, rel=1e-12)
     assert saved["test_exit_counts"] == counts.tolist()
+    ece, nll = early_exit_reference(test_probs, test_targets, saved["thresholds"])
+    assert (saved["test_ece"], saved["test_nll"]) == pytest.approx((ece, nll), rel=1e-9)
 
 
 def test_flat_curve_keeps_the_best_accuracy_so_far(run_copy):
+    plain = {level["level"]: level for level in json.loads((run_copy / "budgeted.json").read_text())["levels"]}
     evaluate(run_copy, "--evalmode", "dynamic", "--flat_curve")
     levels = json.loads((run_copy / "budgeted.json").read_text())["levels"]
     val = [level["val_accuracy"] for level in levels]
     assert json.loads((run_copy / "budgeted.json").read_text())["flat_curve"] is True
     assert val == sorted(val)
+    assert any(level["accuracy_level"] != level["level"] for level in levels)
+    for level in levels:
+        behind = plain[level["accuracy_level"]]
+        assert [level[key] for key in ("test_accuracy", "test_ece", "test_nll")] == [
+            behind[key] for key in ("test_accuracy", "test_ece", "test_nll")]
 
 
 def test_cache_is_keyed_by_checkpoint_content(run_copy, monkeypatch):
@@ -299,3 +325,56 @@ def test_plots_read_the_evaluator_outputs(evaluated_run, tmp_path):
     assert (tmp_path / "anytime.png").stat().st_size > 0 and (tmp_path / "budgeted.png").stat().st_size > 0
     markdown = (tmp_path / "results.md").read_text()
     assert markdown.count("| tiny_boost |") == 3 + LEVELS
+
+
+def test_logits_dump_round_trips(run_copy, direct, tmp_path):
+    dump_file = tmp_path / "tiny_logits.npz"
+    evaluate(run_copy, "--evalmode", "both", "--save-logits", str(dump_file))
+    dump = dict(np.load(dump_file, allow_pickle=False))
+    config = json.loads((run_copy / "config.json").read_text())
+    anytime = json.loads((run_copy / "anytime.json").read_text())
+    digest = hashlib.sha256((run_copy / "model_latest.pth").read_bytes()).hexdigest()
+    factors = reweight_factors(config["ensemble_reweight"], config["num_exits"])
+
+    for prefix, split in (("", "test"), ("val_", "val")):
+        probs, targets = direct[split]
+        logits = dump[f"{prefix}logits"]
+        assert logits.dtype == np.float32 and logits.shape == tuple(probs.shape)
+        cached = torch.load(run_copy / "cache" / f"logits_{split}_{digest[:16]}.pt", weights_only=True)
+        assert torch.equal(torch.from_numpy(logits), torch.stack(boosted_recurrence(list(cached["logits"]), factors)))
+        assert torch.allclose(torch.from_numpy(logits).softmax(dim=2), probs, rtol=0, atol=1e-6)
+        assert dump[f"{prefix}labels"].dtype == np.int64
+        assert dump[f"{prefix}labels"].tolist() == targets.tolist()
+    assert dump["indices"].dtype == np.int64 and dump["indices"].tolist() == list(range(len(direct["test"][1])))
+    assert dump["val_indices"].tolist() == json.loads((run_copy / "split.json").read_text())["val_indices"]
+    top1 = (torch.from_numpy(dump["logits"]).argmax(dim=2) == direct["test"][1]).double().mean(dim=1) * 100
+    assert top1.tolist() == pytest.approx([exit["top1"] for exit in anytime["exits"]], abs=1e-9)
+    assert dump["costs"].dtype == np.int64 and dump["costs"].tolist() == costs_for_args(tiny_args()).flops
+    assert (str(dump["split"]), int(dump["num_classes"]), str(dump["checkpoint_sha256"])) == ("test", 10, digest)
+    assert (str(dump["arch"]), str(dump["loss"]), str(dump["dataset"])) == ("msdnet_ge", "boost", "digits")
+
+    evaluate(run_copy, "--evalmode", "anytime", "--save-logits", str(dump_file))
+    with np.load(dump_file, allow_pickle=False) as anytime_only:
+        assert not any(name.startswith("val_") for name in anytime_only.files)
+        assert np.array_equal(anytime_only["logits"], dump["logits"])
+
+
+@pytest.mark.parametrize("name, complaint", [("logits.pt", "must end in .npz"),
+                                             ("missing/logits.npz", "does not exist"),
+                                             ("folder.npz", "is a directory")])
+def test_bad_save_logits_path_fails_before_any_work(run_copy, tmp_path, capsys, name, complaint):
+    (tmp_path / "folder.npz").mkdir()
+    before, outside = file_states(run_copy), sorted(tmp_path.iterdir())
+    message = cli_error(["--evaluate-from", str(run_copy), *EVAL_FLAGS, "--save-logits",
+                         str(tmp_path / name)], capsys)
+    assert message.startswith("error: --save-logits:") and complaint in message
+    assert file_states(run_copy) == before and sorted(tmp_path.iterdir()) == outside
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into any folder")
+def test_save_logits_into_a_read_only_folder(run_copy, tmp_path, capsys):
+    folder = tmp_path / "read_only"
+    folder.mkdir(mode=0o555)
+    message = cli_error(["--evaluate-from", str(run_copy), *EVAL_FLAGS, "--save-logits",
+                         str(folder / "logits.npz")], capsys)
+    assert "--save-logits" in message and "not writable" in message

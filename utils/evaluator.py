@@ -6,7 +6,7 @@ rebuilt from the run's config.json (device, workers and batch size included); fl
 the command line override it, and the evaluation flags come from the command line only. Results
 go to the run directory (anytime.*, budgeted.*, budget.json, real_exit.json, and cache/
 holding per-exit logits keyed by the checkpoint's content hash); nothing else there is
-touched.
+touched. `--save-logits FILE.npz` also dumps every exit's outputs (docs/evaluation-outputs.md).
 """
 from __future__ import annotations
 
@@ -26,22 +26,23 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from adaptive_inference import apply_thresholds, budgeted_sweep, thresholds_for_budget
+from adaptive_inference import apply_thresholds, budgeted_sweep, exit_indices, thresholds_for_budget
 from args import build_parser, checked, explicit_flags
 from models import MultiExitNetwork, build_model
 from models.boosting import BoostedNetwork, build_boosted
 from op_counter import ExitCosts, count_exit_costs
 from utils.checkpoint import (file_digest, load_checkpoint, load_weights, save_checkpoint,
                               write_text_atomically)
-from utils.data import SPLIT_FILE, build_splits, eval_loader
+from utils.data import SPLIT_FILE, DataSplits, build_splits, eval_loader
 from utils.datasets import dataset_info
 from utils.distributed import DistInfo, resolve_device
 from utils.early_exit import early_exit_predict, early_exit_throughput, expected_cost
 from utils.errors import UserError
-from utils.metrics import topk_accuracy
+from utils.logits_dump import SplitDump, check_dump_path, source_indices, write_logits_dump
+from utils.metrics import expected_calibration_error, negative_log_likelihood, topk_accuracy
 from utils.run_dir import CONFIG_FILE, locate_checkpoint
 
-COMMAND_LINE_ONLY = ("evaluate_from", "evalmode", "flat_curve", "budget", "real_exit")
+COMMAND_LINE_ONLY = ("evaluate_from", "evalmode", "flat_curve", "budget", "real_exit", "save_logits")
 CACHE_DIR = "cache"
 DIGEST_CHARS = 16
 TOP_K = (1, 5)
@@ -68,8 +69,10 @@ class LoadedRun:
 
 @dataclass
 class SplitOutputs:
-    """Evaluation-time per-exit probabilities (exits x samples x classes) and targets of one split."""
+    """Evaluation-time per-exit outputs F_n, their probabilities (exits x samples x classes) and
+    the targets of one split."""
 
+    outputs: Tensor
     probs: Tensor
     targets: Tensor
 
@@ -163,23 +166,44 @@ def cached_logits(run: LoadedRun, dataset: Dataset, split: str) -> tuple[Tensor,
 
 
 def split_outputs(run: LoadedRun, dataset: Dataset, split: str) -> SplitOutputs:
-    """Probabilities and targets of one split (logits cached per checkpoint)."""
+    """Outputs, probabilities (their softmax) and targets of one split (logits cached per checkpoint)."""
     logits, targets = cached_logits(run, dataset, split)
-    return SplitOutputs(run.network.probabilities(list(logits)), targets)
+    outputs = torch.stack(run.network.ensemble(list(logits)))
+    return SplitOutputs(outputs, torch.softmax(outputs, dim=2), targets)
 
 
 def anytime_rows(outputs: SplitOutputs, costs: ExitCosts) -> list[dict[str, Any]]:
-    """One row per exit: cumulative multiply-adds, parameters, top-1 and top-5 accuracy."""
+    """One row per exit: cumulative multiply-adds, parameters, top-1 / top-5 accuracy, NLL, ECE."""
     top1, top5 = (topk_accuracy(outputs.probs, outputs.targets, k) for k in TOP_K)
+    nll = negative_log_likelihood(outputs.probs, outputs.targets)
+    ece = expected_calibration_error(outputs.probs, outputs.targets)
     return [{"exit": n + 1, "macs": costs.flops[n], "params": costs.params[n], "top1": top1[n],
-             "top5": top5[n]} for n in range(len(top1))]
+             "top5": top5[n], "nll": nll[n], "ece": ece[n]} for n in range(len(top1))]
+
+
+def early_exit_calibration(outputs: SplitOutputs, thresholds: Sequence[float]) -> dict[str, float]:
+    """ECE and NLL of the predictions early exit at `thresholds` makes: each sample's
+    probabilities at the exit it leaves at."""
+    exits = exit_indices(outputs.probs, thresholds)
+    made = outputs.probs[exits, torch.arange(outputs.probs.shape[1])].unsqueeze(0)
+    return {"test_ece": expected_calibration_error(made, outputs.targets)[0],
+            "test_nll": negative_log_likelihood(made, outputs.targets)[0]}
+
+
+def with_calibration(levels: list[dict[str, Any]], test: SplitOutputs) -> list[dict[str, Any]]:
+    """Sweep records with the test ECE / NLL of the predictions behind their test accuracy
+    (under --flat_curve those of the accuracy level's thresholds)."""
+    thresholds = {level["level"]: level["thresholds"] for level in levels}
+    return [{**level, **early_exit_calibration(test, thresholds[level["accuracy_level"]])}
+            for level in levels]
 
 
 def budgeted_rows(levels: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Flatten sweep records into CSV rows with one threshold and exit-count column per exit."""
     rows = []
     for level in levels:
-        row = {key: level[key] for key in ("level", "q", "expected_cost", "val_accuracy", "test_accuracy")}
+        row = {key: level[key] for key in ("level", "q", "expected_cost", "val_accuracy", "test_accuracy",
+                                           "test_ece", "test_nll")}
         row.update({f"threshold_{n + 1}": t for n, t in enumerate(level["thresholds"])})
         row.update({f"exit_count_{n + 1}": c for n, c in enumerate(level["exit_counts"])})
         rows.append(row)
@@ -224,6 +248,10 @@ def percent(value: float) -> str:
     return f"{value:.2f}"
 
 
+def four_places(value: float) -> str:
+    return f"{value:.4f}"
+
+
 def slash_joined(values: Sequence[Any]) -> str:
     return "/".join(map(str, values))
 
@@ -239,7 +267,7 @@ def evaluate_anytime(run: LoadedRun, test: SplitOutputs) -> None:
     rows = anytime_rows(test, run.costs)
     print(f"anytime ({run.name}, {test.probs.shape[1]} test samples)")
     print(format_table(rows, {"exit": str, "macs": mmacs, "params": "{:,}".format, "top1": percent,
-                              "top5": percent}))
+                              "top5": percent, "nll": four_places, "ece": four_places}))
     write_csv(run.run_dir / "anytime.csv", rows)
     write_json(run.run_dir / "anytime.json", {**run_header(run), "test_samples": test.probs.shape[1],
                                               "exits": rows})
@@ -247,13 +275,14 @@ def evaluate_anytime(run: LoadedRun, test: SplitOutputs) -> None:
 
 def evaluate_dynamic(run: LoadedRun, val: SplitOutputs, test: SplitOutputs) -> None:
     """The 39-level budgeted-batch sweep: printed, budgeted.csv and budgeted.json."""
-    levels = [level.to_dict() for level in budgeted_sweep(
+    levels = with_calibration([level.to_dict() for level in budgeted_sweep(
         val.probs, val.targets, test.probs, test.targets, run.costs.flops,
-        flat_curve=run.args.flat_curve)]
+        flat_curve=run.args.flat_curve)], test)
     print(f"budgeted batch ({run.name}, {val.probs.shape[1]} validation / {test.probs.shape[1]} test"
           f"{', flat curve' if run.args.flat_curve else ''})")
     print(format_table(levels, {"level": str, "expected_cost": mmacs, "val_accuracy": percent,
-                                "test_accuracy": percent, "exit_counts": slash_joined}))
+                                "test_accuracy": percent, "test_ece": four_places,
+                                "test_nll": four_places, "exit_counts": slash_joined}))
     write_csv(run.run_dir / "budgeted.csv", budgeted_rows(levels))
     write_json(run.run_dir / "budgeted.json", {
         **run_header(run), "flat_curve": run.args.flat_curve, "costs": run.costs.flops,
@@ -269,8 +298,8 @@ def evaluate_budget(run: LoadedRun, val: SplitOutputs, test: SplitOutputs) -> li
     accuracy, cost, counts = apply_thresholds(test.probs, test.targets, choice.thresholds,
                                               run.costs.flops)
     result = {**run_header(run), "budget": run.args.budget, **choice.to_dict(),
-              "test_accuracy": accuracy, "test_expected_cost": cost,
-              "test_exit_counts": counts.tolist()}
+              "test_accuracy": accuracy, **early_exit_calibration(test, choice.thresholds),
+              "test_expected_cost": cost, "test_exit_counts": counts.tolist()}
     print(f"budget {mmacs(run.args.budget)} ({run.name}): q {choice.q:.4g}, validation "
           f"{percent(choice.val_accuracy)}% at {mmacs(choice.val_expected_cost)}, test "
           f"{percent(accuracy)}% at {mmacs(cost)}, test exits {slash_joined(counts.tolist())}")
@@ -320,12 +349,28 @@ def evaluate_real_exit(run: LoadedRun, dataset: Dataset, test: SplitOutputs,
     write_json(run.run_dir / "real_exit.json", result)
 
 
+def split_dump(outputs: SplitOutputs, dataset: Dataset) -> SplitDump:
+    """What `--save-logits` keeps of one split: outputs, targets and the samples' source indices."""
+    return SplitDump(outputs.outputs, outputs.targets, source_indices(dataset))
+
+
+def save_logits(run: LoadedRun, splits: DataSplits, test: SplitOutputs, val: SplitOutputs | None) -> None:
+    """`--save-logits`: the test split's outputs and, when it was evaluated, the validation split's."""
+    path = Path(run.args.save_logits)
+    write_logits_dump(path, split_dump(test, splits.test),
+                      None if val is None else split_dump(val, splits.val), run.costs.flops, run_header(run))
+    print(f"outputs of every exit ({'test and validation' if val is not None else 'test'} split) "
+          f"written to {path}")
+
+
 def needs_validation(args: argparse.Namespace) -> bool:
     return args.evalmode != "anytime" or args.budget is not None or args.real_exit
 
 
 def check_request(run: LoadedRun) -> None:
     """Fail before any work when the request cannot be met by this run."""
+    if run.args.save_logits is not None:
+        check_dump_path(Path(run.args.save_logits))
     if run.args.real_exit and run.args.budget is None:
         raise UserError("--real-exit needs --budget X (multiply-adds per image) to choose its thresholds")
     if needs_validation(run.args) and not (run.run_dir / SPLIT_FILE).is_file():
@@ -346,12 +391,12 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None, **defaults)
     test = split_outputs(run, splits.test, "test")
     if args.evalmode in ("anytime", "both"):
         evaluate_anytime(run, test)
-    if not with_validation:
-        return
-    val = split_outputs(run, splits.val, "val")
-    if args.evalmode in ("dynamic", "both"):
+    val = split_outputs(run, splits.val, "val") if with_validation else None
+    if val is not None and args.evalmode in ("dynamic", "both"):
         evaluate_dynamic(run, val, test)
     if args.budget is not None:
         thresholds = evaluate_budget(run, val, test)
         if args.real_exit:
             evaluate_real_exit(run, splits.test, test, thresholds)
+    if args.save_logits is not None:
+        save_logits(run, splits, test, val)
