@@ -179,12 +179,21 @@ def is_finished(run: Run) -> bool:
     return all(result.get("checkpoint_sha256") == digest for result in results)
 
 
-def run_logged(command: list[str], log: Path, env: dict[str, str]) -> int:
-    """Run `command` with its output in `log` (appended); returns its exit status."""
+def run_step(run: Run, step: str, command: list[str], log_name: str, env: dict[str, str]) -> Optional[str]:
+    """Run `command` with its output appended to RUN/log_name; returns why it failed, or None."""
+    log = run.run_dir / log_name
     with open(log, "a") as handle:
         handle.write(f"$ {shlex.join(command)}\n")
         handle.flush()
-        return subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
+        status = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env,
+                                cwd=ROOT).returncode
+    return None if status == 0 else f"{run.name}: {step} failed ({last_line(log)}), see {log}"
+
+
+def last_line(log: Path) -> str:
+    """The last line a command wrote to its log (after any progress-bar redraws), for errors."""
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1].split("\r")[-1].strip() if lines else ""
 
 
 class Progress:
@@ -208,14 +217,13 @@ def execute(run: Run, index: int, progress: Progress, env: dict[str, str]) -> Op
     resume = (run.run_dir / LATEST_CHECKPOINT).is_file()
     progress.report(index, run, "resuming training" if resume else "training")
     started = time.perf_counter()
-    if run_logged(run.train_command(resume), run.run_dir / TRAIN_LOG, env) != 0:
-        return f"{run.name}: training failed, see {run.run_dir / TRAIN_LOG}"
-    trained = time.perf_counter() - started
-    if run_logged(run.eval_command(), run.run_dir / EVAL_LOG, env) != 0:
-        return f"{run.name}: evaluation failed, see {run.run_dir / EVAL_LOG}"
-    progress.report(index, run, f"trained in {trained:.1f} s, evaluated in "
-                                f"{time.perf_counter() - started - trained:.1f} s")
-    return None
+    failure = run_step(run, "training", run.train_command(resume), TRAIN_LOG, env)
+    trained = time.perf_counter()
+    failure = failure or run_step(run, "evaluation", run.eval_command(), EVAL_LOG, env)
+    if failure is None:
+        progress.report(index, run, f"trained in {trained - started:.1f} s, evaluated in "
+                                    f"{time.perf_counter() - trained:.1f} s")
+    return failure
 
 
 def execute_all(runs: Sequence[Run], jobs: int) -> None:
