@@ -28,6 +28,7 @@ from args import OneLineParser, parse_args  # noqa: E402
 from utils.checkpoint import write_text_atomically  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.evaluator import file_digest  # noqa: E402
+from utils.plots import ANYTIME_FILE, BUDGETED_FILE  # noqa: E402
 from utils.run_dir import CONFIG_FILE, LATEST_CHECKPOINT, run_config  # noqa: E402
 from utils.study import DEFAULT_GRID_POINTS, aggregate, run_result  # noqa: E402
 from utils.study_report import write_study  # noqa: E402
@@ -46,7 +47,6 @@ STUDY_FLAGS = ("--seed", "--result_dir", "--save", "--resume", "--dataset", "--d
                "--evaluate-from")
 IGNORED_CONFIG_KEYS = ("resume", "result_dir")
 TRAIN_LOG, EVAL_LOG = "study_train.log", "study_eval.log"
-ANYTIME_FILE, BUDGETED_FILE = "anytime.json", "budgeted.json"
 
 
 @dataclass
