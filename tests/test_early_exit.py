@@ -12,11 +12,12 @@ from torch.utils.data import DataLoader
 from adaptive_inference import apply_thresholds, exit_fractions, find_thresholds
 from models import MultiExitNetwork
 from models.boosting import BoostedNetwork, build_boosted
+from tests.graph_stand_in import fake_capture
 from tests.run_fixtures import tiny_args, trained_model
-import utils.early_exit
+import utils.cuda_graphs
 from utils.data import build_splits
 from utils.early_exit import (GraphedExitStages, early_exit_predict, exit_stage, expected_cost,
-                              inference_model, paired_throughput, tensor_leaves)
+                              inference_model, paired_throughput)
 
 LEVELS = (3, 10, 20, 30, 39)
 TEST_IMAGES = 200
@@ -153,29 +154,11 @@ def test_threshold_count_must_match_the_exits(case):
         early_exit_predict(case.network, case.images, [0.5])
 
 
-class ReplayedGraph:
-    """CPU stand-in for a captured CUDA graph: replay reruns the call, writing into the outputs
-    of the capture in place, as a real replay overwrites its static output buffers."""
-
-    def __init__(self, run):
-        self.run = run
-        self.outputs = run()
-
-    def replay(self) -> None:
-        for static, fresh in zip(tensor_leaves(self.outputs), tensor_leaves(self.run())):
-            static.copy_(fresh)
-
-
-def fake_capture(run, warmup=3):
-    graph = ReplayedGraph(run)
-    return graph, graph.outputs
-
-
 @pytest.mark.parametrize("batch", [1, 7])
 def test_graphed_stages_reuse_static_buffers_correctly(case, batch, monkeypatch):
     """The bookkeeping of GraphedExitStages (static inputs, chained outputs, eager fallback for
     other sizes) with a CPU stand-in for capture; the GPU test checks real graphs."""
-    monkeypatch.setattr(utils.early_exit, "capture", fake_capture)
+    monkeypatch.setattr(utils.cuda_graphs, "capture", fake_capture)
     thresholds = protocol_thresholds(case.probs, 10)
     chunks = case.images[:28].split(batch)
     eager = [early_exit_predict(case.network, c, thresholds) for c in chunks]
@@ -191,7 +174,7 @@ def test_graphed_stages_reuse_static_buffers_correctly(case, batch, monkeypatch)
 
 
 def test_graphed_stages_refuse_inputs_of_another_shape(case, monkeypatch):
-    monkeypatch.setattr(utils.early_exit, "capture", fake_capture)
+    monkeypatch.setattr(utils.cuda_graphs, "capture", fake_capture)
     stages = GraphedExitStages(exit_stage(case.network), 1, torch.device("cuda"))
     with torch.inference_mode():
         stages(0, case.images[:1], None)
@@ -230,3 +213,4 @@ def test_paired_throughput_times_every_batch_of_both_paths():
 
     assert calls == {"full": 1 + 3 * len(batches), "early": 1 + 3 * len(batches)}
     assert speed.full_network > 0 and speed.early_exit > 0 and speed.speedup > 0
+

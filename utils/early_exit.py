@@ -17,12 +17,12 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
-from torch.utils._pytree import tree_leaves, tree_map
 
 from models import select_samples
 from models.boosting import BoostedNetwork
 from models.multi_exit import Features
-from utils.fast_step import build_eval_forward, capture
+from utils.cuda_graphs import ShapeGraphs, require_cuda, tensor_leaves
+from utils.fast_step import build_eval_forward
 
 
 @dataclass
@@ -103,7 +103,7 @@ def early_exit_predict(model: BoostedNetwork, images: Tensor, thresholds: Sequen
     return EarlyExitResult(predictions, exit_index)
 
 
-class GraphedExitStages:
+class GraphedExitStages(ShapeGraphs):
     """Exit stages replayed from one CUDA graph each for sub-batches of `batch_size` samples.
 
     Early exit at batch 1 is all launch overhead on a GPU; each stage (blocks, head, ensemble,
@@ -114,43 +114,13 @@ class GraphedExitStages:
     """
 
     def __init__(self, stage: ExitStage, batch_size: int, device: torch.device):
-        if device.type != "cuda":
-            raise RuntimeError(f"GraphedExitStages needs a CUDA device, got {device}; "
-                               f"use the eager stage")
-        self.stage, self.batch_size = stage, batch_size
-        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, list[Tensor], tuple]] = {}
+        require_cuda(device, "GraphedExitStages", "use the eager stage")
 
-    def __call__(self, n: int, features: Features, previous: Optional[Tensor]
-                 ) -> tuple[Features, Tensor, Tensor, Tensor]:
-        inputs = tensor_leaves((features, previous))
-        if inputs[0].shape[0] != self.batch_size:
-            return self.stage(n, features, previous)
-        if n not in self.graphs:
-            self.graphs[n] = self._capture(n, features, previous)
-        graph, static_inputs, static_outputs = self.graphs[n]
-        if [t.shape for t in static_inputs] != [t.shape for t in inputs]:
-            raise ValueError(f"exit stage {n} was captured for inputs of shapes "
-                             f"{[tuple(t.shape) for t in static_inputs]}, got "
-                             f"{[tuple(t.shape) for t in inputs]}")
-        for static, given in zip(static_inputs, inputs):
-            if static is not given:
-                static.copy_(given)
-        graph.replay()
-        return static_outputs
+        def full_batch_stage(n: int, features: Features, previous: Optional[Tensor]) -> Optional[int]:
+            """Stage n's graph for a sub-batch of `batch_size` samples, none for other sizes."""
+            return n if tensor_leaves((features, previous))[0].shape[0] == batch_size else None
 
-    def _capture(self, n: int, features: Features, previous: Optional[Tensor]
-                 ) -> tuple[torch.cuda.CUDAGraph, list[Tensor], tuple]:
-        owned = {id(t) for _, _, outputs in self.graphs.values() for t in tensor_leaves(outputs)}
-        static_features, static_previous = tree_map(
-            lambda t: t if not isinstance(t, Tensor) or id(t) in owned else t.clone(),
-            (features, previous))
-        graph, outputs = capture(lambda: self.stage(n, static_features, static_previous))
-        return graph, tensor_leaves((static_features, static_previous)), outputs
-
-
-def tensor_leaves(tree: object) -> list[Tensor]:
-    """The tensors of a nested features structure, in a fixed order."""
-    return [leaf for leaf in tree_leaves(tree) if isinstance(leaf, Tensor)]
+        super().__init__(stage, stage, key=full_batch_stage, copy_outputs=False)
 
 
 def expected_cost(exit_counts: Tensor, costs: Sequence[float]) -> float:
@@ -211,8 +181,8 @@ def early_exit_throughput(model: BoostedNetwork, batches: Sequence[Tensor],
                           repeats: int) -> Throughput:
     """Images/s of the full network and of real early exit, both on one inference copy of `model`.
 
-    On a GPU both replay CUDA graphs: the full network one per batch shape, early exit one per
-    exit stage while a sub-batch keeps the first batch's size (other sizes run eagerly).
+    On a GPU both replay CUDA graphs: the full network one at the first batch's shape, early exit
+    one per exit stage while a sub-batch keeps the first batch's size (other sizes run eagerly).
     """
     fast = inference_model(model)
     graphs = device.type == "cuda"
