@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from models.boosting import BoostedNetwork, build_boosted
 from tests.graph_stand_in import fake_capture
 from tests.run_fixtures import tiny_args, trained_model
 import utils.cuda_graphs
+import utils.early_exit
 from utils.data import build_splits
 from utils.early_exit import (GraphedExitStages, early_exit_predict, exit_stage, expected_cost,
                               inference_model, paired_throughput)
@@ -214,3 +216,38 @@ def test_paired_throughput_times_every_batch_of_both_paths():
     assert calls == {"full": 1 + 3 * len(batches), "early": 1 + 3 * len(batches)}
     assert speed.full_network > 0 and speed.early_exit > 0 and speed.speedup > 0
 
+
+def scripted_clock(durations: list[float]) -> SimpleNamespace:
+    """A stand-in for the `time` module whose perf_counter makes the k-th timed pass last durations[k]."""
+    readings, now = [], 0.0
+    for duration in durations:
+        readings += [now, now + duration]
+        now += duration
+    return SimpleNamespace(perf_counter=iter(readings).__next__)
+
+
+def test_paired_throughput_reports_rates_whose_ratio_is_its_speedup(monkeypatch):
+    """Passes alternate (full, early), (early, full), ...; 6 images a pass. Full network rates
+    8, 8, 4, 16 images/s (median 8), early exit 16, 24, 16, 8 (median 16): 2x, paired 0.5x-4x."""
+    pass_durations = [0.75, 0.375, 0.25, 0.75, 1.5, 0.375, 0.75, 0.375]
+    monkeypatch.setattr(utils.early_exit, "time", scripted_clock(pass_durations))
+    batches = [torch.zeros(4, 1), torch.zeros(2, 1)]
+
+    speed = paired_throughput(lambda images: None, lambda images: None, batches,
+                              torch.device("cpu"), repeats=4)
+
+    assert (speed.full_network, speed.early_exit) == (8.0, 16.0)
+    assert speed.speedup == speed.early_exit / speed.full_network == 2.0
+    assert speed.paired_speedup_range == (0.5, 4.0)
+    assert (speed.repeats, speed.images) == (4, 6)
+    assert speed.as_json() == {"images_per_second": {"full_network": 8.0, "early_exit": 16.0},
+                               "speedup": 2.0, "paired_speedup_range": [0.5, 4.0],
+                               "timing_repeats": 4, "timed_images": 6}
+    assert "early exit 16.0 images/s vs full network 8.0 images/s, 2.00x" in speed.summary()
+    assert "4 paired passes over 6 images" in speed.summary()
+
+
+def test_paired_throughput_needs_a_repetition():
+    with pytest.raises(ValueError, match="repetition"):
+        paired_throughput(lambda images: None, lambda images: None, [torch.zeros(1, 1)],
+                          torch.device("cpu"), repeats=0)
