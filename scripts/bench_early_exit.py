@@ -28,7 +28,8 @@ from args import OneLineParser, parse_args  # noqa: E402
 from models import build_model  # noqa: E402
 from models.boosting import build_boosted  # noqa: E402
 from op_counter import count_exit_costs  # noqa: E402
-from utils.early_exit import early_exit_predict, early_exit_throughput, expected_cost  # noqa: E402
+from utils.early_exit import (Throughput, early_exit_predict, early_exit_throughput,  # noqa: E402
+                              expected_cost)
 
 COMMON_FLAGS = ["--dataset", "cifar100", "--arch", "msdnet", "--nChannels", "16", "--nBlocks", "7"]
 PRESETS = {"lin_grow": ["--stepmode", "lin_grow", "--step", "1", "--base", "1"],
@@ -42,14 +43,18 @@ def parse_bench_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--presets", nargs="+", choices=list(PRESETS), default=list(PRESETS))
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--batches", type=int, default=2, help="batches (thresholds are fitted on them)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed passes over the batches")
+    parser.add_argument("--repeats", type=int, default=10,
+                        help="timed passes over the batches (paired: each path once per pass)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("results/bench_early_exit.json"))
-    return parser.parse_args(argv)
+    bench = parser.parse_args(argv)
+    if bench.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {bench.repeats}")
+    return bench
 
 
-def benchmark(flags: list[str], bench: argparse.Namespace) -> dict:
+def benchmark(flags: list[str], bench: argparse.Namespace) -> tuple[dict, Throughput]:
     """Thresholds for expected cost <= 1/2 on the model's own outputs, then paired timings."""
     torch.manual_seed(bench.seed)
     model_args = parse_args(flags)
@@ -81,9 +86,8 @@ def benchmark(flags: list[str], bench: argparse.Namespace) -> dict:
         "agreement_with_full_network": agreement,
         "matches_simulation": exit_counts.tolist() == simulated_counts.tolist()
         and cost == simulated_cost,
-        "images_per_second": {"full_network": speed.full_network, "early_exit": speed.early_exit},
-        "speedup": speed.speedup,
-        "meets_target": speed.speedup >= TARGET_SPEEDUP and cost_fraction <= MAX_COST_FRACTION}
+        **speed.as_json(),
+        "meets_target": speed.speedup >= TARGET_SPEEDUP and cost_fraction <= MAX_COST_FRACTION}, speed
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -94,14 +98,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
               "repeats": bench.repeats, "max_cost_fraction": MAX_COST_FRACTION,
               "target_speedup": TARGET_SPEEDUP, "results": {}}
     for name in bench.presets:
-        result = benchmark(COMMON_FLAGS + PRESETS[name], bench)
+        result, speed = benchmark(COMMON_FLAGS + PRESETS[name], bench)
         report["results"][name] = result
-        speed = result["images_per_second"]
         print(f"{name}: expected cost {result['expected_cost'] / 1e6:.2f}M of "
               f"{result['full_cost'] / 1e6:.2f}M ({result['expected_cost_fraction']:.1%}), exits "
-              f"{result['exit_counts']}; early exit {speed['early_exit']:.1f} images/s vs full network "
-              f"{speed['full_network']:.1f} images/s: {result['speedup']:.2f}x (target "
-              f"{TARGET_SPEEDUP}x, {bench.threads} thread(s))")
+              f"{result['exit_counts']}; {speed.summary()} (target {TARGET_SPEEDUP}x, "
+              f"{bench.threads} thread(s))")
     bench.out.parent.mkdir(parents=True, exist_ok=True)
     bench.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {bench.out}")

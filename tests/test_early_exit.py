@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,11 +13,13 @@ from torch.utils.data import DataLoader
 from adaptive_inference import apply_thresholds, exit_fractions, find_thresholds
 from models import MultiExitNetwork
 from models.boosting import BoostedNetwork, build_boosted
+from tests.graph_stand_in import fake_capture
 from tests.run_fixtures import tiny_args, trained_model
+import utils.cuda_graphs
 import utils.early_exit
 from utils.data import build_splits
 from utils.early_exit import (GraphedExitStages, early_exit_predict, exit_stage, expected_cost,
-                              inference_model, paired_throughput, tensor_leaves)
+                              inference_model, paired_throughput)
 
 LEVELS = (3, 10, 20, 30, 39)
 TEST_IMAGES = 200
@@ -153,29 +156,11 @@ def test_threshold_count_must_match_the_exits(case):
         early_exit_predict(case.network, case.images, [0.5])
 
 
-class ReplayedGraph:
-    """CPU stand-in for a captured CUDA graph: replay reruns the call, writing into the outputs
-    of the capture in place, as a real replay overwrites its static output buffers."""
-
-    def __init__(self, run):
-        self.run = run
-        self.outputs = run()
-
-    def replay(self) -> None:
-        for static, fresh in zip(tensor_leaves(self.outputs), tensor_leaves(self.run())):
-            static.copy_(fresh)
-
-
-def fake_capture(run, warmup=3):
-    graph = ReplayedGraph(run)
-    return graph, graph.outputs
-
-
 @pytest.mark.parametrize("batch", [1, 7])
 def test_graphed_stages_reuse_static_buffers_correctly(case, batch, monkeypatch):
     """The bookkeeping of GraphedExitStages (static inputs, chained outputs, eager fallback for
     other sizes) with a CPU stand-in for capture; the GPU test checks real graphs."""
-    monkeypatch.setattr(utils.early_exit, "capture", fake_capture)
+    monkeypatch.setattr(utils.cuda_graphs, "capture", fake_capture)
     thresholds = protocol_thresholds(case.probs, 10)
     chunks = case.images[:28].split(batch)
     eager = [early_exit_predict(case.network, c, thresholds) for c in chunks]
@@ -191,7 +176,7 @@ def test_graphed_stages_reuse_static_buffers_correctly(case, batch, monkeypatch)
 
 
 def test_graphed_stages_refuse_inputs_of_another_shape(case, monkeypatch):
-    monkeypatch.setattr(utils.early_exit, "capture", fake_capture)
+    monkeypatch.setattr(utils.cuda_graphs, "capture", fake_capture)
     stages = GraphedExitStages(exit_stage(case.network), 1, torch.device("cuda"))
     with torch.inference_mode():
         stages(0, case.images[:1], None)
@@ -230,3 +215,39 @@ def test_paired_throughput_times_every_batch_of_both_paths():
 
     assert calls == {"full": 1 + 3 * len(batches), "early": 1 + 3 * len(batches)}
     assert speed.full_network > 0 and speed.early_exit > 0 and speed.speedup > 0
+
+
+def scripted_clock(durations: list[float]) -> SimpleNamespace:
+    """A stand-in for the `time` module whose perf_counter makes the k-th timed pass last durations[k]."""
+    readings, now = [], 0.0
+    for duration in durations:
+        readings += [now, now + duration]
+        now += duration
+    return SimpleNamespace(perf_counter=iter(readings).__next__)
+
+
+def test_paired_throughput_reports_rates_whose_ratio_is_its_speedup(monkeypatch):
+    """Passes alternate (full, early), (early, full), ...; 6 images a pass. Full network rates
+    8, 8, 4, 16 images/s (median 8), early exit 16, 24, 16, 8 (median 16): 2x, paired 0.5x-4x."""
+    pass_durations = [0.75, 0.375, 0.25, 0.75, 1.5, 0.375, 0.75, 0.375]
+    monkeypatch.setattr(utils.early_exit, "time", scripted_clock(pass_durations))
+    batches = [torch.zeros(4, 1), torch.zeros(2, 1)]
+
+    speed = paired_throughput(lambda images: None, lambda images: None, batches,
+                              torch.device("cpu"), repeats=4)
+
+    assert (speed.full_network, speed.early_exit) == (8.0, 16.0)
+    assert speed.speedup == speed.early_exit / speed.full_network == 2.0
+    assert speed.paired_speedup_range == (0.5, 4.0)
+    assert (speed.repeats, speed.images) == (4, 6)
+    assert speed.as_json() == {"images_per_second": {"full_network": 8.0, "early_exit": 16.0},
+                               "speedup": 2.0, "paired_speedup_range": [0.5, 4.0],
+                               "timing_repeats": 4, "timed_images": 6}
+    assert "early exit 16.0 images/s vs full network 8.0 images/s, 2.00x" in speed.summary()
+    assert "4 paired passes over 6 images" in speed.summary()
+
+
+def test_paired_throughput_needs_a_repetition():
+    with pytest.raises(ValueError, match="repetition"):
+        paired_throughput(lambda images: None, lambda images: None, [torch.zeros(1, 1)],
+                          torch.device("cpu"), repeats=0)

@@ -244,6 +244,10 @@ def test_real_exit_agrees_with_simulation_and_touches_only_outputs(run_copy, mon
     assert report["expected_cost"] == pytest.approx(report["simulated_expected_cost"], rel=1e-12)
     assert report["images_per_second"]["early_exit"] > 0 and report["images_per_second"]["full_network"] > 0
     assert report["samples"] == sum(report["exit_counts"]) == 2 * 64
+    rates = report["images_per_second"]
+    assert report["speedup"] == pytest.approx(rates["early_exit"] / rates["full_network"], rel=1e-12)
+    low, high = report["paired_speedup_range"]
+    assert low <= high and report["timing_repeats"] == 1 and report["timed_images"] == report["samples"]
     assert report["cuda_graphs"] == report["device"].startswith("cuda")
 
 

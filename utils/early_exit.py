@@ -17,12 +17,12 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
-from torch.utils._pytree import tree_leaves, tree_map
 
 from models import select_samples
 from models.boosting import BoostedNetwork
 from models.multi_exit import Features
-from utils.fast_step import build_eval_forward, capture
+from utils.cuda_graphs import ShapeGraphs, require_cuda, tensor_leaves
+from utils.fast_step import build_eval_forward
 
 
 @dataclass
@@ -103,7 +103,7 @@ def early_exit_predict(model: BoostedNetwork, images: Tensor, thresholds: Sequen
     return EarlyExitResult(predictions, exit_index)
 
 
-class GraphedExitStages:
+class GraphedExitStages(ShapeGraphs):
     """Exit stages replayed from one CUDA graph each for sub-batches of `batch_size` samples.
 
     Early exit at batch 1 is all launch overhead on a GPU; each stage (blocks, head, ensemble,
@@ -114,43 +114,13 @@ class GraphedExitStages:
     """
 
     def __init__(self, stage: ExitStage, batch_size: int, device: torch.device):
-        if device.type != "cuda":
-            raise RuntimeError(f"GraphedExitStages needs a CUDA device, got {device}; "
-                               f"use the eager stage")
-        self.stage, self.batch_size = stage, batch_size
-        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, list[Tensor], tuple]] = {}
+        require_cuda(device, "GraphedExitStages", "use the eager stage")
 
-    def __call__(self, n: int, features: Features, previous: Optional[Tensor]
-                 ) -> tuple[Features, Tensor, Tensor, Tensor]:
-        inputs = tensor_leaves((features, previous))
-        if inputs[0].shape[0] != self.batch_size:
-            return self.stage(n, features, previous)
-        if n not in self.graphs:
-            self.graphs[n] = self._capture(n, features, previous)
-        graph, static_inputs, static_outputs = self.graphs[n]
-        if [t.shape for t in static_inputs] != [t.shape for t in inputs]:
-            raise ValueError(f"exit stage {n} was captured for inputs of shapes "
-                             f"{[tuple(t.shape) for t in static_inputs]}, got "
-                             f"{[tuple(t.shape) for t in inputs]}")
-        for static, given in zip(static_inputs, inputs):
-            if static is not given:
-                static.copy_(given)
-        graph.replay()
-        return static_outputs
+        def full_batch_stage(n: int, features: Features, previous: Optional[Tensor]) -> Optional[int]:
+            """Stage n's graph for a sub-batch of `batch_size` samples, none for other sizes."""
+            return n if tensor_leaves((features, previous))[0].shape[0] == batch_size else None
 
-    def _capture(self, n: int, features: Features, previous: Optional[Tensor]
-                 ) -> tuple[torch.cuda.CUDAGraph, list[Tensor], tuple]:
-        owned = {id(t) for _, _, outputs in self.graphs.values() for t in tensor_leaves(outputs)}
-        static_features, static_previous = tree_map(
-            lambda t: t if not isinstance(t, Tensor) or id(t) in owned else t.clone(),
-            (features, previous))
-        graph, outputs = capture(lambda: self.stage(n, static_features, static_previous))
-        return graph, tensor_leaves((static_features, static_previous)), outputs
-
-
-def tensor_leaves(tree: object) -> list[Tensor]:
-    """The tensors of a nested features structure, in a fixed order."""
-    return [leaf for leaf in tree_leaves(tree) if isinstance(leaf, Tensor)]
+        super().__init__(stage, stage, key=full_batch_stage, copy_outputs=False)
 
 
 def expected_cost(exit_counts: Tensor, costs: Sequence[float]) -> float:
@@ -165,45 +135,74 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def seconds(step: Callable[[Tensor], object], images: Tensor, device: torch.device) -> float:
-    """Wall-clock time of one call of `step` on `images`, queued GPU work included."""
+def pass_seconds(step: Callable[[Tensor], object], batches: Sequence[Tensor],
+                 device: torch.device) -> float:
+    """Wall-clock time of one call of `step` per batch, all batches in a row, queued GPU work included."""
     synchronize(device)
     start = time.perf_counter()
-    step(images)
+    for images in batches:
+        step(images)
     synchronize(device)
     return time.perf_counter() - start
 
 
 @dataclass
 class Throughput:
-    """Images/s of the full network and of early exit, and the speed-up of early exit."""
+    """Images/s of the full network and of early exit over the same images, and what they imply.
+
+    Each rate is the median over `repeats` timed passes over all `images`; `speedup` is the
+    ratio of those two medians, and `paired_speedup_range` the smallest and largest ratio of
+    early exit's rate to the full network's within one repetition (their spread).
+    """
 
     full_network: float
     early_exit: float
     speedup: float
+    paired_speedup_range: tuple[float, float]
+    repeats: int
+    images: int
+
+    def as_json(self) -> dict:
+        """The figures as JSON fields (shared by real_exit.json and the benchmark report)."""
+        return {"images_per_second": {"full_network": self.full_network, "early_exit": self.early_exit},
+                "speedup": self.speedup, "paired_speedup_range": list(self.paired_speedup_range),
+                "timing_repeats": self.repeats, "timed_images": self.images}
+
+    def summary(self) -> str:
+        """One line whose speed-up is the ratio of the two rates it prints."""
+        low, high = self.paired_speedup_range
+        return (f"early exit {self.early_exit:.1f} images/s vs full network {self.full_network:.1f} "
+                f"images/s, {self.speedup:.2f}x (medians of {self.repeats} paired passes over "
+                f"{self.images} images; per-pass ratio {low:.2f}-{high:.2f}x)")
 
 
 def paired_throughput(full_network: Callable[[Tensor], object], early_exit: Callable[[Tensor], object],
                       batches: Sequence[Tensor], device: torch.device, repeats: int) -> Throughput:
-    """Both paths timed back to back on every batch (alternating which goes first), summarised by medians.
+    """Each repetition times one pass over all `batches` with each path, back to back (alternating
+    which goes first); rates are medians over repetitions, the spread from the paired ratios.
 
-    Pairs close in time share the machine's background load, so the median ratio of a pair's
-    times is a stable speed-up even on a busy machine; one warm-up call of each comes first.
+    A pair close in time shares the machine's background load, so the spread of paired ratios
+    shows how far load moved the speed-up; one warm-up call of each path comes first.
     """
+    if repeats < 1:
+        raise ValueError(f"need at least one timed repetition, got {repeats}")
     full_network(batches[0])
     early_exit(batches[0])
-    full_times, early_times, ratios = [], [], []
+    images = sum(len(batch) for batch in batches)
+    full_rates, early_rates = [], []
     for repeat in range(repeats):
-        for images in batches:
-            if repeat % 2:
-                early, full = seconds(early_exit, images, device), seconds(full_network, images, device)
-            else:
-                full, early = seconds(full_network, images, device), seconds(early_exit, images, device)
-            full_times.append(full / len(images))
-            early_times.append(early / len(images))
-            ratios.append(full / early)
-    return Throughput(full_network=1 / statistics.median(full_times),
-                      early_exit=1 / statistics.median(early_times), speedup=statistics.median(ratios))
+        if repeat % 2:
+            early = pass_seconds(early_exit, batches, device)
+            full = pass_seconds(full_network, batches, device)
+        else:
+            full = pass_seconds(full_network, batches, device)
+            early = pass_seconds(early_exit, batches, device)
+        full_rates.append(images / full)
+        early_rates.append(images / early)
+    ratios = [early_rate / full_rate for early_rate, full_rate in zip(early_rates, full_rates)]
+    full_rate, early_rate = statistics.median(full_rates), statistics.median(early_rates)
+    return Throughput(full_network=full_rate, early_exit=early_rate, speedup=early_rate / full_rate,
+                      paired_speedup_range=(min(ratios), max(ratios)), repeats=repeats, images=images)
 
 
 def early_exit_throughput(model: BoostedNetwork, batches: Sequence[Tensor],
@@ -211,8 +210,8 @@ def early_exit_throughput(model: BoostedNetwork, batches: Sequence[Tensor],
                           repeats: int) -> Throughput:
     """Images/s of the full network and of real early exit, both on one inference copy of `model`.
 
-    On a GPU both replay CUDA graphs: the full network one per batch shape, early exit one per
-    exit stage while a sub-batch keeps the first batch's size (other sizes run eagerly).
+    On a GPU both replay CUDA graphs: the full network one at the first batch's shape, early exit
+    one per exit stage while a sub-batch keeps the first batch's size (other sizes run eagerly).
     """
     fast = inference_model(model)
     graphs = device.type == "cuda"

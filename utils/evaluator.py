@@ -47,7 +47,7 @@ CACHE_DIR = "cache"
 DIGEST_CHARS = 16
 TOP_K = (1, 5)
 TIMED_BATCHES = 4
-TIMING_REPEATS = 3
+TIMING_REPEATS = 10
 
 
 @dataclass
@@ -335,16 +335,14 @@ def evaluate_real_exit(run: LoadedRun, dataset: Dataset, test: SplitOutputs,
         **run_header(run), "device": str(run.device), "batch_size": run.args.eval_batch_size,
         "cuda_graphs": run.device.type == "cuda",
         "samples": samples, "thresholds": thresholds,
-        "images_per_second": {"full_network": speed.full_network, "early_exit": speed.early_exit},
-        "speedup": speed.speedup, "full_cost": run.costs.flops[-1],
+        **speed.as_json(), "full_cost": run.costs.flops[-1],
         "expected_cost": expected_cost(counts, run.costs.flops),
         "simulated_expected_cost": simulated_cost,
         "accuracy": (predictions == targets).sum().item() * 100.0 / samples,
         "simulated_accuracy": simulated_accuracy,
         "exit_counts": counts.tolist(), "simulated_exit_counts": simulated_counts.tolist()}
     print(f"real early exit ({run.name}, {samples} test images, batch {run.args.eval_batch_size}, "
-          f"{run.device}): {speed.early_exit:.1f} images/s vs full network {speed.full_network:.1f} "
-          f"images/s ({speed.speedup:.2f}x); accuracy {percent(result['accuracy'])}% (simulated "
+          f"{run.device}): {speed.summary()}; accuracy {percent(result['accuracy'])}% (simulated "
           f"{percent(simulated_accuracy)}%), exits {slash_joined(counts.tolist())}")
     write_json(run.run_dir / "real_exit.json", result)
 

@@ -39,12 +39,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 from dataclasses import dataclass
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.utils._pytree import register_dataclass
 
 from models.boosting import BoostedNetwork, ExitObjective
+from utils.cuda_graphs import ShapeGraphs, require_cuda
 from utils.errors import UserError
 from utils.metrics import correct_counts
 
@@ -52,7 +54,6 @@ STEP_MODES = ("eager", "compile", "cuda_graph", "compiled_cuda_graph")
 GRAPH_MODES = ("cuda_graph", "compiled_cuda_graph")
 COMPILED_MODES = ("compile", "compiled_cuda_graph")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-WARMUP_STEPS = 3
 FUSED_SGD_DEVICES = ("cuda", "cpu")
 
 ForwardFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]
@@ -67,6 +68,8 @@ class StepOutput:
     per_exit_correct: Tensor
 
 
+register_dataclass(StepOutput)  # a pytree, so a captured step's outputs are copied field by field
+
 TrainStep = Callable[[Tensor, Tensor], StepOutput]
 EvalForward = Callable[[Tensor], list[Tensor]]
 
@@ -77,13 +80,10 @@ def resolve_step_mode(args: argparse.Namespace, device: torch.device, world_size
     `--compile` means the compiled step captured as one CUDA graph on a single GPU, and plain
     torch.compile on the CPU or under torchrun (a captured step cannot hold DDP's all-reduces).
     """
-    if (args.compile or args.cuda_graph) and args.amp == "fp16":
-        raise UserError("--amp fp16 needs a dynamic loss scale, which the fast step does not "
-                        "capture; use --amp bf16 with --compile or --cuda-graph")
+    fast_flag = "--cuda-graph" if args.cuda_graph else "--compile" if args.compile else None
+    require_eager_for_fp16(args.amp, fast_flag, UserError)
     if args.cuda_graph:
-        if device.type != "cuda":
-            raise UserError(f"--cuda-graph needs a CUDA device, this run uses {device}; "
-                            f"use --compile on the CPU")
+        require_cuda(device, "--cuda-graph", "use --compile on the CPU", UserError)
         if world_size > 1:
             raise UserError("--cuda-graph captures a single-process step; under torchrun use "
                             "--compile")
@@ -91,6 +91,15 @@ def resolve_step_mode(args: argparse.Namespace, device: torch.device, world_size
     if args.compile:
         return "compiled_cuda_graph" if device.type == "cuda" and world_size == 1 else "compile"
     return "eager"
+
+
+def require_eager_for_fp16(amp: Optional[str], fast: Optional[str],
+                           error: type[Exception] = ValueError) -> None:
+    """fp16 needs GradScaler's overflow check on the host each step, which only the eager step
+    makes: refuse it with `fast` (the fast step asked for; None for the eager step)."""
+    if amp == "fp16" and fast is not None:
+        raise error(f"--amp fp16 needs a dynamic loss scale, which only the eager step applies, "
+                    f"not {fast}; use --amp bf16 with it")
 
 
 def make_sgd(param_groups: Iterable[dict], lr: float, momentum: float,
@@ -166,19 +175,14 @@ def compiled(fn: Callable, compile_mode: Optional[str], backend: str) -> Callabl
     return torch.compile(fn, mode=compile_mode, backend=backend, dynamic=False)
 
 
-def check_graph_ready(network: BoostedNetwork, optimizer: torch.optim.Optimizer,
-                      amp: Optional[str]) -> None:
+def check_graph_ready(network: BoostedNetwork, optimizer: torch.optim.Optimizer) -> None:
     """Refuse what a captured step cannot do, with the reason."""
-    if not torch.cuda.is_available() or model_device(network).type != "cuda":
-        raise RuntimeError("a CUDA-graph step needs the model on a CUDA device; "
-                           "use mode 'compile' or 'eager' on the CPU")
+    require_cuda(model_device(network), "a CUDA-graph step", "use mode 'compile' or 'eager' on the CPU")
     if isinstance(network.backbone, nn.parallel.DistributedDataParallel):
         raise ValueError("a CUDA-graph step cannot capture DistributedDataParallel; use 'compile'")
     if not isinstance(optimizer, torch.optim.SGD) or any(
             not group["fused"] or group["dampening"] != 0 for group in optimizer.param_groups):
         raise ValueError("a CUDA-graph step needs fused SGD without dampening (utils.fast_step.make_sgd)")
-    if amp == "fp16":
-        raise ValueError("amp 'fp16' needs a dynamic loss scale; capture bf16 or fp32")
 
 
 def build_train_step(network: BoostedNetwork, objective: ExitObjective,
@@ -196,9 +200,8 @@ def build_train_step(network: BoostedNetwork, objective: ExitObjective,
     if mode not in STEP_MODES:
         raise ValueError(f"unknown step mode {mode!r}; choose one of {', '.join(STEP_MODES)}")
     if mode in GRAPH_MODES:
-        check_graph_ready(network, optimizer, amp)
-    elif amp == "fp16" and mode != "eager":
-        raise ValueError("amp 'fp16' needs a dynamic loss scale; use it with mode 'eager'")
+        check_graph_ready(network, optimizer)
+    require_eager_for_fp16(amp, None if mode == "eager" else f"mode {mode!r}")
     memory_format = memory_format_for(channels_last)
     if channels_last:
         network.to(memory_format=memory_format)
@@ -264,24 +267,6 @@ def training_state_of(model: nn.Module, objective: nn.Module,
     return tensors
 
 
-def capture(run: Callable[[], object], warmup: int = WARMUP_STEPS
-            ) -> tuple[torch.cuda.CUDAGraph, object]:
-    """Run `run` `warmup` times on a side stream, then capture one call as a CUDA graph.
-
-    Thread-local capture, so a DataLoader's pin-memory thread may keep working meanwhile.
-    """
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(warmup):
-            run()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-        outputs = run()
-    return graph, outputs
-
-
 class CapturedStep:
     """A training step replayed from one CUDA graph; shapes other than the captured one run eagerly.
 
@@ -291,31 +276,21 @@ class CapturedStep:
     """
 
     def __init__(self, step: EagerStep, fallback: EagerStep, state: Callable[[], list[Tensor]]):
-        self.step, self.fallback, self.state = step, fallback, state
-        self.graph: Optional[torch.cuda.CUDAGraph] = None
-        self.static_inputs: tuple[Tensor, ...] = ()
-        self.static_outputs: Optional[StepOutput] = None
+        self.step = step
+        self.graphs = ShapeGraphs(step.run, fallback, max_graphs=1, device=step.rates[0].device,
+                                  around_capture=lambda: undone(state))
 
     def __call__(self, images: Tensor, targets: Tensor) -> StepOutput:
         keep_learning_rates(self.step.optimizer, self.step.rates)
-        if self.graph is None:
-            self._capture(images, targets)
-        static_images, static_targets = self.static_inputs
-        if images.shape != static_images.shape:
-            return self.fallback(images, targets)
-        static_images.copy_(images, non_blocking=True)
-        static_targets.copy_(targets, non_blocking=True)
-        self.graph.replay()
-        outputs = self.static_outputs
-        return StepOutput(outputs.loss.clone(), outputs.per_exit_losses.clone(),
-                          outputs.per_exit_correct.clone())
+        return self.graphs(images, targets)
 
-    def _capture(self, images: Tensor, targets: Tensor) -> None:
-        device = self.step.rates[0].device
-        self.static_inputs = (images.to(device, copy=True), targets.to(device, copy=True))
-        before = [(tensor, tensor.clone()) for tensor in self.state()]
-        self.graph, self.static_outputs = capture(lambda: self.step.run(*self.static_inputs))
-        restore_state(before, self.state())
+
+@contextlib.contextmanager
+def undone(state: Callable[[], list[Tensor]]) -> Iterator[None]:
+    """What runs inside leaves the training state as it found it (new state tensors zeroed)."""
+    saved = [(tensor, tensor.clone()) for tensor in state()]
+    yield
+    restore_state(saved, state())
 
 
 @torch.no_grad()
@@ -340,8 +315,8 @@ def build_eval_forward(model: nn.Module, mode: str, amp: Optional[str] = None,
     """
     if mode not in STEP_MODES:
         raise ValueError(f"unknown step mode {mode!r}; choose one of {', '.join(STEP_MODES)}")
-    if mode in GRAPH_MODES and model_device(model).type != "cuda":
-        raise RuntimeError("a CUDA-graph forward needs the model on a CUDA device")
+    if mode in GRAPH_MODES:
+        require_cuda(model_device(model), "a CUDA-graph forward", "use mode 'compile' or 'eager'")
     memory_format = memory_format_for(channels_last)
     if channels_last:
         model.to(memory_format=memory_format)
@@ -355,25 +330,5 @@ def build_eval_forward(model: nn.Module, mode: str, amp: Optional[str] = None,
     fast = torch.no_grad()(compiled(forward, compile_mode, compile_backend)
                            if mode in COMPILED_MODES else forward)
     if mode in GRAPH_MODES:
-        return CapturedForward(fast, eager)
+        return ShapeGraphs(fast, eager, max_graphs=1)
     return fast
-
-
-class CapturedForward:
-    """An evaluation forward replayed from a CUDA graph captured at the first batch shape."""
-
-    def __init__(self, forward: EvalForward, eager: EvalForward):
-        self.forward, self.eager = forward, eager
-        self.graph: Optional[torch.cuda.CUDAGraph] = None
-        self.static_images: Optional[Tensor] = None
-        self.static_logits: list[Tensor] = []
-
-    def __call__(self, images: Tensor) -> list[Tensor]:
-        if self.graph is None:
-            self.static_images = images.clone()
-            self.graph, self.static_logits = capture(lambda: self.forward(self.static_images))
-        if images.shape != self.static_images.shape:
-            return self.eager(images)
-        self.static_images.copy_(images, non_blocking=True)
-        self.graph.replay()
-        return [logits.clone() for logits in self.static_logits]
