@@ -9,24 +9,19 @@ bash scripts/setup_env.sh
 VENV="${BOOSTNET_VENV:-$ROOT/.venv}"
 
 # run_recipe DATASET EVALMODE RECIPE [training flags...]
-# Trains into RESULT_DIR (continuing it with --resume when it already holds a checkpoint),
+# Trains into RESULT_DIR (continuing it when it already holds a checkpoint: --resume auto),
 # then evaluates that run directory with the matching eval entry point.
 run_recipe() {
   local dataset="$1" evalmode="$2" recipe="$3"
   shift 3
   local run_dir="${RESULT_DIR:-runs/$recipe}"
-  local resume=()
-  if [ -f "$run_dir/model_latest.pth" ]; then
-    echo "[$recipe] $run_dir holds a checkpoint: resuming it" >&2
-    resume=(--resume)
-  fi
   if [ "$dataset" = imagenet ]; then
     "$VENV/bin/torchrun" --standalone --nproc_per_node "${NGPUS:-4}" train_imagenet.py \
-      --data-root "${DATA_ROOT:-data/imagenet}" --result_dir "$run_dir" "${resume[@]}" "$@"
+      --data-root "${DATA_ROOT:-data/imagenet}" --result_dir "$run_dir" --resume auto "$@"
     "$VENV/bin/python" eval_imagenet.py --evaluate-from "$run_dir" --evalmode "$evalmode"
   else
     "$VENV/bin/python" train_cifar100.py --dataset "$dataset" --data-root "${DATA_ROOT:-data}" \
-      --result_dir "$run_dir" "${resume[@]}" "$@"
+      --result_dir "$run_dir" --resume auto "$@"
     "$VENV/bin/python" eval_cifar100.py --evaluate-from "$run_dir" --evalmode "$evalmode"
   fi
 }
