@@ -26,7 +26,7 @@ MID_EPOCH_MUST_MATCH = ("batch_size", "max_steps_per_epoch")
 class StopSignals:
     """While entered, SIGTERM, SIGUSR1 and the first Ctrl-C only record a stop request (the
     loop then finishes its step and saves); a second Ctrl-C raises KeyboardInterrupt at once.
-    Installs nothing outside the main thread, where Python cannot receive signals."""
+    Off the main thread, where Python allows no signal handlers, it installs nothing."""
 
     def __init__(self):
         self.requested: Optional[str] = None
