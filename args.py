@@ -56,6 +56,35 @@ def comma_int_list(text: str) -> list[int]:
     return int_list(text, ",") if text else []
 
 
+def resume_mode(text: str) -> str:
+    """The optional value of `--resume`: only 'auto' (resume if a checkpoint exists)."""
+    if text != "auto":
+        raise argparse.ArgumentTypeError(f"the only value it takes is 'auto', got {text!r}")
+    return text
+
+
+def interval_parts(text: str) -> tuple[int | None, float | None]:
+    """`--checkpoint-interval` as (steps, seconds): '500' is 500 steps, '30m' is 30 minutes."""
+    try:
+        if text.endswith("m"):
+            steps, seconds = None, float(text[:-1]) * 60
+        else:
+            steps, seconds = int(text), None
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of steps (500) or minutes (30m), got {text!r}") from None
+    amount = steps if steps is not None else seconds
+    if not (math.isfinite(amount) and amount > 0):
+        raise argparse.ArgumentTypeError(f"the interval must be positive, got {text!r}")
+    return steps, seconds
+
+
+def checkpoint_interval(text: str) -> str:
+    """Validate `--checkpoint-interval` and keep it as typed (config.json stays readable)."""
+    interval_parts(text)
+    return text
+
+
 def build_parser(prog: str | None = None) -> OneLineParser:
     p = OneLineParser(prog=prog, description="BoostNet: boosted dynamic neural networks")
 
@@ -117,7 +146,16 @@ def build_parser(prog: str | None = None) -> OneLineParser:
                    help="start from a paper recipe's flags (utils/recipes.py); flags given here "
                         "override them")
     r.add_argument("--result_dir", "--save", dest="result_dir", default="runs/default")
-    r.add_argument("--resume", action="store_true", help="continue from RESULT_DIR/model_latest.pth")
+    r.add_argument("--resume", nargs="?", const=True, default=False, type=resume_mode,
+                   metavar="auto",
+                   help="continue from the newest checkpoint in RESULT_DIR (mid-epoch recovery "
+                        "or model_latest.pth); '--resume auto' starts afresh when there is none")
+    r.add_argument("--checkpoint-interval", type=checkpoint_interval, default=None,
+                   metavar="N|Mm",
+                   help="also save a recovery checkpoint inside the epoch every N steps or M "
+                        "minutes (e.g. 500, 30m)")
+    r.add_argument("--deterministic", action="store_true",
+                   help="PyTorch's deterministic algorithms, no cuDNN autotuning")
     r.add_argument("--init-from", default=None,
                    help="start from the weights of a run directory or checkpoint (e.g. one written "
                         "by scripts/import_checkpoint.py) with a fresh optimiser; with --resume "

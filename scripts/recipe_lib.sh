@@ -10,7 +10,7 @@ bash scripts/setup_env.sh
 VENV="${BOOSTNET_VENV:-$ROOT/.venv}"
 
 # run_recipe RECIPE [training flags...]
-# Trains into RESULT_DIR (continuing it with --resume when it already holds a checkpoint),
+# Trains into RESULT_DIR (continuing it when it already holds a checkpoint: --resume auto),
 # then evaluates that run directory as the recipe says.
 run_recipe() {
   local recipe="$1"
@@ -19,18 +19,13 @@ run_recipe() {
   read -r -a fields <<< "$("$VENV/bin/python" -m utils.recipes "$recipe")"
   local family="${fields[0]}" eval_flags=("${fields[@]:1}")
   local run_dir="${RESULT_DIR:-runs/$recipe}"
-  local resume=()
-  if [ -f "$run_dir/model_latest.pth" ]; then
-    echo "[$recipe] $run_dir holds a checkpoint: resuming it" >&2
-    resume=(--resume)
-  fi
   if [ "$family" = imagenet ]; then
     "$VENV/bin/torchrun" --standalone --nproc_per_node "${NGPUS:-4}" train_imagenet.py \
       --recipe "$recipe" --data-root "${DATA_ROOT:-data/imagenet}" --result_dir "$run_dir" \
-      "${resume[@]}" "$@"
+      --resume auto "$@"
   else
     "$VENV/bin/python" train_cifar100.py --recipe "$recipe" --data-root "${DATA_ROOT:-data}" \
-      --result_dir "$run_dir" "${resume[@]}" "$@"
+      --result_dir "$run_dir" --resume auto "$@"
   fi
   "$VENV/bin/python" "eval_$family.py" --evaluate-from "$run_dir" "${eval_flags[@]}"
 }

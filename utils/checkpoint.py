@@ -9,7 +9,7 @@ import re
 import shutil
 import zipfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -40,16 +40,37 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def temporary_path(path: Path) -> Path:
+    """Where :func:`write_atomically` writes `path` before the rename: `.NAME.PID.tmp` beside it."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
 def write_atomically(path: Path, write: Callable[[str], None]) -> None:
-    """Call `write(temporary path)` next to `path`, then rename: readers never see half a file."""
+    """Call `write(temporary path)` next to `path`, flush it to disk, then rename: readers never
+    see half a file. An I/O error (disk full, unwritable folder) is a one-line UserError naming
+    the path and its cause; the temporary file is removed and `path` keeps its previous content."""
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary = temporary_path(path)
     try:
         write(str(temporary))
+        fsync(temporary)
         os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {error.strerror or error}; its previous version, "
+                        f"if any, is unchanged") from None
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def fsync(path: Path) -> None:
+    """Push a written file's data to the disk, so a rename never publishes an empty file."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def write_text_atomically(path: Path, text: str) -> None:
@@ -57,14 +78,47 @@ def write_text_atomically(path: Path, text: str) -> None:
     write_atomically(path, lambda temporary: Path(temporary).write_text(text))
 
 
-def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """torch.save `state` to `path` atomically (temporary file, then rename)."""
-    write_atomically(path, lambda temporary: torch.save(state, temporary))
+def save_checkpoint(state: dict[str, Any], path: Path, copies: Sequence[Path] = ()) -> None:
+    """torch.save `state` to `path` atomically; each of `copies` (model_best.pth) gets the same
+    bytes before `path` is renamed into place, so a kill leaves the copy ahead, never behind."""
+    def write(temporary: str) -> None:
+        with open(temporary, "wb") as file:  # a Python file: torch then reports errno (ENOSPC)
+            torch.save(state, file)
+        for copy in copies:
+            copy_atomically(Path(temporary), copy)
+    write_atomically(path, write)
 
 
 def copy_atomically(source: Path, destination: Path) -> None:
     """Copy a finished file to `destination` atomically (e.g. latest -> best checkpoint)."""
     write_atomically(destination, lambda temporary: shutil.copyfile(source, temporary))
+
+
+def remove_orphaned_temporary_files(folder: Path) -> list[Path]:
+    """Delete the `.NAME.PID.tmp` files in `folder` whose writing process no longer runs (it
+    was killed mid-write); returns them."""
+    orphans = [path for path in Path(folder).glob(".*.tmp")
+               if (pid := writer_pid(path)) is not None and not process_exists(pid)]
+    for path in orphans:
+        path.unlink(missing_ok=True)
+    return orphans
+
+
+def writer_pid(temporary: Path) -> Optional[int]:
+    """The process id in a `.NAME.PID.tmp` name, or None for a name not made by this module."""
+    pid = temporary.name[:-len(".tmp")].rpartition(".")[2]
+    return int(pid) if pid.isdigit() else None
+
+
+def process_exists(pid: int) -> bool:
+    """Whether a process with this id runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by someone else
+        return True
+    return True
 
 
 NUMPY_SCALAR_DTYPES = ("float64", "float32", "int64", "int32", "bool")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional
@@ -26,6 +27,7 @@ from utils.checkpoint import write_text_atomically
 from utils.datasets import DatasetInfo, dataset_info
 from utils.distributed import DistInfo, launch_info
 from utils.errors import UserError
+from utils.recovery import STOP_SIGNALS
 
 SPLIT_FILE = "split.json"
 CIFAR_PADDING = 4
@@ -193,14 +195,31 @@ def train_loader(dataset: Dataset, args: argparse.Namespace, info: DistInfo,
                                  shuffle=True, seed=args.seed, drop_last=True)
     return DataLoader(dataset, batch_size=args.batch_size, sampler=sampler,
                       num_workers=args.workers, pin_memory=device.type == "cuda",
-                      generator=torch.Generator())
+                      generator=torch.Generator(), worker_init_fn=leave_stop_signals_to_main)
+
+
+def remaining_batches(loader: DataLoader, done: int) -> DataLoader:
+    """The current epoch's batches after the first `done` (call after :func:`start_epoch`):
+    the same samples in the same order, the skipped ones never loaded."""
+    order = list(loader.sampler)[done * loader.batch_size:]
+    return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=order,
+                      num_workers=loader.num_workers, pin_memory=loader.pin_memory,
+                      generator=loader.generator, worker_init_fn=loader.worker_init_fn)
 
 
 def eval_loader(dataset: Dataset, batch_size: int, workers: int, info: DistInfo,
                 device: torch.device) -> DataLoader:
     """Batches of this rank's shard in order, without the padding DistributedSampler adds."""
     return DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), info),
-                      num_workers=workers, pin_memory=device.type == "cuda")
+                      num_workers=workers, pin_memory=device.type == "cuda",
+                      worker_init_fn=leave_stop_signals_to_main)
+
+
+def leave_stop_signals_to_main(worker_id: int) -> None:
+    """DataLoader workers ignore Ctrl-C, SIGTERM and SIGUSR1: the main process finishes its
+    step and saves first, and its workers end with it."""
+    for number in STOP_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:

@@ -74,6 +74,15 @@ def all_reduce_(tensor: torch.Tensor, op: dist.ReduceOp = dist.ReduceOp.SUM) -> 
     return tensor
 
 
+def all_gather_objects(value: object) -> list:
+    """Every rank's picklable `value` in rank order (`[value]` for a single process)."""
+    if not dist.is_initialized():
+        return [value]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
 def barrier() -> None:
     """Wait for every rank (a no-op for a single process)."""
     if dist.is_initialized():

@@ -5,17 +5,21 @@ weight-decay groups, MultiStepLR, the boosted or joint objective. The step itsel
 torch.compile or a captured CUDA graph; autocast, channels-last) comes from
 :mod:`utils.fast_step`; the loop keeps metrics on the device and synchronises with it only
 every `--log-interval` steps. Per epoch: validation (with --use-valid), config, log,
-TensorBoard scalars and an atomic `model_latest.pth` (+ `model_best.pth`), so `--resume`
-continues exactly where the last epoch ended.
+summary.csv, TensorBoard scalars and an atomic `model_latest.pth` (+ `model_best.pth`), so
+`--resume` continues exactly where the last epoch ended. Inside the epoch, every
+`--checkpoint-interval` and on SIGTERM, SIGUSR1 or Ctrl-C, an atomic `model_recovery.pth`
+records the position in the epoch too (:mod:`utils.recovery`); a stop then exits with
+EXIT_PREEMPTED. The run directory is locked while training (:mod:`utils.run_lock`).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -28,18 +32,22 @@ from tqdm import tqdm
 from models import MultiExitNetwork, build_model, param_groups_by_stage
 from models.boosting import build_boosted, build_objective
 from utils import distributed
-from utils.checkpoint import (capture_rng_state, copy_atomically, load_checkpoint, load_weights,
-                              restore_rng_state, save_checkpoint)
-from utils.data import build_splits, eval_loader, start_epoch, train_loader
+from utils.checkpoint import (capture_rng_state, load_checkpoint, load_weights, restore_rng_state,
+                              save_checkpoint)
+from utils.data import build_splits, eval_loader, remaining_batches, start_epoch, train_loader
 from utils.datasets import dataset_info
+from utils.determinism import deterministic_algorithms
 from utils.distributed import DistInfo
 from utils.errors import UserError
 from utils.fast_step import (build_eval_forward, build_train_step, make_sgd, memory_format_for,
                              resolve_step_mode)
 from utils.gpu_data import GpuBatches, use_gpu_data
 from utils.metrics import correct_counts
-from utils.run_dir import (BEST_CHECKPOINT, LATEST_CHECKPOINT, RunLog, check_run_dir,
-                           locate_checkpoint, run_config, write_config)
+from utils.recovery import PartialEpoch, RecoveryTrigger, newest_checkpoint, preempted
+from utils.run_dir import (BEST_CHECKPOINT, LATEST_CHECKPOINT, RECOVERY_CHECKPOINT, RunLog,
+                           check_run_dir, duration_text, locate_checkpoint, provenance, run_config,
+                           write_config, write_summary)
+from utils.run_lock import owned_run_dir
 
 RESUME_MUST_MATCH = ("dataset", "arch", "nBlocks", "base", "step", "stepmode", "nChannels",
                      "growthRate", "grFactor", "bnFactor", "prune", "reduction", "bottleneck",
@@ -65,9 +73,9 @@ class ExitMetrics:
         return values
 
     def summary(self) -> str:
-        """One line for the console: summed loss and every exit's accuracy."""
+        """One line for the console: the loss summed over exits and every exit's accuracy."""
         accuracies = "/".join(f"{a:.1f}" for a in self.accuracy)
-        return f"loss {sum(self.loss):.3f} acc {accuracies}"
+        return f"loss (sum of {len(self.loss)} exits) {sum(self.loss):.3f} acc {accuracies}"
 
 
 class MetricSums:
@@ -83,6 +91,16 @@ class MetricSums:
         self.loss += exit_losses.double() * batch_size
         self.correct += exit_correct
         self.count += batch_size
+
+    def state_dict(self) -> dict:
+        """The sums so far on the CPU (a recovery checkpoint carries them)."""
+        return {"loss": self.loss.cpu(), "correct": self.correct.cpu(), "count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from :meth:`state_dict`'s sums."""
+        self.loss.copy_(state["loss"])
+        self.correct.copy_(state["correct"])
+        self.count = state["count"]
 
     def metrics(self, across_ranks: bool) -> ExitMetrics:
         """Means over this rank's samples, or over all ranks' (exact: each sample counted once)."""
@@ -154,12 +172,13 @@ def build_scheduler(optimizer: torch.optim.Optimizer,
 def training_state(model: MultiExitNetwork, optimizer: torch.optim.Optimizer,
                    scheduler: torch.optim.lr_scheduler.LRScheduler, objective: nn.Module,
                    scaler: torch.amp.GradScaler, epochs_done: int, config: dict,
-                   best_metric: float | None) -> dict:
-    """Everything `--resume` restores, as model_latest.pth holds it."""
+                   best_metric: float | None, summary: Sequence[dict] = ()) -> dict:
+    """Everything `--resume` restores, as model_latest.pth holds it (`summary`: the
+    summary.csv rows so far)."""
     return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "objective": objective.state_dict(),
             "scaler": scaler.state_dict(), "epoch": epochs_done, "rng": capture_rng_state(),
-            "config": config, "best_metric": best_metric}
+            "config": config, "best_metric": best_metric, "summary": list(summary)}
 
 
 class Trainer:
@@ -168,7 +187,7 @@ class Trainer:
     def __init__(self, args: argparse.Namespace, info: DistInfo, device: torch.device):
         self.args, self.info, self.device = args, info, device
         self.run_dir = Path(args.result_dir)
-        self.config = run_config(args)
+        self.config = {**run_config(args), "provenance": [provenance(device, info.world_size)]}
         splits = build_splits(args, self.run_dir)
         self.train_loader = train_loader(splits.train, args, info, device)
         data = dataset_info(args)
@@ -186,9 +205,14 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, args, device)
         self.scheduler = build_scheduler(self.optimizer, args)
         self.scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
-        self.start_epoch, self.best_metric = 0, None
-        if args.resume:
-            self._resume()
+        self.start_epoch, self.best_metric, self.summary_rows = 0, None, []
+        self.resumed_from: Optional[Path] = None
+        self.partial_epoch: Optional[PartialEpoch] = None
+        newest = newest_checkpoint(self.run_dir, args.resume)
+        if newest is not None:
+            self._resume(*newest)
+        self.recovery = RecoveryTrigger(args.checkpoint_interval, device, info.is_distributed)
+        self.epoch_started = time.perf_counter()
         mode = resolve_step_mode(args, device, info.world_size)
         self.train_step = build_train_step(build_boosted(args, self._training_model()),
                                            self.objective, self.optimizer, mode, args.amp,
@@ -221,15 +245,17 @@ class Trainer:
         load_weights(self.model, checkpoint["model"], checkpoint_file, "--init-from",
                      "these flags (pass the model flags of the run it comes from)")
 
-    def _resume(self) -> None:
-        """Restore model, optimiser, scheduler, objective, scaler and RNG from model_latest.pth."""
-        path = self.run_dir / LATEST_CHECKPOINT
-        checkpoint = load_checkpoint(path)
+    def _resume(self, path: Path, checkpoint: dict) -> None:
+        """Restore model, optimiser, scheduler, objective, scaler, RNG and records from an epoch
+        checkpoint, or from a recovery checkpoint with the position inside its epoch."""
         saved = checkpoint.get("config", {})
         for key in RESUME_MUST_MATCH:
             if key in saved and saved[key] != self.config[key]:
                 raise UserError(f"--resume: {path} was trained with {key}={saved[key]!r}, these "
                                 f"flags give {self.config[key]!r}; resume with the same flags")
+        if "step" in checkpoint:
+            self.partial_epoch = PartialEpoch.from_checkpoint(path, checkpoint, self.config,
+                                                              self.info.world_size)
         try:
             self.model.load_state_dict(checkpoint["model"])
             self.optimizer.load_state_dict(checkpoint["optimizer"])
@@ -242,29 +268,49 @@ class Trainer:
             raise UserError(f"--resume: {path} does not fit this model ({reason})") from None
         restore_rng_state(checkpoint["rng"])
         self.start_epoch, self.best_metric = checkpoint["epoch"], checkpoint["best_metric"]
+        self.summary_rows = checkpoint.get("summary", [])
+        self.config["provenance"] = saved.get("provenance", []) + self.config["provenance"]
+        self.resumed_from = path
 
     def fit(self) -> MultiExitNetwork:
         """Train the remaining epochs and return the trained (unwrapped) model."""
         args = self.args
-        action = f"resuming after epoch {self.start_epoch}" if args.resume else "training"
-        self.log.line(f"{action}: {args.arch} ({self.model.num_exits} exits, loss {args.loss}) on "
-                      f"{args.dataset}: {len(self.train_loader.sampler) * self.info.world_size} "
-                      f"training images, {self.info.world_size} process(es) on {self.device}; "
-                      f"run directory {self.run_dir}")
         try:
-            for epoch in range(self.start_epoch, args.epochs):
-                self._run_epoch(epoch)
+            with self.recovery.signals:
+                images = len(self.train_loader.sampler) * self.info.world_size
+                self.log.line(f"{self._start_description()}: {args.arch} "
+                              f"({self.model.num_exits} exits, loss {args.loss}) on "
+                              f"{args.dataset}: {images} training images, {self.info.world_size} "
+                              f"process(es) on {self.device}; run directory {self.run_dir}")
+                if self.resumed_from is not None and self.info.is_main:
+                    self._write_records()  # in case a kill came between checkpoint and records
+                for epoch in range(self.start_epoch, args.epochs):
+                    self._run_epoch(epoch)
+                    stop = self.recovery.stop_requested()
+                    if stop is not None and epoch + 1 < args.epochs:
+                        self._stop(stop, f"after epoch {epoch + 1}",
+                                   self.run_dir / LATEST_CHECKPOINT)
             self.log.line(f"done: checkpoints in {self.run_dir}")
         finally:
             self.log.close()
         return self.model
 
+    def _start_description(self) -> str:
+        """'training', or where the resume continues from."""
+        if self.resumed_from is None:
+            return "training"
+        if self.partial_epoch is not None:
+            return (f"resuming epoch {self.start_epoch + 1} after step {self.partial_epoch.step} "
+                    f"from {self.resumed_from.name}")
+        return f"resuming after epoch {self.start_epoch} from {self.resumed_from.name}"
+
     def _run_epoch(self, epoch: int) -> None:
         """Train one epoch, validate, step the schedule, log and checkpoint."""
         lr = float(self.optimizer.param_groups[0]["lr"])
-        started = time.perf_counter()
+        resumed_seconds = self.partial_epoch.seconds if self.partial_epoch is not None else 0.0
+        self.epoch_started = time.perf_counter() - resumed_seconds
         train_metrics = self._train_epoch(epoch)
-        seconds = time.perf_counter() - started
+        seconds = time.perf_counter() - self.epoch_started
         distributed.broadcast_buffers_(self.model)
         distributed.broadcast_buffers_(self.objective)
         val_metrics = self.evaluate(self.val_loader) if self.val_loader is not None else None
@@ -274,30 +320,46 @@ class Trainer:
                                           or val_metrics.accuracy[-1] > self.best_metric)
         if val_metrics is not None and is_best:
             self.best_metric = val_metrics.accuracy[-1]
+        per_exit = {**train_metrics.scalars("train"),
+                    **(val_metrics.scalars("val") if val_metrics is not None else {})}
+        scalars = {**per_exit, "lr": lr, "images_per_s": images_per_second}
+        self.summary_rows.append({"epoch": epoch + 1, "lr": lr, "seconds": seconds,
+                                  "images_per_s": images_per_second,
+                                  **{tag.replace("/", "_"): value
+                                     for tag, value in per_exit.items()}})
         text = (f"epoch {epoch + 1}/{self.args.epochs} lr {lr:.4g} train {train_metrics.summary()}"
                 + (f" | val {val_metrics.summary()}" if val_metrics is not None else "")
-                + f" | {images_per_second:.0f} img/s, {seconds:.1f} s" + (" *" if is_best else ""))
+                + f" | {images_per_second:.0f} img/s, {seconds:.1f} s, ETA {self._eta(epoch)}"
+                + (" *" if is_best else ""))
         self.log.line(text)
-        scalars = {**train_metrics.scalars("train"), "lr": lr, "images_per_s": images_per_second}
-        if val_metrics is not None:
-            scalars.update(val_metrics.scalars("val"))
         self.log.scalars(scalars, epoch + 1)
         if self.info.is_main:
             self._save(epoch + 1, is_best)
+        self.recovery.restart()
+
+    def _eta(self, epoch: int) -> str:
+        """Time left after `epoch` at the mean epoch duration so far."""
+        durations = [row["seconds"] for row in self.summary_rows]
+        return duration_text((self.args.epochs - epoch - 1) * sum(durations) / len(durations))
 
     def _train_epoch(self, epoch: int) -> ExitMetrics:
         """One pass over this rank's shard; metrics synchronised every --log-interval steps only."""
         args = self.args
-        batches, count = self._epoch_batches(epoch)
+        resumed, self.partial_epoch = self.partial_epoch, None
+        first = resumed.step if resumed is not None else 0
+        batches, count = self._epoch_batches(epoch, first)
         self.model.train()
         self.objective.train()
         steps = count if args.max_steps_per_epoch is None else min(count, args.max_steps_per_epoch)
         sums = MetricSums(self.model.num_exits, self.device)
+        if resumed is not None:
+            resumed.restore_rng(self.info.rank)
+            sums.load_state_dict(resumed.ranks[self.info.rank]["sums"])
         first_bad_step = torch.full((), NO_BAD_STEP, dtype=torch.int64, device=self.device)
         interval = IntervalSpeed(self.info.world_size)
-        with tqdm(total=steps, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False,
-                  disable=not self.info.is_main, dynamic_ncols=True) as bar:
-            for step, (images, targets) in zip(range(steps), batches):
+        with tqdm(total=steps, initial=first, desc=f"epoch {epoch + 1}/{args.epochs}",
+                  leave=False, disable=not self.info.is_main, dynamic_ncols=True) as bar:
+            for step, (images, targets) in zip(range(first, steps), batches):
                 result = self.train_step(images.to(self.device, non_blocking=True),
                                          targets.to(self.device, non_blocking=True))
                 sums.add(result.per_exit_losses, result.per_exit_correct, len(targets))
@@ -306,18 +368,52 @@ class Trainer:
                     first_bad_step)
                 interval.images += len(targets)
                 bar.update()
-                if (step + 1) % args.log_interval == 0 or step + 1 == steps:
+                at_sync_point = (step + 1) % args.log_interval == 0 or step + 1 == steps
+                if at_sync_point:
                     self._stop_if_not_finite(first_bad_step, epoch)
                     bar.set_postfix_str(f"{sums.metrics(across_ranks=False).summary()} "
                                         f"{interval.images_per_second():.0f} img/s")
+                self._save_recovery_if_due(epoch, step + 1, step + 1 == steps, sums,
+                                           first_bad_step, at_sync_point)
         return sums.metrics(across_ranks=True)
 
-    def _epoch_batches(self, epoch: int) -> tuple[Iterable[tuple[Tensor, Tensor]], int]:
-        """This epoch's training batches (device-resident with --gpu-data) and how many there are."""
+    def _epoch_batches(self, epoch: int, first: int = 0
+                       ) -> tuple[Iterable[tuple[Tensor, Tensor]], int]:
+        """This epoch's training batches from batch `first` on (device-resident with --gpu-data)
+        and how many the whole epoch has."""
         if self.gpu_batches is not None:
-            return self.gpu_batches.epoch(epoch), len(self.gpu_batches)
+            return self.gpu_batches.epoch(epoch, first), len(self.gpu_batches)
         start_epoch(self.train_loader, self.args.seed, epoch, self.info.rank)
-        return self.train_loader, len(self.train_loader)
+        batches = remaining_batches(self.train_loader, first) if first else self.train_loader
+        return batches, len(self.train_loader)
+
+    def _save_recovery_if_due(self, epoch: int, steps_done: int, epoch_done: bool,
+                              sums: MetricSums, first_bad_step: Tensor, at_sync_point: bool
+                              ) -> None:
+        """Write model_recovery.pth when --checkpoint-interval has passed (unless the epoch
+        checkpoint is next anyway) or a stop signal came; after a signal, stop once saved."""
+        save, stop = self.recovery.poll(at_sync_point)
+        if not save or epoch_done and stop is None:
+            return
+        self._stop_if_not_finite(first_bad_step, epoch)
+        ranks = distributed.all_gather_objects({"rng": capture_rng_state(),
+                                                "sums": sums.state_dict()})
+        path = self.run_dir / RECOVERY_CHECKPOINT
+        if self.info.is_main:
+            save_checkpoint({**self._training_state(epoch), "step": steps_done, "ranks": ranks,
+                             "world_size": self.info.world_size,
+                             "epoch_seconds": time.perf_counter() - self.epoch_started}, path)
+            self.log.line(f"recovery checkpoint: epoch {epoch + 1} step {steps_done} in {path}")
+        distributed.barrier()  # no rank exits before rank 0 has saved
+        self.recovery.restart()
+        if stop is not None:
+            self._stop(stop, f"in epoch {epoch + 1} after step {steps_done}", path)
+
+    def _stop(self, signal_name: str, where: str, saved: Path) -> None:
+        """Log and raise Preempted: the run stopped on a signal after saving `saved`."""
+        stop = preempted(signal_name, where, saved)
+        self.log.line(str(stop))
+        raise stop
 
     def _stop_if_not_finite(self, first_bad_step: Tensor, epoch: int) -> None:
         """Raise (on every rank alike) if any rank has seen a non-finite loss this epoch."""
@@ -342,32 +438,46 @@ class Trainer:
             sums.add(losses, correct_counts(outputs, targets), len(targets))
         return sums.metrics(across_ranks=True)
 
+    def _training_state(self, epochs_done: int) -> dict:
+        """Everything a resume restores, after `epochs_done` whole epochs."""
+        return training_state(self.model, self.optimizer, self.scheduler, self.objective,
+                              self.scaler, epochs_done, self.config, self.best_metric,
+                              self.summary_rows)
+
     def _save(self, epochs_done: int, is_best: bool) -> None:
-        """Write config.json and model_latest.pth atomically; copy to model_best.pth if best."""
+        """Write model_latest.pth (and model_best.pth if best) atomically, drop the superseded
+        recovery checkpoint, then the records; config.json only ever follows a checkpoint."""
+        best = [self.run_dir / BEST_CHECKPOINT] if is_best else []
+        save_checkpoint(self._training_state(epochs_done), self.run_dir / LATEST_CHECKPOINT, best)
+        (self.run_dir / RECOVERY_CHECKPOINT).unlink(missing_ok=True)
+        self._write_records()
+
+    def _write_records(self) -> None:
+        """summary.csv and config.json, rewritten from the state the checkpoints carry."""
+        write_summary(self.run_dir, self.summary_rows)
         write_config(self.run_dir, self.config)
-        state = training_state(self.model, self.optimizer, self.scheduler, self.objective,
-                               self.scaler, epochs_done, self.config, self.best_metric)
-        latest = self.run_dir / LATEST_CHECKPOINT
-        save_checkpoint(state, latest)
-        if is_best:
-            copy_atomically(latest, self.run_dir / BEST_CHECKPOINT)
 
 
 def run_training(args: argparse.Namespace) -> MultiExitNetwork:
     """Train as `args` says, in this process or as one rank of a torchrun job; returns the model."""
     info = distributed.launch_info()
-    device = distributed.resolve_device(args.device, info)
-    distributed.init_process_group(info, device)
-    try:
-        check_run_dir(Path(args.result_dir), args.resume)
-        if args.init_from is not None and not args.resume:
-            locate_checkpoint(Path(args.init_from), "--init-from")
-        distributed.barrier()
-        if info.is_main:
-            Path(args.result_dir).mkdir(parents=True, exist_ok=True)
-        distributed.barrier()
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
-        return Trainer(args, info, device).fit()
-    finally:
-        distributed.destroy_process_group()
+    run_dir = Path(args.result_dir)
+    with deterministic_algorithms(args.deterministic):
+        device = distributed.resolve_device(args.device, info)
+        distributed.init_process_group(info, device)
+        try:
+            check_run_dir(run_dir, args.resume)  # refuse before touching anything
+            if args.init_from is not None and not args.resume:
+                locate_checkpoint(Path(args.init_from), "--init-from")
+            with owned_run_dir(run_dir) if info.is_main else contextlib.nullcontext():
+                check_run_dir(run_dir, args.resume)  # again, now that no other training writes
+                distributed.barrier()
+                if device.type == "cuda":
+                    torch.backends.cudnn.benchmark = not args.deterministic
+                return Trainer(args, info, device).fit()
+        except OSError as error:  # disk full, vanished or unwritable files: one line
+            where = error.filename or f"--result_dir {run_dir}"
+            raise UserError(f"{where}: {error.strerror or error}") from None
+        finally:
+            distributed.destroy_process_group()
+

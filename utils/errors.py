@@ -2,18 +2,30 @@
 import sys
 from typing import Callable, NoReturn, Optional, Sequence
 
+EXIT_USER_ERROR = 2
+EXIT_PREEMPTED = 75  # sysexits' EX_TEMPFAIL: stopped on request, rerun with --resume auto
+
 
 class UserError(Exception):
     """An error caused by the user's input (a flag, a path, a file); reported as one line."""
 
 
+class Preempted(Exception):
+    """Training stopped on a signal after saving a recovery checkpoint; the same command with
+    `--resume auto` continues it. Reported as one line and exit status EXIT_PREEMPTED."""
+
+
 def run_cli(main: Callable[[Optional[Sequence[str]]], object],
             argv: Optional[Sequence[str]] = None) -> NoReturn:
-    """Run `main(argv)`; a UserError becomes `error: <msg>` on stderr and exit status 2."""
+    """Run `main(argv)`; a UserError becomes `error: <msg>` on stderr and exit status 2, a
+    Preempted stop `stopped: <msg>` and exit status EXIT_PREEMPTED."""
     try:
         main(argv)
     except UserError as error:
         message = " ".join(str(error).split())
         print(f"error: {message}", file=sys.stderr, flush=True)
-        sys.exit(2)
+        sys.exit(EXIT_USER_ERROR)
+    except Preempted as stop:
+        print(f"stopped: {stop}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_PREEMPTED)
     sys.exit(0)

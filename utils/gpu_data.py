@@ -136,10 +136,14 @@ class GpuBatches:
         generator = torch.Generator(device=self.images.device)
         return generator.manual_seed(epoch_seed(self.seed, epoch, self.rank))
 
-    def epoch(self, epoch: int) -> Iterator[Batch]:
-        """(float images normalised, int64 labels) batches of `epoch`; the same for a resumed run."""
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
+        """(float images normalised, int64 labels) batches of `epoch` from `start_batch` on;
+        the same for a resumed run (skipped batches still draw their augmentation)."""
         order, generator = self.shard(epoch), self.generator(epoch)
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
+        for _ in range(start_batch):
+            sample_augmentation(self.batch_size, self.padding, self.flip, generator)
+        for start in range(start_batch * self.batch_size, len(self) * self.batch_size,
+                           self.batch_size):
             indices = order[start:start + self.batch_size]
             yield self.augment(self.images[indices], generator), self.labels[indices]
 
