@@ -1,27 +1,59 @@
-"""Command-line flags for training, evaluation and cost counting.
+"""Command-line flags of every program, built from shared flag groups (docs/flags.md).
 
-Flag names follow the original MSDNet / RANet / BoostNet code so recipes carry over.
-Nothing is parsed at import time: call :func:`parse_args`.
+Each program (training, evaluation, cost counting, checkpoint import) parses only the groups it
+uses, so another program's flag is refused in one line. Flag names follow the original
+MSDNet / RANet / BoostNet code so recipes carry over, and every flag also takes the other
+spelling of its separators (`--lr-milestones` for `--lr_milestones`). Prefixes are not
+expanded (`--epoch` is not `--epochs`). Every value is checked before any work starts, in one
+step per program (:func:`checked`). Nothing is parsed at import time.
 """
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
-from typing import Any, NoReturn, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, NoReturn, Sequence
 
 from utils.datasets import DATASET_NAMES, FOLDER, FOLDER_FLAGS, dataset_info
+from utils.errors import UserError
 from utils.recipes import RECIPES
 
 ARCHS = ("msdnet", "msdnet_ge", "ranet")
+SEED_LIMIT = 2 ** 32  # NumPy's seeds
+TRAINING_COPIES = 3  # fp32 weights, gradients and momentum: the least a training step holds
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """ArgumentParser whose errors are a single line on stderr and exit status 2."""
+    """ArgumentParser whose errors are one line on stderr (exit status 2), with no prefix
+    matching of long flags and every default shown in --help."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, allow_abbrev=False, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: error: {message}\n")
         sys.exit(2)
+
+
+def spellings(names: Sequence[str]) -> list[str]:
+    """The names plus, for each long name, its other separator spelling (_ <-> -)."""
+    result = list(names)
+    for name in names:
+        if name.startswith("--"):
+            body = name[2:]
+            for other in (body.replace("_", "-"), body.replace("-", "_")):
+                if "--" + other not in result:
+                    result.append("--" + other)
+    return result
+
+
+def flag(group: Any, *names: str, **options: Any) -> None:
+    """Add a flag under all its spellings."""
+    group.add_argument(*spellings(names), **options)
 
 
 def int_list(text: str, sep: str = "-") -> list[int]:
@@ -53,6 +85,7 @@ def count_or_fraction(text: str) -> int | float:
 
 
 def comma_int_list(text: str) -> list[int]:
+    """Parse '150,225' into [150, 225] ('' is no milestone)."""
     return int_list(text, ",") if text else []
 
 
@@ -85,109 +118,197 @@ def checkpoint_interval(text: str) -> str:
     return text
 
 
-def build_parser(prog: str | None = None) -> OneLineParser:
-    p = OneLineParser(prog=prog, description="BoostNet: boosted dynamic neural networks")
+# ---------------------------------------------------------------------------------------------
+# Flag groups: what each adds, and the checks of its values.
 
-    d = p.add_argument_group("data")
-    d.add_argument("--dataset", "--data", dest="dataset", default="cifar100", choices=DATASET_NAMES,
-                   help="a dataset of utils/datasets.py, or 'folder' for your own images in "
-                        "DATA_ROOT/train and DATA_ROOT/val class folders (default: %(default)s)")
-    d.add_argument("--data-root", default="data", help="folder holding the dataset")
-    d.add_argument("--num-classes", type=int, default=None, help="--dataset folder: classes")
-    d.add_argument("--image-size", type=int, default=None,
-                   help="--dataset folder: side of the square network input; 96 and more use "
-                        "the ImageNet-style stem and heads")
-    d.add_argument("--val-size", type=count_or_fraction, default=None,
-                   help="--dataset folder: training images --use-valid holds out, a count or a "
-                        "fraction (default 0.1)")
-    d.add_argument("--use-valid", action="store_true",
-                   help="hold out a validation split (needed for budgeted evaluation)")
-    d.add_argument("--workers", "-j", type=int, default=4)
+def add_dataset_flags(group: Any) -> None:
+    flag(group, "--dataset", "--data", dest="dataset", default="cifar100", choices=DATASET_NAMES,
+         help="a dataset of utils/datasets.py, or 'folder' for your own images in "
+              "DATA_ROOT/train and DATA_ROOT/val class folders")
+    flag(group, "--num-classes", type=int, default=None, help="--dataset folder: classes")
+    flag(group, "--image-size", type=int, default=None,
+         help="--dataset folder: side of the square network input; 96 and more use the "
+              "ImageNet-style stem and heads")
+    flag(group, "--val-size", type=count_or_fraction, default=None,
+         help="--dataset folder: training images --use-valid holds out, a count or a fraction "
+              "(None: 0.1)")
 
-    m = p.add_argument_group("model")
-    m.add_argument("--arch", default="msdnet_ge", choices=ARCHS)
-    m.add_argument("--nBlocks", type=int, default=10)
-    m.add_argument("--base", type=int, default=4, help="layers in the first MSDNet block")
-    m.add_argument("--step", type=int, default=2)
-    m.add_argument("--stepmode", default="even", choices=("even", "lin_grow"))
-    m.add_argument("--nChannels", type=int, default=16)
-    m.add_argument("--growthRate", type=int, default=6)
-    m.add_argument("--grFactor", type=int_list, default=None,
-                   help="per-scale width factors, e.g. 1-2-4 (default: MSDNet 1-2-4, on ImageNet "
-                        "1-2-4-4; RANet 4-2-1-1, on ImageNet 4-2-2-1)")
-    m.add_argument("--bnFactor", type=int_list, default=None,
-                   help="per-scale bottleneck factors (default: same as --grFactor's default)")
-    m.add_argument("--prune", default="max", choices=("max", "min"))
-    m.add_argument("--reduction", type=float, default=0.5)
-    m.add_argument("--bottleneck", action=argparse.BooleanOptionalAction, default=True)
-    m.add_argument("--block-step", type=int, default=2, help="RANet: extra blocks per flow")
-    m.add_argument("--scale-list", type=int_list, default=None,
-                   help="RANet: resolution level of each flow (default 1-2-3-3, on ImageNet 1-2-3-4)")
-    m.add_argument("--compress-factor", type=float, default=0.25)
 
-    o = p.add_argument_group("objective and optimisation")
-    o.add_argument("--loss", default="boost", choices=("boost", "joint"),
-                   help="boost: BoostNet additive objective; joint: the original MSDNet/RANet one")
-    o.add_argument("--ensemble_reweight", type=float_list, default=[0.5],
-                   help="prediction reweighting r: 1, 2 (linearly spaced) or N values")
-    o.add_argument("--loss_equal", action="store_true", help="equalise stage losses by their EMA")
-    o.add_argument("--epochs", type=int, default=300)
-    o.add_argument("--batch-size", "-b", type=int, default=64, help="per-process batch size")
-    o.add_argument("--lr_f", "--lr", dest="lr_f", type=float, default=0.1)
-    o.add_argument("--lr_milestones", type=comma_int_list, default=[150, 225])
-    o.add_argument("--lr_gamma", type=float, default=0.1)
-    o.add_argument("--momentum", type=float, default=0.9)
-    o.add_argument("--weight-decay", "--wd", dest="weight_decay", type=float_list, default=[1e-4],
-                   help="one value, or two linearly spaced over the exits (MSDNet)")
-    o.add_argument("--seed", type=int, default=0)
+def add_loading_flags(group: Any) -> None:
+    flag(group, "--data-root", default="data", help="folder holding the dataset")
+    flag(group, "--workers", "-j", type=int, default=4, help="data-loading worker processes")
+    flag(group, "--eval-batch-size", type=int, default=256, help="batch size of every evaluation")
+    flag(group, "--device", default="auto", help="auto (a GPU when there is one), cpu, cuda or cuda:N")
 
-    r = p.add_argument_group("run")
-    r.add_argument("--recipe", default=None, choices=list(RECIPES),
-                   help="start from a paper recipe's flags (utils/recipes.py); flags given here "
-                        "override them")
-    r.add_argument("--result_dir", "--save", dest="result_dir", default="runs/default")
-    r.add_argument("--resume", nargs="?", const=True, default=False, type=resume_mode,
-                   metavar="auto",
-                   help="continue from the newest checkpoint in RESULT_DIR (mid-epoch recovery "
-                        "or model_latest.pth); '--resume auto' starts afresh when there is none")
-    r.add_argument("--checkpoint-interval", type=checkpoint_interval, default=None,
-                   metavar="N|Mm",
-                   help="also save a recovery checkpoint inside the epoch every N steps or M "
-                        "minutes (e.g. 500, 30m)")
-    r.add_argument("--deterministic", action="store_true",
-                   help="PyTorch's deterministic algorithms, no cuDNN autotuning")
-    r.add_argument("--init-from", default=None,
-                   help="start from the weights of a run directory or checkpoint (e.g. one written "
-                        "by scripts/import_checkpoint.py) with a fresh optimiser; with --resume "
-                        "the run's own latest weights are used instead")
-    r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    r.add_argument("--amp", default=None, choices=("bf16", "fp16"), help="autocast precision")
-    r.add_argument("--channels-last", action="store_true")
-    r.add_argument("--compile", action="store_true", help="torch.compile the training step")
-    r.add_argument("--cuda-graph", action="store_true",
-                   help="capture the whole training step as one CUDA graph (GPU only)")
-    r.add_argument("--gpu-data", action=argparse.BooleanOptionalAction, default=None,
-                   help="keep a CIFAR-sized training set on the GPU and augment there "
-                        "(default: on when training on a GPU)")
-    r.add_argument("--log-interval", type=int, default=50, help="steps between logged metrics")
-    r.add_argument("--max-steps-per-epoch", type=int, default=None,
-                   help="cut every epoch short (smoke tests, timing on a slice)")
-    r.add_argument("--eval-batch-size", type=int, default=256)
 
-    e = p.add_argument_group("evaluation")
-    e.add_argument("--evaluate-from", default=None, help="run directory or checkpoint to evaluate")
-    e.add_argument("--evalmode", default="both", choices=("anytime", "dynamic", "both"))
-    e.add_argument("--flat_curve", action="store_true")
-    e.add_argument("--budget", type=float, default=None,
-                   help="multiply-adds per image to meet in budgeted mode, e.g. 40e6")
-    e.add_argument("--real-exit", action="store_true",
-                   help="also run real early-exit inference and report images/s")
-    e.add_argument("--save-logits", default=None, metavar="FILE.npz",
-                   help="also write every exit's evaluation-time outputs (F_n; f_n with --loss joint), "
-                        "labels, per-exit costs and sample indices of the test split, and of the "
-                        "validation split when it is evaluated, to this NumPy archive "
-                        "(docs/evaluation-outputs.md)")
-    return p
+def add_model_flags(group: Any) -> None:
+    flag(group, "--arch", default="msdnet_ge", choices=ARCHS,
+         help="msdnet, msdnet_ge (MSDNet with gradient rescaling) or ranet")
+    flag(group, "--nBlocks", type=int, default=10,
+         help="MSDNet: blocks, one exit each; RANet: blocks of the lowest-resolution flow")
+    flag(group, "--base", type=int, default=4, help="MSDNet: layers in the first block")
+    flag(group, "--step", type=int, default=2,
+         help="layers per later block (--stepmode even) or their growth (lin_grow)")
+    flag(group, "--stepmode", default="even", choices=("even", "lin_grow"),
+         help="even: every later block has --step layers; lin_grow: block i has step*i+1 "
+              "(MSDNet) or step*i (RANet) layers")
+    flag(group, "--nChannels", type=int, default=16, help="channels of the finest scale's stem")
+    flag(group, "--growthRate", type=int, default=6, help="channels each dense layer adds")
+    flag(group, "--grFactor", type=int_list, default=None,
+         help="per-scale width factors, e.g. 1-2-4 (None: MSDNet 1-2-4, on ImageNet-style inputs "
+              "1-2-4-4; RANet 4-2-1-1, on ImageNet-style inputs 4-2-2-1)")
+    flag(group, "--bnFactor", type=int_list, default=None,
+         help="per-scale bottleneck width factors (None: --grFactor's values)")
+    flag(group, "--prune", default="max", choices=("max", "min"),
+         help="MSDNet: how scales are dropped along the depth")
+    flag(group, "--reduction", type=float, default=0.5, help="channel reduction of the transitions")
+    flag(group, "--bottleneck", action=argparse.BooleanOptionalAction, default=True,
+         help="1x1 bottleneck before each 3x3 conv")
+    flag(group, "--block-step", type=int, default=2, help="RANet: extra blocks per flow")
+    flag(group, "--scale-list", type=int_list, default=None,
+         help="RANet: resolution level of each flow, lowest first (None: 1-2-3-3, on "
+              "ImageNet-style inputs 1-2-3-4)")
+    flag(group, "--compress-factor", type=float, default=0.25,
+         help="RANet: share of a fusion layer's growth taken from the lower flow")
+
+
+def add_ensemble_flags(group: Any) -> None:
+    flag(group, "--loss", default="boost", choices=("boost", "joint"),
+         help="boost: BoostNet's additive ensemble F_n; joint: the original MSDNet/RANet "
+              "objective, independent exits f_n")
+    flag(group, "--ensemble_reweight", type=float_list, default=[0.5],
+         help="prediction reweighting r of F_n = f_n + r_n F_{n-1}: 1 value, 2 (linearly spaced "
+              "over the exits) or one per exit (the original code's default is 1.0)")
+    flag(group, "--loss_equal", action="store_true",
+         help="weight the exit losses by their running averages (docs/method.md)")
+
+
+def add_training_flags(group: Any) -> None:
+    flag(group, "--use-valid", action="store_true",
+         help="hold out a validation split of the training set (needed for budgeted evaluation)")
+    flag(group, "--epochs", type=int, default=300, help="epochs to train")
+    flag(group, "--batch-size", "-b", type=int, default=64, help="batch size per process")
+    flag(group, "--lr_f", "--lr", dest="lr_f", type=float, default=0.1, help="initial learning rate")
+    flag(group, "--lr_milestones", type=comma_int_list, default=[150, 225],
+         help="epochs after which the learning rate is multiplied by --lr_gamma (the original "
+              "code's default is 100,200)")
+    flag(group, "--lr_gamma", type=float, default=0.1, help="learning-rate decay factor")
+    flag(group, "--momentum", type=float, default=0.9, help="SGD momentum (no Nesterov)")
+    flag(group, "--weight-decay", "--wd", dest="weight_decay", type=float_list, default=[1e-4],
+         help="one value, or two linearly spaced over the exits (MSDNet)")
+    flag(group, "--seed", type=int, default=0,
+         help="seed of the weights, the data order and the validation split")
+    flag(group, "--init-from", default=None,
+         help="start from the weights of a run directory or checkpoint (e.g. one written by "
+              "scripts/import_checkpoint.py) with a fresh optimiser")
+
+
+def add_run_flags(group: Any) -> None:
+    flag(group, "--recipe", default=None, choices=list(RECIPES),
+         help="start from a paper recipe's flags (utils/recipes.py); typed flags override them")
+    flag(group, "--result_dir", "--save", dest="result_dir", default="runs/default",
+         help="run directory: checkpoints, config.json, log.txt, summary.csv, tb/")
+    flag(group, "--resume", nargs="?", const=True, default=False, type=resume_mode,
+         metavar="auto",
+         help="continue the run in --result_dir with its saved flags; 'auto' starts afresh when "
+              "it holds no checkpoint yet")
+    flag(group, "--checkpoint-interval", type=checkpoint_interval, default=None, metavar="N|Mm",
+         help="also save a recovery checkpoint inside the epoch every N steps or M minutes")
+    flag(group, "--log-interval", type=int, default=50, help="steps between logged metrics")
+    flag(group, "--max-steps-per-epoch", type=int, default=None,
+         help="cut every epoch short (smoke tests, timing on a slice)")
+    flag(group, "--deterministic", action="store_true",
+         help="PyTorch's deterministic algorithms, no cuDNN autotuning")
+
+
+def add_speed_flags(group: Any) -> None:
+    flag(group, "--amp", default=None, choices=("bf16", "fp16"), help="autocast precision")
+    flag(group, "--channels-last", action="store_true", help="channels-last memory format")
+    flag(group, "--compile", action="store_true",
+         help="torch.compile the training step (on one GPU also captured as a CUDA graph)")
+    flag(group, "--cuda-graph", action="store_true",
+         help="capture the whole training step as one CUDA graph (GPU only)")
+    flag(group, "--gpu-data", action=argparse.BooleanOptionalAction, default=None,
+         help="keep an in-memory training set on the GPU and augment there (None: on when "
+              "training on a GPU)")
+
+
+def add_evaluation_flags(group: Any) -> None:
+    flag(group, "--evaluate-from", default=None, help="run directory or checkpoint to evaluate")
+    flag(group, "--evalmode", default="both", choices=("anytime", "dynamic", "both"),
+         help="anytime: every exit; dynamic: budgeted batch; both")
+    flag(group, "--flat_curve", action="store_true",
+         help="budgeted batch: a level no more accurate on validation than a cheaper one keeps "
+              "that one's accuracy (as the original's budgeted scripts evaluate)")
+    flag(group, "--budget", type=float, default=None,
+         help="multiply-adds per image to meet in budgeted mode, e.g. 40e6")
+    flag(group, "--real-exit", action="store_true",
+         help="also run real early-exit inference and report images/s")
+    flag(group, "--save-logits", default=None, metavar="FILE.npz",
+         help="also write every exit's evaluation-time outputs (F_n; f_n with --loss joint), "
+              "labels, per-exit costs and sample indices of the test split, and of the "
+              "validation split when it is evaluated (docs/evaluation-outputs.md)")
+
+
+def at_least(minimum: float) -> Callable[[Any], bool]:
+    return lambda value: math.isfinite(value) and value >= minimum
+
+
+def check_ranges(args: argparse.Namespace, parser: OneLineParser,
+                 rules: dict[str, tuple[str, Callable[[Any], bool], str]]) -> None:
+    """Refuse the first value outside its range: dest -> (flag, rule, what the rule says)."""
+    for dest, (name, rule, wanted) in rules.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        values = value if isinstance(value, list) else [value]
+        if not values and isinstance(value, list) and dest != "lr_milestones":
+            parser.error(f"{name} needs at least one value")
+        if not all(rule(v) for v in values):
+            shown = ",".join(map(str, values)) if isinstance(value, list) else value
+            parser.error(f"{name} must be {wanted}, got {shown}")
+
+
+COUNT = (at_least(1), "at least 1")
+LOADING_RANGES = {"workers": ("--workers", at_least(0), "0 or more"),
+                  "eval_batch_size": ("--eval-batch-size", *COUNT)}
+MODEL_RANGES = {
+    "nBlocks": ("--nBlocks", *COUNT), "step": ("--step", *COUNT),
+    "nChannels": ("--nChannels", *COUNT), "growthRate": ("--growthRate", *COUNT),
+    "grFactor": ("--grFactor", *COUNT), "bnFactor": ("--bnFactor", *COUNT),
+    "block_step": ("--block-step", *COUNT), "scale_list": ("--scale-list", *COUNT),
+    "reduction": ("--reduction", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "compress_factor": ("--compress-factor", lambda v: 0 < v < 1, "in (0, 1)")}
+ENSEMBLE_RANGES = {"ensemble_reweight": ("--ensemble_reweight", at_least(0), "finite and >= 0")}
+TRAINING_RANGES = {
+    "epochs": ("--epochs", *COUNT), "batch_size": ("--batch-size", *COUNT),
+    "lr_f": ("--lr", lambda v: math.isfinite(v) and v > 0, "finite and > 0"),
+    "lr_milestones": ("--lr_milestones", *COUNT),
+    "lr_gamma": ("--lr_gamma", lambda v: 0 < v <= 1, "in (0, 1]"),
+    "momentum": ("--momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
+    "weight_decay": ("--weight-decay", at_least(0), "finite and >= 0"),
+    "seed": ("--seed", lambda v: 0 <= v < SEED_LIMIT, f"in [0, {SEED_LIMIT})")}
+RUN_RANGES = {"log_interval": ("--log-interval", *COUNT),
+              "max_steps_per_epoch": ("--max-steps-per-epoch", *COUNT)}
+
+
+def check_dataset(args: argparse.Namespace, parser: OneLineParser) -> None:
+    """--num-classes/--image-size/--val-size describe a `folder` dataset and nothing else."""
+    if args.dataset != FOLDER:
+        given = [flag for dest, flag in FOLDER_FLAGS.items() if getattr(args, dest) is not None]
+        if given:
+            info = dataset_info(args)
+            parser.error(f"{given[0]} describes --dataset folder; {args.dataset} has its own "
+                         f"({info.num_classes} classes, {info.image_size}x{info.image_size} inputs)")
+        return
+    if args.num_classes is None or args.num_classes < 2:
+        parser.error(f"--dataset folder needs --num-classes (at least 2), got {args.num_classes}")
+    if args.image_size is None or args.image_size < 8:
+        parser.error(f"--dataset folder needs --image-size (at least 8 pixels), got {args.image_size}")
+    size = args.val_size
+    if size is not None and (isinstance(size, float) and not 0 < size < 1
+                             or isinstance(size, int) and size < 1):
+        parser.error(f"--val-size must be a count of at least 1 or a fraction in (0, 1), got {size}")
 
 
 DEFAULT_GR_FACTOR = {("msdnet", False): [1, 2, 4], ("msdnet", True): [1, 2, 4, 4],
@@ -220,23 +341,6 @@ def num_exits(args: argparse.Namespace) -> int:
     return args.nBlocks
 
 
-def check_head_resolution(args: argparse.Namespace, parser: OneLineParser) -> None:
-    """The exit heads (two stride-2 convs, a 2x2 pool, a linear layer) need 5x5 to 12x12 maps.
-
-    The coarsest map is the stem's (32 on CIFAR-sized data, 56 on ImageNet) halved, rounding
-    up, once per extra scale (MSDNet: len(--grFactor); RANet: the last --scale-list level).
-    """
-    stem = dataset_info(args).stem_size
-    flag, levels = (("--scale-list", args.scale_list[-1]) if args.arch == "ranet"
-                    else ("--grFactor", len(args.grFactor)))
-    size = coarsest_size(stem, levels)
-    if not 5 <= size <= 12:
-        fitting = [n for n in range(1, 7) if 5 <= coarsest_size(stem, n) <= 12]
-        parser.error(f"{flag} gives {levels} scale(s), so the exit heads would read {size}x{size} "
-                     f"maps on {args.dataset}; they need 5x5 to 12x12: use "
-                     f"{' or '.join(map(str, fitting))} scales")
-
-
 def coarsest_size(stem: int, levels: int) -> int:
     """Side of the coarsest map: `stem` through levels-1 stride-2 3x3 convs (padding 1)."""
     for _ in range(levels - 1):
@@ -244,22 +348,33 @@ def coarsest_size(stem: int, levels: int) -> int:
     return stem
 
 
-def validate(args: argparse.Namespace, parser: OneLineParser) -> None:
-    """Reject inconsistent flag combinations with one line naming the flag."""
-    positive = {"--nBlocks": args.nBlocks, "--step": args.step, "--nChannels": args.nChannels,
-                "--growthRate": args.growthRate, "--epochs": args.epochs,
-                "--batch-size": args.batch_size}
-    if args.arch != "ranet":
-        positive["--base"] = args.base
-    for flag, value in positive.items():
-        if value < 1:
-            parser.error(f"{flag} must be at least 1, got {value}")
+def check_head_resolution(args: argparse.Namespace, parser: OneLineParser) -> None:
+    """The exit heads (two stride-2 convs, a 2x2 pool, a linear layer) need 5x5 to 12x12 maps.
+
+    The coarsest map is the stem's (32 on CIFAR-sized data, 56 on ImageNet) halved, rounding
+    up, once per extra scale (MSDNet: len(--grFactor); RANet: the last --scale-list level).
+    """
+    stem = dataset_info(args).stem_size
+    name, levels = (("--scale-list", args.scale_list[-1]) if args.arch == "ranet"
+                    else ("--grFactor", len(args.grFactor)))
+    size = coarsest_size(stem, levels)
+    if not 5 <= size <= 12:
+        fitting = [n for n in range(1, 7) if 5 <= coarsest_size(stem, n) <= 12]
+        parser.error(f"{name} gives {levels} scale(s), so the exit heads would read {size}x{size} "
+                     f"maps on {args.dataset}; they need 5x5 to 12x12: use "
+                     f"{' or '.join(map(str, fitting))} scales")
+
+
+def check_model(args: argparse.Namespace, parser: OneLineParser) -> None:
+    """The architecture flags: ranges, one factor per scale, heads that fit the maps."""
+    resolve_defaults(args)
+    check_ranges(args, parser, MODEL_RANGES)
+    if args.arch != "ranet" and args.base < 1:
+        parser.error(f"--base must be at least 1, got {args.base}")
     if len(args.bnFactor) != len(args.grFactor):
         parser.error(f"--bnFactor has {len(args.bnFactor)} values but --grFactor has "
                      f"{len(args.grFactor)}; give one per scale")
     if args.arch == "ranet":
-        if args.block_step < 1:
-            parser.error(f"--block-step must be at least 1, got {args.block_step}")
         if len(args.scale_list) != len(args.grFactor):
             parser.error(f"--scale-list has {len(args.scale_list)} values but --grFactor has "
                          f"{len(args.grFactor)}; give one per flow")
@@ -268,22 +383,116 @@ def validate(args: argparse.Namespace, parser: OneLineParser) -> None:
             parser.error(f"--scale-list must start at 1 and rise by at most 1 per flow, "
                          f"got {'-'.join(map(str, args.scale_list))}")
         fusing = args.grFactor[1:]  # flow 0 has no fusion layers
-        if fusing and (math.floor(min(fusing) * args.growthRate * args.compress_factor) < 1
-                       or args.compress_factor >= 1):
+        if fusing and math.floor(min(fusing) * args.growthRate * args.compress_factor) < 1:
             parser.error(f"--growthRate {args.growthRate} x --grFactor {min(fusing)} x "
                          f"--compress-factor {args.compress_factor} leaves a fusion layer no "
                          f"channels; raise --growthRate or --compress-factor (below 1)")
     check_head_resolution(args, parser)
-    if not 0 <= args.reduction <= 1:
-        parser.error(f"--reduction must be in [0, 1], got {args.reduction}")
+
+
+def check_ensemble(args: argparse.Namespace, parser: OneLineParser) -> None:
+    check_ranges(args, parser, ENSEMBLE_RANGES)
     n = num_exits(args)
     if len(args.ensemble_reweight) not in (1, 2, n):
         parser.error(f"--ensemble_reweight has {len(args.ensemble_reweight)} values; "
                      f"give 1, 2 or {n} (the number of exits)")
+
+
+def check_training(args: argparse.Namespace, parser: OneLineParser) -> None:
+    check_ranges(args, parser, TRAINING_RANGES)
+    milestones = args.lr_milestones
+    if any(b <= a for a, b in zip(milestones, milestones[1:])):
+        parser.error(f"--lr_milestones must rise, got {','.join(map(str, milestones))}")
+    chosen = milestones != parser.get_default("lr_milestones")  # typed, a recipe's, or saved
+    if milestones and milestones[-1] > args.epochs and chosen:
+        parser.error(f"--lr_milestones {','.join(map(str, milestones))} lie outside the "
+                     f"{args.epochs} epochs (the last may be at most --epochs)")
     if len(args.weight_decay) not in (1, 2):
         parser.error(f"--weight-decay takes 1 or 2 values, got {len(args.weight_decay)}")
+    check_memory(args, parser)
+
+
+def check_run(args: argparse.Namespace, parser: OneLineParser) -> None:
+    check_ranges(args, parser, RUN_RANGES)
+
+
+def check_speed(args: argparse.Namespace, parser: OneLineParser) -> None:
     if args.cuda_graph and args.compile:
         parser.error("--cuda-graph and --compile are alternatives; pick one")
+
+
+def check_loading(args: argparse.Namespace, parser: OneLineParser) -> None:
+    check_ranges(args, parser, LOADING_RANGES)
+
+
+def no_check(args: argparse.Namespace, parser: OneLineParser) -> None:
+    """Groups whose values argparse's types and choices already check."""
+
+
+def memory_bytes(device: str) -> int:
+    """Memory of the device training would use: the GPU's, or the machine's RAM."""
+    import torch
+    if device != "cpu" and torch.cuda.is_available():
+        return torch.cuda.get_device_properties(torch.device(device if ":" in device else "cuda")
+                                                ).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_memory(args: argparse.Namespace, parser: OneLineParser) -> None:
+    """Refuse a model whose weights, gradients and momentum alone exceed the device's memory."""
+    import torch
+    from models import build_model
+    with torch.device("meta"):
+        parameters = sum(p.numel() for p in build_model(args).parameters())
+    needed, available = parameters * 4 * TRAINING_COPIES, memory_bytes(args.device)
+    if needed > available:
+        parser.error(f"the model has {parameters:,} parameters: its weights, gradients and "
+                     f"momentum alone need {needed / 2**30:.1f} GiB, more than the "
+                     f"{available / 2**30:.1f} GiB this device has; shrink --nChannels, "
+                     f"--growthRate or --nBlocks")
+
+
+@dataclass(frozen=True)
+class FlagGroup:
+    """Flags that belong together, added by `add` and checked by `check`."""
+
+    title: str
+    add: Callable[[Any], None]
+    check: Callable[[argparse.Namespace, OneLineParser], None] = no_check
+
+
+DATASET = FlagGroup("dataset", add_dataset_flags, check_dataset)
+LOADING = FlagGroup("data loading and device", add_loading_flags, check_loading)
+MODEL = FlagGroup("model (docs/architectures.md)", add_model_flags, check_model)
+ENSEMBLE = FlagGroup("boosted ensemble (docs/method.md)", add_ensemble_flags, check_ensemble)
+TRAINING = FlagGroup("training", add_training_flags, check_training)
+RUN = FlagGroup("run directory and recovery (docs/cluster.md)", add_run_flags, check_run)
+SPEED = FlagGroup("speed", add_speed_flags, check_speed)
+EVALUATION = FlagGroup("evaluation (docs/evaluation.md)", add_evaluation_flags)
+PROGRAMS = {"train": (DATASET, LOADING, MODEL, ENSEMBLE, TRAINING, RUN, SPEED),
+            "evaluate": (DATASET, LOADING, MODEL, ENSEMBLE, EVALUATION),
+            "costs": (DATASET, MODEL),
+            "import": (DATASET, LOADING, MODEL, ENSEMBLE, TRAINING)}
+DESCRIPTIONS = {"train": "Train a BoostNet (or joint-loss baseline) multi-exit network.",
+                "evaluate": "Evaluate a run: anytime, budgeted batch, real early exit.",
+                "costs": "Count per-exit cumulative multiply-adds and parameters.",
+                "import": "Import a checkpoint of the original BoostNet code or MSDNet-PyTorch."}
+
+
+def build_parser(program: str = "train", prog: str | None = None) -> OneLineParser:
+    """The parser of `program` (a key of PROGRAMS): its flag groups, nothing else."""
+    parser = OneLineParser(prog=prog, description=DESCRIPTIONS[program])
+    for group in PROGRAMS[program]:
+        group.add(parser.add_argument_group(group.title))
+    parser.set_defaults(program=program)
+    return parser
+
+
+def checked(args: argparse.Namespace, parser: OneLineParser) -> argparse.Namespace:
+    """`args` with dataset-dependent defaults filled in, after every check of its program."""
+    for group in PROGRAMS[args.program]:
+        group.check(args, parser)
+    return args
 
 
 def explicit_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> dict[str, Any]:
@@ -294,49 +503,54 @@ def explicit_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> dict
     return {dest: value for dest, value in parsed.items() if value is not untyped}
 
 
-def recipe_defaults(parser: argparse.ArgumentParser, argv: Sequence[str]) -> dict[str, Any]:
-    """The flags of the recipe `--recipe` names in `argv` (none without one)."""
-    name = explicit_flags(parser, argv).get("recipe")
+def recipe_defaults(parser: argparse.ArgumentParser, typed: dict[str, Any]) -> dict[str, Any]:
+    """The flags of the recipe `--recipe` names (none without one)."""
+    name = typed.get("recipe")
     return explicit_flags(parser, RECIPES[name].training_flags) if name else {}
 
 
+# Flags a resumed run may change: where and how fast it runs, and how it logs. --epochs may
+# grow when typed; everything else comes from the run's saved flags.
+CHANGEABLE_ON_RESUME = ("resume", "result_dir", "data_root", "workers", "eval_batch_size",
+                        "device", "log_interval", "checkpoint_interval", "deterministic",
+                        "compile", "cuda_graph", "channels_last", "gpu_data")
+NOT_FLAGS = ("program", "num_exits", "provenance")
+
+
+def resumed_flags(args: argparse.Namespace, typed: dict[str, Any], parser: OneLineParser
+                  ) -> argparse.Namespace:
+    """The run's saved flags, overridden only by the typed flags that may change on resume;
+    any other typed flag that differs is refused, all of them in one line."""
+    from utils.recovery import newest_checkpoint
+    newest = newest_checkpoint(Path(args.result_dir), args.resume)
+    if newest is None:
+        return args
+    path, checkpoint = newest
+    saved = {key: value for key, value in checkpoint.get("config", {}).items()
+             if hasattr(args, key) and key not in NOT_FLAGS}
+    conflicts = [f"{key}={saved[key]!r} (typed {value!r})" for key, value in typed.items()
+                 if key in saved and value != saved[key] and key not in CHANGEABLE_ON_RESUME
+                 and not (key == "epochs" and value >= saved[key])]
+    if conflicts:
+        raise UserError(f"--resume continues {path} with the flags it was trained with; these "
+                        f"typed flags differ and may not change: {'; '.join(conflicts)}")
+    restored = {**vars(args), **saved, **{key: typed[key] for key in typed
+                                          if key in CHANGEABLE_ON_RESUME or key == "epochs"}}
+    return argparse.Namespace(**restored)
+
+
 def parse_args(argv: Sequence[str] | None = None, prog: str | None = None,
-               **defaults) -> argparse.Namespace:
-    """Parse and validate flags; `defaults` override the parser's defaults (per entry point),
-    a `--recipe` overrides those, and flags on the command line override everything."""
+               **defaults: Any) -> argparse.Namespace:
+    """Parse and check the training flags: `defaults` override the parser's (per entry point),
+    a `--recipe` overrides those, typed flags override everything; with `--resume` the run's
+    saved flags replace all but the few that may change."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(prog)
+    parser = build_parser("train", prog)
     parser.set_defaults(**defaults)
-    parser.set_defaults(**recipe_defaults(parser, argv))
-    return checked(parser.parse_args(argv), parser)
+    typed = explicit_flags(parser, argv)
+    parser.set_defaults(**recipe_defaults(parser, typed))
+    args = parser.parse_args(argv)
+    if args.resume:
+        args = resumed_flags(args, typed, parser)
+    return checked(args, parser)
 
-
-def checked(args: argparse.Namespace, parser: OneLineParser) -> argparse.Namespace:
-    """`args` with dataset-dependent defaults filled in, after every check has passed."""
-    check_dataset_flags(args, parser)
-    args = resolve_defaults(args)
-    validate(args, parser)
-    return args
-
-
-def check_dataset_flags(args: argparse.Namespace, parser: OneLineParser) -> None:
-    """--num-classes/--image-size/--val-size describe a `folder` dataset and nothing else."""
-    if args.dataset != FOLDER:
-        given = [flag for dest, flag in FOLDER_FLAGS.items() if getattr(args, dest) is not None]
-        if given:
-            parser.error(f"{given[0]} describes --dataset folder; {args.dataset} has its own "
-                         f"({dataset_info(args).num_classes} classes, "
-                         f"{dataset_info(args).image_size}x{dataset_info(args).image_size} inputs)")
-        return
-    if args.num_classes is None or args.num_classes < 2:
-        parser.error(f"--dataset folder needs --num-classes (at least 2), got {args.num_classes}")
-    if args.image_size is None or args.image_size < 8:
-        parser.error(f"--dataset folder needs --image-size (at least 8 pixels), got {args.image_size}")
-    size = args.val_size
-    if size is not None and (isinstance(size, float) and not 0 < size < 1
-                             or isinstance(size, int) and size < 1):
-        parser.error(f"--val-size must be a count of at least 1 or a fraction in (0, 1), got {size}")
-
-
-if __name__ == "__main__":
-    print(vars(parse_args()))

@@ -114,15 +114,13 @@ def format_table(costs: ExitCosts) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from args import parse_args
+    from args import build_parser, checked, flag
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    as_json = "--json" in argv
-    if as_json:
-        argv.remove("--json")
-    args = parse_args(argv, prog="op_counter.py")
+    parser = build_parser("costs", prog="op_counter.py")
+    flag(parser, "--json", action="store_true", help="print JSON instead of a table")
+    args = checked(parser.parse_args(sys.argv[1:] if argv is None else argv), parser)
     costs = costs_for_args(args)
-    if as_json:
+    if args.json:
         print(json.dumps({"flops": costs.flops, "params": costs.params,
                           "true_flops": costs.true_flops}))
     else:

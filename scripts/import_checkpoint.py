@@ -23,7 +23,7 @@ from utils.interop import import_run  # noqa: E402
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Parse SRC, --out and the model flags, import, and say what the run directory allows."""
-    parser = build_parser(prog="import_checkpoint.py")
+    parser = build_parser("import", prog="import_checkpoint.py")
     parser.add_argument("source", metavar="SRC", type=Path,
                         help="checkpoint written by the official BoostNet code or MSDNet-PyTorch")
     parser.add_argument("--out", type=Path, required=True, help="new run directory to write")

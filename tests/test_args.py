@@ -117,3 +117,34 @@ def test_a_folder_dataset_gets_its_classes_and_the_stem_its_image_size_calls_for
     assert stem_conv.kernel_size == ((7, 7) if imagenet_style else (3, 3))
     with torch.no_grad():
         assert [tuple(f.shape) for f in model.eval()(torch.zeros(1, 3, size, size))] == [(1, 2)] * 2
+
+
+@pytest.mark.parametrize("script, flags, foreign", [
+    ("eval_cifar100.py", ["--evaluate-from", "runs/x", "--lr", "0.1"], "--lr"),
+    ("op_counter.py", ["--epochs", "3"], "--epochs"),
+    ("train_cifar100.py", ["--budget", "1e6"], "--budget"),
+    ("train_imagenet.py", ["--evalmode", "anytime"], "--evalmode"),
+    ("scripts/import_checkpoint.py", ["x.pth", "--out", "y", "--real-exit"], "--real-exit"),
+])
+def test_each_program_refuses_another_programs_flags_in_one_line(repo_root, script, flags, foreign):
+    done = subprocess.run([sys.executable, script, *flags], cwd=repo_root, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "unrecognized arguments" in done.stderr and foreign in done.stderr
+
+
+def test_every_flag_takes_both_separator_spellings_and_no_prefix():
+    args = parse_args(["--lr-milestones", "2,3", "--result-dir", "x", "--lr-gamma", "0.5",
+                       "--weight_decay", "0", "--max_steps_per_epoch", "3", "--epochs", "4"])
+    assert (args.lr_milestones, args.result_dir, args.lr_gamma) == ([2, 3], "x", 0.5)
+    assert (args.weight_decay, args.max_steps_per_epoch) == ([0.0], 3)
+    with pytest.raises(SystemExit):
+        parse_args(["--epoch", "5"])
+
+
+@pytest.mark.parametrize("program", ["train", "evaluate", "costs", "import"])
+def test_every_flag_has_a_help_line_with_its_default(program):
+    parser = build_parser(program)
+    flags = [action for action in parser._actions if action.option_strings and action.dest != "help"]
+    assert flags and all(action.help for action in flags)
+    assert "(default: 0.1)" in parser.format_help() or program in ("costs", "evaluate")

@@ -108,7 +108,7 @@ def file_states(run_dir: Path) -> dict[str, tuple[bytes, int]]:
 
 
 def test_explicit_flags_are_exactly_the_typed_ones():
-    typed = explicit_flags(build_parser(None),
+    typed = explicit_flags(build_parser("evaluate"),
                            ["--evaluate-from", "runs/x", "--nBlocks", "10", "--flat_curve", "-j", "0"])
     assert typed == {"evaluate_from": "runs/x", "nBlocks": 10, "flat_curve": True, "workers": 0}
 

@@ -377,12 +377,14 @@ def test_fine_tuning_from_an_imported_run_trains_and_resumes(tmp_path, capsys):
     imported = tmp_path / "imported"
     assert run_import(str(source), "--out", str(imported), *flags) == 0
     tuned = tmp_path / "tuned"
-    still = ["--lr", "0", "--epochs", "1", "--result_dir", str(tuned), "--init-from", str(imported)]
+    # --lr must be positive; at 1e-30 one epoch moves no weight by more than 1e-25
+    still = ["--lr", "1e-30", "--epochs", "1", "--result_dir", str(tuned), "--init-from",
+             str(imported)]
     assert train(*TINY_MSDNET, *SHORT, *still) == 0
     after = load_checkpoint(tuned / "model_latest.pth")
     assert after["epoch"] == 1
-    for key, parameter in model.named_parameters():  # lr 0: the weights are the imported ones
-        assert torch.equal(after["model"][key], parameter.detach())
+    for key, parameter in model.named_parameters():  # the weights are the imported ones
+        torch.testing.assert_close(after["model"][key], parameter.detach(), rtol=0, atol=1e-25)
     moving = ["--epochs", "2", "--result_dir", str(tuned), "--init-from", str(imported), "--resume"]
     assert train(*TINY_MSDNET, *SHORT, *moving) == 0
     assert "resuming after epoch 1" in (tuned / "log.txt").read_text()
@@ -398,9 +400,9 @@ def test_fine_tuning_from_an_imported_run_trains_and_resumes(tmp_path, capsys):
 def test_the_original_run_resumes_where_it_stopped(tmp_path):
     source, model, flags = tiny_source(tmp_path, TINY_RANET, per_exit=False)
     run = tmp_path / "run"
-    assert run_import(str(source), "--out", str(run), *flags) == 0
-    assert train(*TINY_RANET, *SHORT, "--epochs", str(SOURCE_EPOCH + 2), "--result_dir", str(run),
-                 "--resume") == 0
+    recipe = ["--batch-size", "16", "--epochs", str(SOURCE_EPOCH + 2)]  # the run's own flags
+    assert run_import(str(source), "--out", str(run), *flags, *recipe) == 0
+    assert train(*TINY_RANET, *SHORT, *recipe, "--result_dir", str(run), "--resume") == 0
     assert f"resuming after epoch {SOURCE_EPOCH + 1}" in (run / "log.txt").read_text()
     assert load_checkpoint(run / "model_latest.pth")["epoch"] == SOURCE_EPOCH + 2
 

@@ -22,7 +22,7 @@ from tests.test_training import SHORT, assert_one_line_error, load, train
 from utils.errors import EXIT_PREEMPTED
 from utils.recovery import StopSignals
 
-FLAGS = [*TINY_MSDNET, *SHORT, "--use-valid", "--lr_milestones", "2"]
+FLAGS = [*TINY_MSDNET, *SHORT, "--use-valid", "--lr_milestones", "1"]
 NO_SPACE = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 METRIC_COLUMNS = re.compile(r"(train|val)_(loss|acc)_exit_\d+")
 ETA = re.compile(r", ETA (\d+h\d\dm|\d+m\d\ds|\d+s)( \*)?$")

@@ -131,7 +131,7 @@ def study_script():
     del sys.modules[spec.name]
 
 
-TINY_RUN = [*TINY_MSDNET, "--epochs", "1", "--max-steps-per-epoch", "2", "--device", "cpu",
+TINY_RUN = [*TINY_MSDNET, "--epochs", "1", "--lr_milestones", "1", "--max-steps-per-epoch", "2", "--device", "cpu",
             "--eval-batch-size", "128"]
 
 

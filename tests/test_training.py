@@ -1,6 +1,7 @@
 """Training end to end on the offline digits set: run files, learning, resume, torchrun, errors."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -200,3 +201,38 @@ def test_missing_data_path_exits_2_without_traceback(tmp_path):
     assert done.stderr.strip().splitlines() == [
         f"error: --data-root: no ImageNet folder at {missing / 'train'} "
         f"(expected train/ and val/ with one sub-folder per class)"]
+
+
+def test_resume_with_only_the_run_directory_continues_with_the_saved_flags(tmp_path):
+    run = tmp_path / "run"
+    assert train(*TINY_MSDNET, *SHORT, "--epochs", "1", "--lr", "0.05", "--result_dir", str(run)) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert train("--result_dir", str(run), "--resume", "--epochs", "2") == 0
+    resumed = json.loads((run / "config.json").read_text())
+    assert resumed["epochs"] == 2 and resumed["lr_f"] == 0.05 and resumed["dataset"] == "digits"
+    ignored = ("epochs", "provenance", "resume")  # the new length, this start, how it started
+    assert {k: v for k, v in resumed.items() if k not in ignored} == \
+        {k: v for k, v in config.items() if k not in ignored}
+    assert load(run / "model_latest.pth")["epoch"] == 2
+    assert train("--result_dir", str(run), "--resume") == 0  # finished: nothing more to train
+    assert load(run / "model_latest.pth")["epoch"] == 2
+
+
+def test_resume_refuses_every_changed_flag_at_once_and_a_shorter_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train(*TINY_MSDNET, *SHORT, "--epochs", "2", "--result_dir", str(run)) == 0
+    before = (run / "config.json").read_bytes()
+    assert train("--result_dir", str(run), "--resume", "--lr", "0.05", "--batch-size", "32") == 2
+    assert_one_line_error(capsys, "lr_f=0.1 (typed 0.05)", "batch_size=16 (typed 32)")
+    assert train("--result_dir", str(run), "--resume", "--epochs", "1") == 2
+    assert_one_line_error(capsys, "epochs=2 (typed 1)")
+    assert (run / "config.json").read_bytes() == before
+
+
+def test_resume_auto_continues_a_populated_directory(tmp_path):
+    run = tmp_path / "run"
+    flags = [*TINY_MSDNET, *SHORT, "--result_dir", str(run), "--resume", "auto"]
+    assert train(*flags, "--epochs", "1") == 0
+    assert train(*flags, "--epochs", "2") == 0
+    assert load(run / "model_latest.pth")["epoch"] == 2
+    assert "resuming after epoch 1" in (run / "log.txt").read_text()

@@ -95,19 +95,18 @@ def run_config(run_dir: Path, checkpoint: dict[str, Any]) -> dict[str, Any]:
 def merged_args(argv: Sequence[str], prog: str | None, config: dict[str, Any],
                 **defaults) -> argparse.Namespace:
     """Training flags from `config`, overridden by flags typed now; evaluation flags from now only."""
-    parser = build_parser(prog)
+    parser = build_parser("evaluate", prog)
     parser.set_defaults(**defaults)
     values = vars(parser.parse_args(argv))
-    typed = explicit_flags(build_parser(prog), argv)
-    for key, value in config.items():
-        if key in values and key not in typed and key not in COMMAND_LINE_ONLY:
-            values[key] = value
-    return checked(argparse.Namespace(**values), parser)
+    typed = explicit_flags(parser, argv)
+    saved = {key: value for key, value in config.items()
+             if key not in typed and key not in COMMAND_LINE_ONLY and key != "program"}
+    return checked(argparse.Namespace(**{**values, **saved}), parser)
 
 
 def load_run(argv: Sequence[str], prog: str | None, **defaults) -> LoadedRun:
     """Resolve `--evaluate-from`, rebuild the model from the run's flags and load its weights."""
-    typed = explicit_flags(build_parser(prog), argv)
+    typed = explicit_flags(build_parser("evaluate", prog), argv)
     if "evaluate_from" not in typed:
         raise UserError("--evaluate-from is required: give a run directory or a checkpoint file")
     run_dir, checkpoint_file = locate_checkpoint(Path(typed["evaluate_from"]))
