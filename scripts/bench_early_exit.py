@@ -60,7 +60,7 @@ def benchmark(flags: list[str], bench: argparse.Namespace) -> tuple[dict, Throug
     model_args = parse_args(flags)
     model = build_model(model_args).eval()
     network = build_boosted(model_args, model)
-    costs = count_exit_costs(model, 32).flops
+    costs = count_exit_costs(model, 32).macs
     batches = [torch.randn(bench.batch_size, 3, 32, 32) for _ in range(bench.batches)]
 
     with torch.inference_mode():

@@ -224,7 +224,7 @@ def time_early_exit(recipe: Benchmarked, device: torch.device, options: argparse
     """
     args, network, _ = build(recipe, device)
     network.eval()
-    costs = count_exit_costs(copy.deepcopy(network.network).cpu(), dataset_info(args).image_size).flops
+    costs = count_exit_costs(copy.deepcopy(network.network).cpu(), dataset_info(args).image_size).macs
     images, _ = synthetic_batch(args, max(EARLY_EXIT_BATCHES), device)
     with torch.no_grad():
         probs = network.probabilities(network.backbone(images))

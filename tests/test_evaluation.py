@@ -43,7 +43,7 @@ def evaluate(run_dir: Path, *flags: str) -> None:
 
 
 def budget_between_exits() -> float:
-    costs = costs_for_args(tiny_args()).flops
+    costs = costs_for_args(tiny_args()).macs
     return (costs[0] + costs[-1]) / 2
 
 
@@ -139,7 +139,7 @@ def test_anytime_matches_direct_computation(evaluated_run, direct):
         assert [float(row[key]) for row in rows] == pytest.approx(metric(probs, targets), rel=1e-12)
         assert [exit[key] for exit in saved["exits"]] == pytest.approx(metric(probs, targets), rel=1e-12)
     assert [float(row["top5"]) for row in rows] == pytest.approx(top5, abs=1e-9)
-    assert [int(row["macs"]) for row in rows] == costs.flops
+    assert [int(row["macs"]) for row in rows] == costs.macs
     assert [int(row["params"]) for row in rows] == costs.params
     assert [exit["top1"] for exit in saved["exits"]] == pytest.approx(top1, abs=1e-9)
     assert saved["test_samples"] == len(targets) and saved["run"] == "tiny_boost"
@@ -353,7 +353,7 @@ def test_logits_dump_round_trips(run_copy, direct, tmp_path):
     assert dump["val_indices"].tolist() == json.loads((run_copy / "split.json").read_text())["val_indices"]
     top1 = (torch.from_numpy(dump["logits"]).argmax(dim=2) == direct["test"][1]).double().mean(dim=1) * 100
     assert top1.tolist() == pytest.approx([exit["top1"] for exit in anytime["exits"]], abs=1e-9)
-    assert dump["costs"].dtype == np.int64 and dump["costs"].tolist() == costs_for_args(tiny_args()).flops
+    assert dump["costs"].dtype == np.int64 and dump["costs"].tolist() == costs_for_args(tiny_args()).macs
     assert (str(dump["split"]), int(dump["num_classes"]), str(dump["checkpoint_sha256"])) == ("test", 10, digest)
     assert (str(dump["arch"]), str(dump["loss"]), str(dump["dataset"])) == ("msdnet_ge", "boost", "digits")
 

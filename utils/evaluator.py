@@ -177,7 +177,7 @@ def anytime_rows(outputs: SplitOutputs, costs: ExitCosts) -> list[dict[str, Any]
     top1, top5 = (topk_accuracy(outputs.probs, outputs.targets, k) for k in TOP_K)
     nll = negative_log_likelihood(outputs.probs, outputs.targets)
     ece = expected_calibration_error(outputs.probs, outputs.targets)
-    return [{"exit": n + 1, "macs": costs.flops[n], "params": costs.params[n], "top1": top1[n],
+    return [{"exit": n + 1, "macs": costs.macs[n], "params": costs.params[n], "top1": top1[n],
              "top5": top5[n], "nll": nll[n], "ece": ece[n]} for n in range(len(top1))]
 
 
@@ -276,7 +276,7 @@ def evaluate_anytime(run: LoadedRun, test: SplitOutputs) -> None:
 def evaluate_dynamic(run: LoadedRun, val: SplitOutputs, test: SplitOutputs) -> None:
     """The 39-level budgeted-batch sweep: printed, budgeted.csv and budgeted.json."""
     levels = with_calibration([level.to_dict() for level in budgeted_sweep(
-        val.probs, val.targets, test.probs, test.targets, run.costs.flops,
+        val.probs, val.targets, test.probs, test.targets, run.costs.macs,
         flat_curve=run.args.flat_curve)], test)
     print(f"budgeted batch ({run.name}, {val.probs.shape[1]} validation / {test.probs.shape[1]} test"
           f"{', flat curve' if run.args.flat_curve else ''})")
@@ -285,18 +285,18 @@ def evaluate_dynamic(run: LoadedRun, val: SplitOutputs, test: SplitOutputs) -> N
                                 "test_nll": four_places, "exit_counts": slash_joined}))
     write_csv(run.run_dir / "budgeted.csv", budgeted_rows(levels))
     write_json(run.run_dir / "budgeted.json", {
-        **run_header(run), "flat_curve": run.args.flat_curve, "costs": run.costs.flops,
+        **run_header(run), "flat_curve": run.args.flat_curve, "costs": run.costs.macs,
         "val_samples": val.probs.shape[1], "test_samples": test.probs.shape[1], "levels": levels})
 
 
 def evaluate_budget(run: LoadedRun, val: SplitOutputs, test: SplitOutputs) -> list[float]:
     """Thresholds for `--budget` (most accurate on validation within it), their test result: budget.json."""
     try:
-        choice = thresholds_for_budget(val.probs, val.targets, run.costs.flops, run.args.budget)
+        choice = thresholds_for_budget(val.probs, val.targets, run.costs.macs, run.args.budget)
     except ValueError as error:
         raise UserError(f"--budget {run.args.budget:g}: {error}") from None
     accuracy, cost, counts = apply_thresholds(test.probs, test.targets, choice.thresholds,
-                                              run.costs.flops)
+                                              run.costs.macs)
     result = {**run_header(run), "budget": run.args.budget, **choice.to_dict(),
               "test_accuracy": accuracy, **early_exit_calibration(test, choice.thresholds),
               "test_expected_cost": cost, "test_exit_counts": counts.tolist()}
@@ -329,14 +329,14 @@ def evaluate_real_exit(run: LoadedRun, dataset: Dataset, test: SplitOutputs,
                             minlength=run.network.num_exits)
     samples = len(targets)
     simulated_accuracy, simulated_cost, simulated_counts = apply_thresholds(
-        test.probs[:, :samples], test.targets[:samples], thresholds, run.costs.flops)
+        test.probs[:, :samples], test.targets[:samples], thresholds, run.costs.macs)
     speed = early_exit_throughput(run.network, batches, thresholds, run.device, TIMING_REPEATS)
     result = {
         **run_header(run), "device": str(run.device), "batch_size": run.args.eval_batch_size,
         "cuda_graphs": run.device.type == "cuda",
         "samples": samples, "thresholds": thresholds,
-        **speed.as_json(), "full_cost": run.costs.flops[-1],
-        "expected_cost": expected_cost(counts, run.costs.flops),
+        **speed.as_json(), "full_cost": run.costs.macs[-1],
+        "expected_cost": expected_cost(counts, run.costs.macs),
         "simulated_expected_cost": simulated_cost,
         "accuracy": (predictions == targets).sum().item() * 100.0 / samples,
         "simulated_accuracy": simulated_accuracy,
@@ -356,7 +356,7 @@ def save_logits(run: LoadedRun, splits: DataSplits, test: SplitOutputs, val: Spl
     """`--save-logits`: the test split's outputs and, when it was evaluated, the validation split's."""
     path = Path(run.args.save_logits)
     write_logits_dump(path, split_dump(test, splits.test),
-                      None if val is None else split_dump(val, splits.val), run.costs.flops, run_header(run))
+                      None if val is None else split_dump(val, splits.val), run.costs.macs, run_header(run))
     print(f"outputs of every exit ({'test and validation' if val is not None else 'test'} split) "
           f"written to {path}")
 
