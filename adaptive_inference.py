@@ -45,7 +45,7 @@ class BudgetLevel:
     accuracy_level: int
 
     def to_dict(self) -> dict:
-        """Plain Python values (thresholds may be +/-inf, which `json` writes as Infinity)."""
+        """Plain Python values (thresholds may be +/-inf: save them with utils.json_files)."""
         return asdict(self)
 
 
@@ -60,7 +60,7 @@ class BudgetChoice:
     val_exit_counts: list[int]
 
     def to_dict(self) -> dict:
-        """Plain Python values (thresholds and q may be +/-inf, which `json` writes as Infinity)."""
+        """Plain Python values (thresholds and q may be +/-inf: save them with utils.json_files)."""
         return asdict(self)
 
 

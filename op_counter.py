@@ -9,7 +9,6 @@ interpolation (4 multiply-adds per output element), which the MSDNet convention 
 """
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -20,6 +19,7 @@ from torch import nn
 from models import MultiExitNetwork, build_model
 from models.layers import Resize
 from utils.datasets import dataset_info
+from utils.json_files import json_text
 
 INTERPOLATION_MACS_PER_OUTPUT = 4
 
@@ -124,8 +124,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv, prog="op_counter.py")
     costs = costs_for_args(args)
     if as_json:
-        print(json.dumps({"macs": costs.macs, "params": costs.params,
-                          "true_macs": costs.true_macs}))
+        print(json_text({"macs": costs.macs, "params": costs.params, "true_macs": costs.true_macs},
+                        indent=None))
     else:
         print(format_table(costs))
 

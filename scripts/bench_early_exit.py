@@ -14,7 +14,6 @@ Single-threaded by default: on a shared machine a second thread mostly measures 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -30,6 +29,7 @@ from models.boosting import build_boosted  # noqa: E402
 from op_counter import count_exit_costs  # noqa: E402
 from utils.early_exit import (Throughput, early_exit_predict, early_exit_throughput,  # noqa: E402
                               expected_cost)
+from utils.json_files import write_json  # noqa: E402
 
 COMMON_FLAGS = ["--dataset", "cifar100", "--arch", "msdnet", "--nChannels", "16", "--nBlocks", "7"]
 PRESETS = {"lin_grow": ["--stepmode", "lin_grow", "--step", "1", "--base", "1"],
@@ -80,7 +80,7 @@ def benchmark(flags: list[str], bench: argparse.Namespace) -> tuple[dict, Throug
     return {
         "model_flags": flags, "loss": "boost", "costs": costs, "full_cost": costs[-1],
         "budget": MAX_COST_FRACTION * costs[-1], "q": choice.q,
-        "thresholds": [t if abs(t) != float("inf") else str(t) for t in choice.thresholds],
+        "thresholds": choice.thresholds,
         "exit_counts": exit_counts.tolist(), "expected_cost": cost,
         "expected_cost_fraction": cost_fraction,
         "agreement_with_full_network": agreement,
@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
               f"{result['exit_counts']}; {speed.summary()} (target {TARGET_SPEEDUP}x, "
               f"{bench.threads} thread(s))")
     bench.out.parent.mkdir(parents=True, exist_ok=True)
-    bench.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(bench.out, report)
     print(f"wrote {bench.out}")
     return report
 

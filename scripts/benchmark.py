@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import multiprocessing
 import statistics
 import sys
@@ -55,6 +54,7 @@ from utils.engine import parameter_groups  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.fast_step import build_eval_forward, build_train_step, make_sgd  # noqa: E402
 from utils.gpu_data import GpuBatches  # noqa: E402
+from utils.json_files import write_json  # noqa: E402
 from utils.plots import markdown_table  # noqa: E402
 
 EARLY_EXIT_LEVEL = 10  # budget level k of SPEC §6: exit shares p_n = q^n / sum q^m with q = 0.5
@@ -413,7 +413,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
               "gpu_data": time_gpu_data(device, options.quick, options.steps)}
     result["wall_s"] = time.perf_counter() - started
     options.out.parent.mkdir(parents=True, exist_ok=True)
-    options.out.write_text(json.dumps(result, indent=2))
+    write_json(options.out, result)
     print(f"{result['device']}, torch {result['torch']}, {result['wall_s']:.0f} s; "
           f"written to {options.out}\n")
     print(results_tables(rows, early_exit))

@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
-import math
 import pickle
 import sys
 from dataclasses import dataclass
@@ -38,6 +36,7 @@ from utils.datasets import dataset_info
 from utils.distributed import DistInfo, resolve_device
 from utils.early_exit import early_exit_predict, early_exit_throughput, expected_cost
 from utils.errors import UserError
+from utils.json_files import read_json, write_json
 from utils.logits_dump import SplitDump, check_dump_path, source_indices, write_logits_dump
 from utils.metrics import expected_calibration_error, negative_log_likelihood, topk_accuracy
 from utils.run_dir import CONFIG_FILE, locate_checkpoint
@@ -84,7 +83,7 @@ def run_config(run_dir: Path, checkpoint: dict[str, Any]) -> dict[str, Any]:
     config_file = run_dir / CONFIG_FILE
     if config_file.is_file():
         try:
-            return json.loads(config_file.read_text())
+            return read_json(config_file)
         except (OSError, ValueError) as error:
             raise UserError(f"--evaluate-from: cannot read {config_file}: {error}") from None
     if isinstance(checkpoint.get("config"), dict):
@@ -208,21 +207,6 @@ def budgeted_rows(levels: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row.update({f"exit_count_{n + 1}": c for n, c in enumerate(level["exit_counts"])})
         rows.append(row)
     return rows
-
-
-def json_safe(value: Any) -> Any:
-    """Replace non-finite floats by the strings 'inf' / '-inf' / 'nan' so the JSON stays standard."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {key: json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(item) for item in value]
-    return value
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    write_text_atomically(path, json.dumps(json_safe(payload), indent=2, allow_nan=False) + "\n")
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
