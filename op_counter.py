@@ -1,4 +1,4 @@
-"""Per-exit cumulative multiply-adds and parameters in the MSDNet convention (SPEC §5).
+"""Per-exit cumulative multiply-adds and parameters in the MSDNet convention (docs/costs.md).
 
 Counts come from forward hooks on the leaf modules of the model actually built, run on one
 image (32x32, or 224x224 for ImageNet). Exit n's cost covers everything run up to and

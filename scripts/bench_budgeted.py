@@ -1,4 +1,4 @@
-"""Time the full 39-level budgeted-batch sweep (SPEC §6) on realistic random exit outputs.
+"""Time the full 39-level budgeted-batch sweep (docs/evaluation.md) on realistic random exit outputs.
 
     python scripts/bench_budgeted.py [--val 5000 --test 10000 --exits 7 --classes 100]
                                      [--threads N] [--repeats 5] [--out FILE]

@@ -2,8 +2,9 @@
 
 Small CIFAR-sized 7-exit MSDNets (untrained, eval mode, boosted outputs F_n) classify batches
 of 256 random images: `lin_grow` (blocks growing linearly: --stepmode lin_grow --step 1
---base 1) and `even` (SPEC §7's CIFAR layout: --step 2 --base 4). Thresholds come from the model's own outputs on exactly those images: the
-setting of the protocol's family (SPEC §6) that agrees most with the full network's
+--base 1) and `even` (the CIFAR layout of docs/recipes.md: --step 2 --base 4). Thresholds
+come from the model's own outputs on exactly those images: the setting of the protocol's
+family (docs/evaluation.md) that agrees most with the full network's
 predictions while its expected cost is at most half the full network's, so the measured
 batches really have an expected cost <= 1/2. Both paths run on the same inference copy of
 the model (BatchNorm folded, channels_last); the target is >= 1.6x the full network's images/s.

@@ -1,4 +1,5 @@
-"""Budgeted-batch protocol (SPEC §6): the vectorised code equals a plain loop copy of the original."""
+"""Budgeted-batch protocol (docs/evaluation.md): the vectorised code equals a plain loop copy of
+the original."""
 from __future__ import annotations
 
 import math
@@ -65,7 +66,8 @@ def original_find_threshold(logits, targets, p, macs):
 
 
 def original_sweep(val_pred, val_target, test_pred, test_target, macs, flat_curve):
-    """The 39-level loop of `dynamic_evaluate`, with SPEC §6's flat curve written out plainly."""
+    """The 39-level loop of `dynamic_evaluate`, with the flat curve of docs/evaluation.md written
+    out plainly."""
     rows, best_val, best_test = [], -1.0, None
     test_max, test_argmax = (t.tolist() for t in test_pred.max(dim=2))
     for p in range(1, 40):

@@ -1,4 +1,4 @@
-"""Golden per-exit MACs and params of SPEC §5, through op_counter.py."""
+"""The published per-exit MACs and params (docs/costs.md), through op_counter.py."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
-"""RANet (SPEC §4): golden costs, recipe forwards, stage boundaries and initialisation."""
+"""RANet (docs/architectures.md#ranet): published costs, recipe forwards, stage boundaries and
+initialisation."""
 from __future__ import annotations
 
 import math

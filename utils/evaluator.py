@@ -1,4 +1,4 @@
-"""The one evaluator behind eval_cifar100.py and eval_imagenet.py (SPEC §6).
+"""The one evaluator behind eval_cifar100.py and eval_imagenet.py (docs/evaluation.md).
 
 `--evaluate-from` names a run directory (its model_latest.pth is evaluated, or
 model_best.pth when there is no latest) or a checkpoint file inside one. The model is

@@ -1,8 +1,9 @@
 """Accuracy against multiply-adds for evaluated runs: anytime and budgeted-batch PNGs and a Markdown table.
 
 Reads each run directory's anytime.json / budgeted.json (written by eval_cifar100.py or
-eval_imagenet.py), overlays the runs labelled by run name, and can add SPEC §7's published
-CIFAR-100 MSDNet accuracies (baseline and BoostNet, per exit, at the golden MACs of SPEC §5).
+eval_imagenet.py), overlays the runs labelled by run name, and can add the published
+CIFAR-100 MSDNet accuracies of docs/recipes.md (baseline and BoostNet, per exit, at the published
+MACs of docs/costs.md).
 
     python -m utils.plots runs/boostnet runs/msdnet_joint --out results/plots --reference msdnet_c100
 """
