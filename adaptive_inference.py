@@ -1,4 +1,4 @@
-"""Budgeted-batch evaluation (SPEC §6): the MSDNet protocol, vectorised and exact.
+"""Budgeted-batch evaluation (docs/evaluation.md): the MSDNet protocol, vectorised and exact.
 
 Probabilities are shaped exits x samples x classes. A sample's confidence at an exit is its
 largest class probability; it leaves at the first exit whose threshold that confidence
@@ -45,7 +45,7 @@ class BudgetLevel:
     accuracy_level: int
 
     def to_dict(self) -> dict:
-        """Plain Python values (thresholds may be +/-inf, which `json` writes as Infinity)."""
+        """Plain Python values (thresholds may be +/-inf: save them with utils.json_files)."""
         return asdict(self)
 
 
@@ -60,7 +60,7 @@ class BudgetChoice:
     val_exit_counts: list[int]
 
     def to_dict(self) -> dict:
-        """Plain Python values (thresholds and q may be +/-inf, which `json` writes as Infinity)."""
+        """Plain Python values (thresholds and q may be +/-inf: save them with utils.json_files)."""
         return asdict(self)
 
 
@@ -70,7 +70,8 @@ def exit_fractions(n_exits: int, k: float) -> Tensor:
 
 
 def find_thresholds(val_probs: Tensor, fractions: Tensor) -> Tensor:
-    """One threshold per exit so that floor(V * p_n) validation samples leave at exit n (SPEC §6)."""
+    """One threshold per exit so that floor(V * p_n) validation samples leave at exit n
+    (docs/evaluation.md)."""
     _check_probs(val_probs, "val_probs")
     confidence = val_probs.max(dim=2).values
     fractions = _per_exit(fractions, confidence.shape[0], "fractions", torch.float32)
@@ -292,7 +293,8 @@ def _outcomes(confidence: Tensor, correct: Tensor, thresholds: Tensor) -> tuple[
 
 
 def _flattened(points: list[BudgetLevel]) -> list[BudgetLevel]:
-    """SPEC §6 flat curve: a level not above the best validation accuracy so far reports the best's."""
+    """The flat curve (docs/evaluation.md): a level not above the best validation accuracy so
+    far reports the best's."""
     flat, best = [], None
     for point in points:
         if best is None or point.val_accuracy > best.val_accuracy:

@@ -1,4 +1,5 @@
-"""Evaluate a CIFAR-100 (or digits) run: anytime accuracy, budgeted batch, real early exit (SPEC §6).
+"""Evaluate a CIFAR-100 (or digits) run: anytime accuracy, budgeted batch, real early exit
+(docs/evaluation.md).
 
     python eval_cifar100.py --evaluate-from runs/msdnet_c100 --evalmode both --budget 40e6
 """

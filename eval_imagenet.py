@@ -1,4 +1,4 @@
-"""Evaluate an ImageNet run: anytime accuracy, budgeted batch, real early exit (SPEC §6).
+"""Evaluate an ImageNet run: anytime accuracy, budgeted batch, real early exit (docs/evaluation.md).
 
     python eval_imagenet.py --evaluate-from runs/msdnet_imagenet --data-root /data/imagenet
 """

@@ -1,4 +1,4 @@
-"""Per-exit cumulative multiply-adds and parameters in the MSDNet convention (SPEC §5).
+"""Per-exit cumulative multiply-adds and parameters in the MSDNet convention (docs/costs.md).
 
 Counts come from forward hooks on the leaf modules of the model actually built, run on one
 image (32x32, or 224x224 for ImageNet). Exit n's cost covers everything run up to and
@@ -9,7 +9,6 @@ interpolation (4 multiply-adds per output element), which the MSDNet convention 
 """
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -20,16 +19,17 @@ from torch import nn
 from models import MultiExitNetwork, build_model
 from models.layers import Resize
 from utils.datasets import dataset_info
+from utils.json_files import json_text
 
 INTERPOLATION_MACS_PER_OUTPUT = 4
 
 
 @dataclass
 class ExitCosts:
-    """Cumulative per-exit costs: `flops` (MSDNet convention), `true_flops`, `params`."""
+    """Cumulative per-exit costs: `macs` (MSDNet convention), `true_macs`, `params`."""
 
-    flops: list[int] = field(default_factory=list)
-    true_flops: list[int] = field(default_factory=list)
+    macs: list[int] = field(default_factory=list)
+    true_macs: list[int] = field(default_factory=list)
     params: list[int] = field(default_factory=list)
 
 
@@ -91,8 +91,8 @@ def count_exit_costs(model: MultiExitNetwork, input_size: int) -> ExitCosts:
         costs = ExitCosts()
         x = torch.zeros(1, 3, input_size, input_size)
         for _ in model.iter_exits(x):
-            costs.flops.append(counter.macs)
-            costs.true_flops.append(counter.macs + counter.interp_macs)
+            costs.macs.append(counter.macs)
+            costs.true_macs.append(counter.macs + counter.interp_macs)
             costs.params.append(counter.params)
     finally:
         for h in handles:
@@ -107,9 +107,10 @@ def costs_for_args(args) -> ExitCosts:
 
 
 def format_table(costs: ExitCosts) -> str:
+    """One line per exit: MMac, MMac with interpolation, parameters."""
     lines = [f"{'exit':>4}  {'MMac':>10}  {'MMac (true, +interp.)':>22}  {'params':>12}"]
-    for n, (f, t, p) in enumerate(zip(costs.flops, costs.true_flops, costs.params), 1):
-        lines.append(f"{n:>4}  {f / 1e6:>10.2f}  {t / 1e6:>22.2f}  {p:>12,}")
+    for n, (macs, true_macs, params) in enumerate(zip(costs.macs, costs.true_macs, costs.params), 1):
+        lines.append(f"{n:>4}  {macs / 1e6:>10.2f}  {true_macs / 1e6:>22.2f}  {params:>12,}")
     return "\n".join(lines)
 
 
@@ -121,8 +122,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = checked(parser.parse_args(sys.argv[1:] if argv is None else argv), parser)
     costs = costs_for_args(args)
     if args.json:
-        print(json.dumps({"flops": costs.flops, "params": costs.params,
-                          "true_flops": costs.true_flops}))
+        print(json_text({"macs": costs.macs, "params": costs.params, "true_macs": costs.true_macs},
+                        indent=None))
     else:
         print(format_table(costs))
 

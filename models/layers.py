@@ -1,4 +1,4 @@
-"""Building blocks shared by MSDNet and RANet (SPEC §3, §4)."""
+"""Building blocks shared by MSDNet and RANet (docs/architectures.md#msdnet, #ranet)."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""MSDNet (Huang et al., ICLR 2018) with optional gradient rescaling (MSDNet-GE, SPEC §2-3)."""
+"""MSDNet (Huang et al., ICLR 2018) with optional gradient rescaling (MSDNet-GE; docs/architectures.md)."""
 from __future__ import annotations
 
 import math
@@ -166,7 +166,8 @@ class MSDNet(MultiExitNetwork):
     def advance(self, n: int, features: list[Tensor]) -> list[Tensor]:
         if self.cfg.gradient_rescale and n > 0:
             # Trunk continuing past exit n-1: gradient from later blocks x (N-n), which
-            # combined with the 1/(N-n+1) below gives (N-n)/(N-n+1) in total (SPEC §2).
+            # combined with the 1/(N-n+1) below gives (N-n)/(N-n+1) in total
+            # (docs/architectures.md#gradient-rescaling-msdnet-ge).
             features = features[:-1] + [scale_gradient(features[-1], self.num_exits - n)]
         features = self.blocks[n](features)
         if self.cfg.gradient_rescale:

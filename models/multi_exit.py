@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-import torch
 from torch import Tensor, nn
 from torch.utils._pytree import tree_map
 

@@ -1,4 +1,4 @@
-"""RANet, resolution-adaptive networks (Yang et al., CVPR 2020; SPEC §4).
+"""RANet, resolution-adaptive networks (Yang et al., CVPR 2020; docs/architectures.md#ranet).
 
 F flows run one after the other, lowest resolution first. Flow k has
 B_k = nBlocks + block_step*k dense blocks; its first B_{k-1} blocks are *fusion* blocks that

@@ -1,4 +1,4 @@
-"""Time the full 39-level budgeted-batch sweep (SPEC §6) on realistic random exit outputs.
+"""Time the full 39-level budgeted-batch sweep (docs/evaluation.md) on realistic random exit outputs.
 
     python scripts/bench_budgeted.py [--val 5000 --test 10000 --exits 7 --classes 100]
                                      [--threads N] [--repeats 5] [--out FILE]
@@ -10,7 +10,6 @@ exit index, so later exits are both more accurate and more confident, as in a tr
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -24,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adaptive_inference import budgeted_sweep  # noqa: E402
 from args import OneLineParser  # noqa: E402
+from utils.json_files import write_json  # noqa: E402
 
 
 def parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -72,7 +72,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         "test_accuracy_range": [min(p.test_accuracy for p in points), max(p.test_accuracy for p in points)],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     print(f"budgeted_sweep: {len(points)} levels, {args.val} val / {args.test} test, {args.exits} exits, "
           f"{args.classes} classes: median {result['median_seconds']:.3f} s over {args.repeats} runs "
           f"(torch {torch.__version__}, {result['threads']} threads) -> {args.out}")

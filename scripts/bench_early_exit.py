@@ -2,8 +2,9 @@
 
 Small CIFAR-sized 7-exit MSDNets (untrained, eval mode, boosted outputs F_n) classify batches
 of 256 random images: `lin_grow` (blocks growing linearly: --stepmode lin_grow --step 1
---base 1) and `even` (SPEC §7's CIFAR layout: --step 2 --base 4). Thresholds come from the model's own outputs on exactly those images: the
-setting of the protocol's family (SPEC §6) that agrees most with the full network's
+--base 1) and `even` (the CIFAR layout of docs/recipes.md: --step 2 --base 4). Thresholds
+come from the model's own outputs on exactly those images: the setting of the protocol's
+family (docs/evaluation.md) that agrees most with the full network's
 predictions while its expected cost is at most half the full network's, so the measured
 batches really have an expected cost <= 1/2. Both paths run on the same inference copy of
 the model (BatchNorm folded, channels_last); the target is >= 1.6x the full network's images/s.
@@ -14,7 +15,6 @@ Single-threaded by default: on a shared machine a second thread mostly measures 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -30,6 +30,7 @@ from models.boosting import build_boosted  # noqa: E402
 from op_counter import count_exit_costs  # noqa: E402
 from utils.early_exit import (Throughput, early_exit_predict, early_exit_throughput,  # noqa: E402
                               expected_cost)
+from utils.json_files import write_json  # noqa: E402
 
 COMMON_FLAGS = ["--dataset", "cifar100", "--arch", "msdnet", "--nChannels", "16", "--nBlocks", "7"]
 PRESETS = {"lin_grow": ["--stepmode", "lin_grow", "--step", "1", "--base", "1"],
@@ -60,7 +61,7 @@ def benchmark(flags: list[str], bench: argparse.Namespace) -> tuple[dict, Throug
     model_args = parse_args(flags)
     model = build_model(model_args).eval()
     network = build_boosted(model_args, model)
-    costs = count_exit_costs(model, 32).flops
+    costs = count_exit_costs(model, 32).macs
     batches = [torch.randn(bench.batch_size, 3, 32, 32) for _ in range(bench.batches)]
 
     with torch.inference_mode():
@@ -80,7 +81,7 @@ def benchmark(flags: list[str], bench: argparse.Namespace) -> tuple[dict, Throug
     return {
         "model_flags": flags, "loss": "boost", "costs": costs, "full_cost": costs[-1],
         "budget": MAX_COST_FRACTION * costs[-1], "q": choice.q,
-        "thresholds": [t if abs(t) != float("inf") else str(t) for t in choice.thresholds],
+        "thresholds": choice.thresholds,
         "exit_counts": exit_counts.tolist(), "expected_cost": cost,
         "expected_cost_fraction": cost_fraction,
         "agreement_with_full_network": agreement,
@@ -105,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
               f"{result['exit_counts']}; {speed.summary()} (target {TARGET_SPEEDUP}x, "
               f"{bench.threads} thread(s))")
     bench.out.parent.mkdir(parents=True, exist_ok=True)
-    bench.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(bench.out, report)
     print(f"wrote {bench.out}")
     return report
 

@@ -1,6 +1,6 @@
 """Time every recipe model's training step and evaluation forward, eager vs fast (issue 5).
 
-For each recipe model (MSDNet and RANet at CIFAR and ImageNet sizes, SPEC §7) it times, on
+For each recipe model (MSDNet and RANet at CIFAR and ImageNet sizes, docs/recipes.md) it times, on
 whatever device is present, a training step (forward through all exits, boosted loss,
 backward, SGD) and an evaluation forward in the eager path and in each fast path
 (`torch.compile` on the CPU; the captured step and the captured compiled step on a GPU):
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import multiprocessing
 import statistics
 import sys
@@ -55,9 +54,10 @@ from utils.engine import parameter_groups  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.fast_step import build_eval_forward, build_train_step, make_sgd  # noqa: E402
 from utils.gpu_data import GpuBatches  # noqa: E402
+from utils.json_files import write_json  # noqa: E402
 from utils.plots import markdown_table  # noqa: E402
 
-EARLY_EXIT_LEVEL = 10  # budget level k of SPEC §6: exit shares p_n = q^n / sum q^m with q = 0.5
+EARLY_EXIT_LEVEL = 10  # budget level k of docs/evaluation.md: exit shares p_n = q^n / sum q^m with q = 0.5
 EARLY_EXIT_BATCHES = (1, 256)
 SINGLE_IMAGES = 64  # images timed one at a time for batch 1 (--quick: 32)
 
@@ -217,14 +217,14 @@ def add_speedups(rows: list[dict]) -> None:
 def time_early_exit(recipe: Benchmarked, device: torch.device, options: argparse.Namespace) -> list[dict]:
     """Real early exit vs the full network at batch 1 and 256, and against its cost ratio's promise.
 
-    Thresholds put the shares p_n of SPEC §6's budget level EARLY_EXIT_LEVEL of 256 images
+    Thresholds put the shares p_n of the budget level (docs/evaluation.md) EARLY_EXIT_LEVEL of 256 images
     out at each exit; "promised" is the full network's cost over the expected cost of the
     timed images. On a GPU both paths replay CUDA graphs (the full network one per batch,
     early exit one per exit stage wherever the sub-batch still has the batch's size).
     """
     args, network, _ = build(recipe, device)
     network.eval()
-    costs = count_exit_costs(copy.deepcopy(network.network).cpu(), dataset_info(args).image_size).flops
+    costs = count_exit_costs(copy.deepcopy(network.network).cpu(), dataset_info(args).image_size).macs
     images, _ = synthetic_batch(args, max(EARLY_EXIT_BATCHES), device)
     with torch.no_grad():
         probs = network.probabilities(network.backbone(images))
@@ -413,7 +413,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
               "gpu_data": time_gpu_data(device, options.quick, options.steps)}
     result["wall_s"] = time.perf_counter() - started
     options.out.parent.mkdir(parents=True, exist_ok=True)
-    options.out.write_text(json.dumps(result, indent=2))
+    write_json(options.out, result)
     print(f"{result['device']}, torch {result['torch']}, {result['wall_s']:.0f} s; "
           f"written to {options.out}\n")
     print(results_tables(rows, early_exit))

@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from args import OneLineParser, parse_args  # noqa: E402
-from utils.checkpoint import write_text_atomically  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.evaluator import file_digest  # noqa: E402
+from utils.json_files import json_text, read_json, write_json  # noqa: E402
 from utils.plots import ANYTIME_FILE, BUDGETED_FILE  # noqa: E402
 from utils.run_dir import CONFIG_FILE, LATEST_CHECKPOINT, run_config  # noqa: E402
 from utils.study import DEFAULT_GRID_POINTS, aggregate, run_result  # noqa: E402
@@ -128,7 +128,7 @@ def plan_runs(options: argparse.Namespace) -> list[Run]:
 
 def comparable(config: dict[str, Any]) -> dict[str, Any]:
     """A run config as JSON sees it, without the keys that do not define the run."""
-    plain = json.loads(json.dumps(config))
+    plain = json.loads(json_text(config))
     return {key: value for key, value in plain.items() if key not in IGNORED_CONFIG_KEYS}
 
 
@@ -141,7 +141,7 @@ def config_mismatch(run: Run, wanted: dict[str, Any]) -> Optional[str]:
     if not config_file.is_file():
         return None
     try:
-        saved = comparable(json.loads(config_file.read_text()))
+        saved = comparable(read_json(config_file))
     except (OSError, ValueError) as error:
         return f"cannot read {config_file} ({error})"
     wanted = comparable(wanted)
@@ -161,10 +161,10 @@ def check_runs(runs: Sequence[Run]) -> None:
                             f"remove that directory")
 
 
-def read_json(path: Path) -> Optional[dict[str, Any]]:
+def read_result(path: Path) -> Optional[dict[str, Any]]:
     """The file's JSON, or None when it is missing or unreadable (an unfinished run)."""
     try:
-        return json.loads(path.read_text())
+        return read_json(path)
     except (OSError, ValueError):
         return None
 
@@ -172,7 +172,7 @@ def read_json(path: Path) -> Optional[dict[str, Any]]:
 def is_finished(run: Run) -> bool:
     """Both evaluations exist and were made from the run's current latest checkpoint."""
     checkpoint = run.run_dir / LATEST_CHECKPOINT
-    results = [read_json(run.run_dir / name) for name in (ANYTIME_FILE, BUDGETED_FILE)]
+    results = [read_result(run.run_dir / name) for name in (ANYTIME_FILE, BUDGETED_FILE)]
     if not checkpoint.is_file() or any(result is None for result in results):
         return False
     digest = file_digest(checkpoint)
@@ -250,8 +250,8 @@ def study_config(argv: Sequence[str], options: argparse.Namespace, runs: Sequenc
 
 def collect(runs: Sequence[Run], grid_points: int) -> dict[str, Any]:
     """The aggregate of the runs' saved evaluations."""
-    results = [run_result(run.variant, run.seed, read_json(run.run_dir / ANYTIME_FILE),
-                          read_json(run.run_dir / BUDGETED_FILE)) for run in runs]
+    results = [run_result(run.variant, run.seed, read_result(run.run_dir / ANYTIME_FILE),
+                          read_result(run.run_dir / BUDGETED_FILE)) for run in runs]
     try:
         return aggregate(results, reference=REFERENCE, grid_points=grid_points)
     except ValueError as error:
@@ -266,7 +266,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     check_runs(runs)
     options.out.mkdir(parents=True, exist_ok=True)
     config = study_config(argv, options, runs)
-    write_text_atomically(options.out / "study_config.json", json.dumps(config, indent=2) + "\n")
+    write_json(options.out / "study_config.json", config)
     print(f"study: {len(options.variants)} variant(s) x {len(options.seeds)} seed(s) on "
           f"{options.dataset} in {options.out}", flush=True)
     execute_all(runs, options.jobs)

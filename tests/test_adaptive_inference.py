@@ -1,4 +1,5 @@
-"""Budgeted-batch protocol (SPEC §6): the vectorised code equals a plain loop copy of the original."""
+"""Budgeted-batch protocol (docs/evaluation.md): the vectorised code equals a plain loop copy of
+the original."""
 from __future__ import annotations
 
 import math
@@ -21,11 +22,11 @@ def original_fractions(n_blocks, p):
     return probs
 
 
-def original_with_threshold(max_preds, argmax_preds, targets, flops, T):
+def original_with_threshold(max_preds, argmax_preds, targets, macs, T):
     """MSDNet's `dynamic_eval_with_threshold` loop over samples; also returns the exit counts."""
     n_stage, n_sample = len(max_preds), len(targets)
     exp = torch.zeros(n_stage)
-    acc, expected_flops = 0, 0
+    acc, expected_macs = 0, 0
     for i in range(n_sample):
         for k in range(n_stage):
             if max_preds[k][i] >= T[k]:
@@ -35,11 +36,11 @@ def original_with_threshold(max_preds, argmax_preds, targets, flops, T):
                 break
     for k in range(n_stage):
         _t = 1.0 * exp[k] / n_sample
-        expected_flops += _t * flops[k]
-    return acc * 100.0 / n_sample, float(expected_flops), [int(e) for e in exp]
+        expected_macs += _t * macs[k]
+    return acc * 100.0 / n_sample, float(expected_macs), [int(e) for e in exp]
 
 
-def original_find_threshold(logits, targets, p, flops):
+def original_find_threshold(logits, targets, p, macs):
     """MSDNet's `dynamic_eval_find_threshold` loop, on Python lists of the same float32 values."""
     n_stage, n_sample, _ = logits.size()
     max_preds, argmax_preds = logits.max(dim=2, keepdim=False)
@@ -60,27 +61,28 @@ def original_find_threshold(logits, targets, p, flops):
         for i in range(n_sample):
             filtered[i] += max_preds[k][i] >= T[k]
     T[n_stage - 1] = -1e8
-    acc, expected_flops, counts = original_with_threshold(max_preds, argmax_preds, targets.tolist(), flops, T)
-    return acc, expected_flops, counts, T
+    acc, expected_macs, counts = original_with_threshold(max_preds, argmax_preds, targets.tolist(), macs, T)
+    return acc, expected_macs, counts, T
 
 
-def original_sweep(val_pred, val_target, test_pred, test_target, flops, flat_curve):
-    """The 39-level loop of `dynamic_evaluate`, with SPEC §6's flat curve written out plainly."""
+def original_sweep(val_pred, val_target, test_pred, test_target, macs, flat_curve):
+    """The 39-level loop of `dynamic_evaluate`, with the flat curve of docs/evaluation.md written
+    out plainly."""
     rows, best_val, best_test = [], -1.0, None
     test_max, test_argmax = (t.tolist() for t in test_pred.max(dim=2))
     for p in range(1, 40):
         probs = original_fractions(val_pred.shape[0], p)
-        acc_val, val_flops, val_counts, T = original_find_threshold(val_pred, val_target, probs, flops)
-        acc_test, exp_flops, counts = original_with_threshold(test_max, test_argmax, test_target.tolist(),
-                                                              flops, T)
+        acc_val, val_macs, val_counts, T = original_find_threshold(val_pred, val_target, probs, macs)
+        acc_test, exp_macs, counts = original_with_threshold(test_max, test_argmax, test_target.tolist(),
+                                                              macs, T)
         if flat_curve:
             if acc_val > best_val:
                 best_val, best_test = acc_val, acc_test
             else:
                 acc_val, acc_test = best_val, best_test
         thresholds = [math.inf if t == 1e8 else -math.inf if t == -1e8 else t for t in T]
-        rows.append(dict(thresholds=thresholds, val_accuracy=acc_val, val_expected_cost=val_flops,
-                         val_exit_counts=val_counts, test_accuracy=acc_test, expected_cost=exp_flops,
+        rows.append(dict(thresholds=thresholds, val_accuracy=acc_val, val_expected_cost=val_macs,
+                         val_exit_counts=val_counts, test_accuracy=acc_test, expected_cost=exp_macs,
                          exit_counts=counts))
     return rows
 

@@ -1,12 +1,13 @@
 """scripts/benchmark.py runs end to end (as `--quick` on one model) and writes complete JSON."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
 import pytest
 import torch
+
+from utils.json_files import read_json
 
 
 def test_quick_benchmark_writes_every_timing(repo_root, tmp_path):
@@ -16,7 +17,7 @@ def test_quick_benchmark_writes_every_timing(repo_root, tmp_path):
                            "--out", str(out)],
                           cwd=repo_root, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(out.read_text())
+    result = read_json(out)  # strict: no NaN / Infinity tokens
 
     assert result["quick"] and result["jobs"] == 2 and result["compile_backend"] == "aot_eager"
     assert [(row["model"], row["mode"]) for row in result["results"]] == [

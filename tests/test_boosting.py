@@ -64,7 +64,7 @@ def test_loss_n_sends_no_gradient_into_earlier_heads():
 
 
 def test_train_time_outputs_equal_eval_time_outputs_with_varying_reweights():
-    logits, target = _logits(n_exits=5), torch.tensor([0, 1, 2, 3, 4])
+    logits = _logits(n_exits=5)
     network = on_logits(reweight_factors([0.2, 1.0], 5))
     train_outputs = network.training_outputs(logits)
     eval_outputs = network(logits)

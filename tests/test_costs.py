@@ -1,4 +1,4 @@
-"""Golden per-exit MACs and params of SPEC §5, through op_counter.py."""
+"""The published per-exit MACs and params (docs/costs.md), through op_counter.py."""
 from __future__ import annotations
 
 import json
@@ -19,7 +19,7 @@ def test_msdnet_cifar100_golden_through_cli(repo_root):
     out = subprocess.run([sys.executable, "op_counter.py", *MSDNET_C100, "--json"], cwd=repo_root,
                          capture_output=True, text=True, check=True).stdout
     costs = json.loads(out)
-    assert costs["flops"] == [15140452, 25505992, 37788460, 52061840, 62181620, 74070872,
+    assert costs["macs"] == [15140452, 25505992, 37788460, 52061840, 62181620, 74070872,
                               87729596, 100038944, 110121860, 121679336]
     assert costs["params"] == [433876, 876792, 1381628, 1827836, 2279536, 2793444, 3369560,
                                3864948, 4378040, 4955644]
@@ -27,16 +27,16 @@ def test_msdnet_cifar100_golden_through_cli(repo_root):
 
 def test_msdnet_imagenet_golden():
     costs = costs_for_args(parse_args(MSDNET_IMAGENET))
-    assert costs.flops == [615692968, 1436392016, 2283210200, 2967421456, 3253794488]
+    assert costs.macs == [615692968, 1436392016, 2283210200, 2967421456, 3253794488]
     assert costs.params == [8759240, 20154896, 31730040, 41860288, 62314472]
-    assert costs.true_flops == costs.flops  # MSDNet has no interpolation
+    assert costs.true_macs == costs.macs  # MSDNet has no interpolation
 
 
 def test_counting_twice_gives_the_same_answer():
     args = parse_args(MSDNET_C100[:4] + ["--nBlocks", "2"])
     first, second = costs_for_args(args), costs_for_args(args)
     assert first == second
-    assert first.flops[0] < first.flops[1]
+    assert first.macs[0] < first.macs[1]
 
 
 def test_readable_table(repo_root):

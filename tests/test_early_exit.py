@@ -60,7 +60,8 @@ def case(boosted_model, request) -> Case:
 
 
 def simulated_exits(probs: Tensor, thresholds: list[float]) -> Tensor:
-    """SPEC §6 per sample, as a plain loop: the first exit whose confidence reaches its threshold."""
+    """Early exit (docs/evaluation.md) per sample, as a plain loop: the first exit whose confidence
+    reaches its threshold."""
     confidence = probs.max(dim=2).values
     last = probs.shape[0] - 1
     return torch.tensor([next((n for n in range(last) if confidence[n, i] >= thresholds[n]), last)

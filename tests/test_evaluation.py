@@ -30,6 +30,7 @@ from utils.data import build_splits
 from utils.errors import run_cli
 from args import build_parser, explicit_flags
 from utils.evaluator import locate_checkpoint, merged_args
+from utils.json_files import json_floats, read_json
 from utils.metrics import expected_calibration_error, negative_log_likelihood
 
 EVAL_FLAGS = ["--workers", "0", "--device", "cpu", "--eval-batch-size", "64"]
@@ -43,7 +44,7 @@ def evaluate(run_dir: Path, *flags: str) -> None:
 
 
 def budget_between_exits() -> float:
-    costs = costs_for_args(tiny_args()).flops
+    costs = costs_for_args(tiny_args()).macs
     return (costs[0] + costs[-1]) / 2
 
 
@@ -97,7 +98,7 @@ def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
 
 def early_exit_reference(probs: torch.Tensor, targets: torch.Tensor, thresholds: list) -> tuple[float, float]:
     """Test ECE and NLL of early exit at `thresholds` (as saved, infinities as strings), by plain loops."""
-    made = reference_made(probs, [float(t) for t in thresholds])
+    made = reference_made(probs, json_floats(thresholds))
     labels = targets.tolist()
     return reference_ece(made, labels), reference_nll(made, labels, torch.finfo(probs.dtype).tiny)
 
@@ -139,7 +140,7 @@ def test_anytime_matches_direct_computation(evaluated_run, direct):
         assert [float(row[key]) for row in rows] == pytest.approx(metric(probs, targets), rel=1e-12)
         assert [exit[key] for exit in saved["exits"]] == pytest.approx(metric(probs, targets), rel=1e-12)
     assert [float(row["top5"]) for row in rows] == pytest.approx(top5, abs=1e-9)
-    assert [int(row["macs"]) for row in rows] == costs.flops
+    assert [int(row["macs"]) for row in rows] == costs.macs
     assert [int(row["params"]) for row in rows] == costs.params
     assert [exit["top1"] for exit in saved["exits"]] == pytest.approx(top1, abs=1e-9)
     assert saved["test_samples"] == len(targets) and saved["run"] == "tiny_boost"
@@ -161,7 +162,7 @@ def test_budgeted_matches_the_protocol_on_direct_probabilities(evaluated_run, di
         assert level["exit_counts"] == point.exit_counts
         assert sum(level["exit_counts"]) == len(test_targets)
         assert level["expected_cost"] == pytest.approx(point.expected_cost, rel=1e-12)
-        assert [float(t) for t in level["thresholds"]] == point.thresholds
+        assert json_floats(level["thresholds"]) == point.thresholds
         assert level["thresholds"][-1] == "-inf"
         ece, nll = early_exit_reference(test_probs, test_targets, level["thresholds"])
         assert level["test_ece"] == pytest.approx(ece, rel=1e-9, abs=1e-12)
@@ -173,7 +174,7 @@ def test_budget_choice_is_within_budget_and_reported_on_test(evaluated_run, dire
     saved = json.loads((evaluated_run / "budget.json").read_text())
     test_probs, test_targets = direct["test"]
     costs = json.loads((evaluated_run / "budgeted.json").read_text())["costs"]
-    thresholds = [float(t) for t in saved["thresholds"]]
+    thresholds = json_floats(saved["thresholds"])
     accuracy, cost, counts = apply_thresholds(test_probs, test_targets, thresholds, costs)
 
     assert saved["budget"] == budget_between_exits()
@@ -183,6 +184,13 @@ def test_budget_choice_is_within_budget_and_reported_on_test(evaluated_run, dire
     assert saved["test_exit_counts"] == counts.tolist()
     ece, nll = early_exit_reference(test_probs, test_targets, saved["thresholds"])
     assert (saved["test_ece"], saved["test_nll"]) == pytest.approx((ece, nll), rel=1e-9)
+
+
+def test_every_json_file_the_evaluator_writes_is_strict(evaluated_run):
+    saved = {path.name: read_json(path) for path in evaluated_run.rglob("*.json")}
+    assert {"anytime.json", "budgeted.json", "budget.json", "config.json", "split.json"} <= set(saved)
+    assert saved["budgeted.json"]["levels"][0]["thresholds"][-1] == "-inf"
+    assert saved["budget.json"]["thresholds"][-1] == "-inf"
 
 
 def test_flat_curve_keeps_the_best_accuracy_so_far(run_copy):
@@ -238,7 +246,7 @@ def test_real_exit_agrees_with_simulation_and_touches_only_outputs(run_copy, mon
     changed = {name for name in before if after[name] != before[name]}
     assert changed <= OUTPUTS
     assert set(after) - set(before) == {"real_exit.json"}
-    report = json.loads((run_copy / "real_exit.json").read_text())
+    report = read_json(run_copy / "real_exit.json")  # strict: no NaN / Infinity tokens
     assert report["exit_counts"] == report["simulated_exit_counts"]
     assert report["accuracy"] == report["simulated_accuracy"]
     assert report["expected_cost"] == pytest.approx(report["simulated_expected_cost"], rel=1e-12)
@@ -353,7 +361,7 @@ def test_logits_dump_round_trips(run_copy, direct, tmp_path):
     assert dump["val_indices"].tolist() == json.loads((run_copy / "split.json").read_text())["val_indices"]
     top1 = (torch.from_numpy(dump["logits"]).argmax(dim=2) == direct["test"][1]).double().mean(dim=1) * 100
     assert top1.tolist() == pytest.approx([exit["top1"] for exit in anytime["exits"]], abs=1e-9)
-    assert dump["costs"].dtype == np.int64 and dump["costs"].tolist() == costs_for_args(tiny_args()).flops
+    assert dump["costs"].dtype == np.int64 and dump["costs"].tolist() == costs_for_args(tiny_args()).macs
     assert (str(dump["split"]), int(dump["num_classes"]), str(dump["checkpoint_sha256"])) == ("test", 10, digest)
     assert (str(dump["arch"]), str(dump["loss"]), str(dump["dataset"])) == ("msdnet_ge", "boost", "digits")
 

@@ -354,7 +354,7 @@ def test_an_imported_run_with_a_validation_split_gives_every_evaluation_mode(tmp
     source, _, flags = tiny_source(tmp_path, TINY_MSDNET, per_exit=True)
     run = tmp_path / "run"
     assert run_import(str(source), "--out", str(run), *flags, "--use-valid") == 0
-    costs = costs_for_args(parse_args(flags)).flops
+    costs = costs_for_args(parse_args(flags)).macs
     evaluator.main(["--evaluate-from", str(run), "--evalmode", "both", "--device", "cpu",
                     "--workers", "0", "--eval-batch-size", "64", "--budget",
                     str((costs[0] + costs[-1]) / 2), "--real-exit"], prog="eval_cifar100.py")

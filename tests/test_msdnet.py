@@ -1,4 +1,5 @@
-"""MSDNet recipes build and run; gradient rescaling carries SPEC §2's factors; up-to-k is lazy."""
+"""MSDNet recipes build and run; gradient rescaling carries the factors of
+docs/architectures.md#gradient-rescaling-msdnet-ge; up-to-k is lazy."""
 from __future__ import annotations
 
 import pytest

@@ -1,7 +1,7 @@
 """utils.plots: curves read from the evaluator's JSON, PNGs written, results.md holds the same numbers."""
 from __future__ import annotations
 
-import json
+import math
 from pathlib import Path
 
 import matplotlib.image
@@ -9,6 +9,7 @@ import pytest
 
 from utils import plots
 from utils.errors import run_cli
+from utils.json_files import write_json
 from utils.plots import REFERENCES, anytime_curves, budgeted_curves, load_results, main, run_labels
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -19,12 +20,12 @@ def write_run(run_dir: Path, top1: list[float], with_budgeted: bool = True) -> P
     run_dir.mkdir(parents=True)
     exits = [{"exit": n + 1, "macs": 1_000_000 * (n + 1), "params": 1000 * (n + 1), "top1": acc,
               "top5": acc + 10} for n, acc in enumerate(top1)]
-    (run_dir / "anytime.json").write_text(json.dumps({"run": run_dir.name, "exits": exits}))
+    write_json(run_dir / "anytime.json", {"run": run_dir.name, "exits": exits})
     if with_budgeted:
         levels = [{"level": k, "q": k / 20, "expected_cost": 1_000_000 + 25_000 * k,
-                   "val_accuracy": 50 + k / 2, "test_accuracy": 40 + k / 4, "thresholds": [0.5, "-inf"],
+                   "val_accuracy": 50 + k / 2, "test_accuracy": 40 + k / 4, "thresholds": [0.5, -math.inf],
                    "exit_counts": [10, 5]} for k in range(1, 40)]
-        (run_dir / "budgeted.json").write_text(json.dumps({"run": run_dir.name, "levels": levels}))
+        write_json(run_dir / "budgeted.json", {"run": run_dir.name, "levels": levels})
     return run_dir
 
 

@@ -1,4 +1,5 @@
-"""RANet (SPEC §4): golden costs, recipe forwards, stage boundaries and initialisation."""
+"""RANet (docs/architectures.md#ranet): published costs, recipe forwards, stage boundaries and
+initialisation."""
 from __future__ import annotations
 
 import math
@@ -37,13 +38,13 @@ def stage_leaves(model, stages: range) -> set[int]:
 
 def test_ranet_cifar100_golden():
     costs = costs_for_args(parse_args(RANET_C100))
-    assert costs.flops == [15826020, 31306440, 44690220, 50404752, 60712628, 63717656,
+    assert costs.macs == [15826020, 31306440, 44690220, 50404752, 60712628, 63717656,
                            90255228, 94997472]
     assert costs.params == [482052, 1097000, 1511586, 1914854, 2223662, 2523154, 2952906,
                             3354710]
     # Flow 0 has no fusion, later flows resize: only the "true" count charges interpolation.
-    assert costs.true_flops[:2] == costs.flops[:2]
-    assert all(t > f for t, f in zip(costs.true_flops[2:], costs.flops[2:]))
+    assert costs.true_macs[:2] == costs.macs[:2]
+    assert all(true > plain for true, plain in zip(costs.true_macs[2:], costs.macs[2:]))
 
 
 @pytest.mark.parametrize("argv", [RANET_C100] + RANET_C100_BUDGETED,

@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import ROOT, TINY_MSDNET
 from utils.errors import run_cli
+from utils.json_files import read_json
 from utils.study import (RunResult, aggregate, common_grid, curve_area, interpolate, summarize,
                          t_quantile_975)
 from utils.study_report import csv_rows, study_markdown, write_study
@@ -107,7 +108,7 @@ def test_one_seed_is_well_defined_and_the_files_hold_the_numbers(tmp_path):
     config = {"dataset": "digits", "command": "scripts/study.py --out x"}
     paths = write_study(tmp_path, study, config)
 
-    saved = json.loads(paths[0].read_text())  # strict JSON: no NaN or Infinity anywhere
+    saved = read_json(paths[0])  # strict JSON: no NaN or Infinity anywhere
     assert saved["config"] == config and saved["paired"]["joint"]["auc"]["ci95"] is None
     rows = list(csv.DictReader(paths[1].open()))
     assert rows == [{key: str(value) for key, value in row.items()} for row in csv_rows(study)]

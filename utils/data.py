@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +22,10 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 from torchvision import datasets
 from torchvision.transforms import v2
 
-from utils.checkpoint import write_text_atomically
 from utils.datasets import DatasetInfo, dataset_info
 from utils.distributed import DistInfo, launch_info
 from utils.errors import UserError
+from utils.json_files import read_json, write_json
 from utils.recovery import STOP_SIGNALS
 
 SPLIT_FILE = "split.json"
@@ -145,7 +144,7 @@ def make_split(dataset: str, seed: int, train_count: int, held_out: int) -> dict
 def read_split(path: Path, dataset: str, train_count: int) -> dict:
     """A saved split, checked to belong to `dataset` and to hold two disjoint sets of indices."""
     try:
-        split = json.loads(path.read_text())
+        split = read_json(path)
         train, val = set(split["train_indices"]), set(split["val_indices"])
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise UserError(f"--use-valid: cannot read the saved split {path} ({error}); "
@@ -168,7 +167,7 @@ def load_or_create_split(run_dir: Optional[Path], info: DatasetInfo, seed: int,
     split = make_split(info.name, seed, train_count, info.held_out(train_count))
     if path is not None and launch_info().is_main:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomically(path, json.dumps(split))
+        write_json(path, split, indent=None)
     return split
 
 

@@ -2,7 +2,7 @@
 
 A sample leaves at the first exit whose confidence (largest softmax probability of that
 exit's evaluation-time output) reaches the exit's threshold, exactly as the simulated
-budgeted-batch protocol (SPEC §6) decides it; the last exit takes whoever is left.
+budgeted-batch protocol (docs/evaluation.md) decides it; the last exit takes whoever is left.
 Every stage carries the running output F_{n-1} of the remaining samples along, and the
 :class:`~models.boosting.BoostedNetwork` combines it with the exit's logits.
 """

@@ -1,4 +1,4 @@
-"""The one training engine behind train_cifar100.py and train_imagenet.py (SPEC §1, §7).
+"""The one training engine behind train_cifar100.py and train_imagenet.py (docs/method.md, docs/recipes.md).
 
 One process or a torchrun job (detected from the environment): SGD with per-exit
 weight-decay groups, MultiStepLR, the boosted or joint objective. The step itself (eager,
@@ -146,7 +146,7 @@ def weight_decays(args: argparse.Namespace, exits: int) -> list[float]:
 
 
 def parameter_groups(model: MultiExitNetwork, args: argparse.Namespace) -> list[dict]:
-    """One group per exit (block n + head n) for MSDNet; a single group for RANet (SPEC §1)."""
+    """One group per exit (block n + head n) for MSDNet; a single group for RANet (docs/method.md)."""
     if args.arch == "ranet":
         if len(args.weight_decay) != 1:
             raise UserError("--weight-decay: RANet trains with a single weight-decay group; "

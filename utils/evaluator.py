@@ -1,4 +1,4 @@
-"""The one evaluator behind eval_cifar100.py and eval_imagenet.py (SPEC §6).
+"""The one evaluator behind eval_cifar100.py and eval_imagenet.py (docs/evaluation.md).
 
 `--evaluate-from` names a run directory (its model_latest.pth is evaluated, or
 model_best.pth when there is no latest) or a checkpoint file inside one. The model is
@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
-import math
 import pickle
 import sys
 from dataclasses import dataclass
@@ -38,6 +36,7 @@ from utils.datasets import dataset_info
 from utils.distributed import DistInfo, resolve_device
 from utils.early_exit import early_exit_predict, early_exit_throughput, expected_cost
 from utils.errors import UserError
+from utils.json_files import read_json, write_json
 from utils.logits_dump import SplitDump, check_dump_path, source_indices, write_logits_dump
 from utils.metrics import expected_calibration_error, negative_log_likelihood, topk_accuracy
 from utils.run_dir import CONFIG_FILE, locate_checkpoint
@@ -84,7 +83,7 @@ def run_config(run_dir: Path, checkpoint: dict[str, Any]) -> dict[str, Any]:
     config_file = run_dir / CONFIG_FILE
     if config_file.is_file():
         try:
-            return json.loads(config_file.read_text())
+            return read_json(config_file)
         except (OSError, ValueError) as error:
             raise UserError(f"--evaluate-from: cannot read {config_file}: {error}") from None
     if isinstance(checkpoint.get("config"), dict):
@@ -176,7 +175,7 @@ def anytime_rows(outputs: SplitOutputs, costs: ExitCosts) -> list[dict[str, Any]
     top1, top5 = (topk_accuracy(outputs.probs, outputs.targets, k) for k in TOP_K)
     nll = negative_log_likelihood(outputs.probs, outputs.targets)
     ece = expected_calibration_error(outputs.probs, outputs.targets)
-    return [{"exit": n + 1, "macs": costs.flops[n], "params": costs.params[n], "top1": top1[n],
+    return [{"exit": n + 1, "macs": costs.macs[n], "params": costs.params[n], "top1": top1[n],
              "top5": top5[n], "nll": nll[n], "ece": ece[n]} for n in range(len(top1))]
 
 
@@ -207,21 +206,6 @@ def budgeted_rows(levels: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row.update({f"exit_count_{n + 1}": c for n, c in enumerate(level["exit_counts"])})
         rows.append(row)
     return rows
-
-
-def json_safe(value: Any) -> Any:
-    """Replace non-finite floats by the strings 'inf' / '-inf' / 'nan' so the JSON stays standard."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {key: json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(item) for item in value]
-    return value
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    write_text_atomically(path, json.dumps(json_safe(payload), indent=2, allow_nan=False) + "\n")
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -275,7 +259,7 @@ def evaluate_anytime(run: LoadedRun, test: SplitOutputs) -> None:
 def evaluate_dynamic(run: LoadedRun, val: SplitOutputs, test: SplitOutputs) -> None:
     """The 39-level budgeted-batch sweep: printed, budgeted.csv and budgeted.json."""
     levels = with_calibration([level.to_dict() for level in budgeted_sweep(
-        val.probs, val.targets, test.probs, test.targets, run.costs.flops,
+        val.probs, val.targets, test.probs, test.targets, run.costs.macs,
         flat_curve=run.args.flat_curve)], test)
     print(f"budgeted batch ({run.name}, {val.probs.shape[1]} validation / {test.probs.shape[1]} test"
           f"{', flat curve' if run.args.flat_curve else ''})")
@@ -284,18 +268,18 @@ def evaluate_dynamic(run: LoadedRun, val: SplitOutputs, test: SplitOutputs) -> N
                                 "test_nll": four_places, "exit_counts": slash_joined}))
     write_csv(run.run_dir / "budgeted.csv", budgeted_rows(levels))
     write_json(run.run_dir / "budgeted.json", {
-        **run_header(run), "flat_curve": run.args.flat_curve, "costs": run.costs.flops,
+        **run_header(run), "flat_curve": run.args.flat_curve, "costs": run.costs.macs,
         "val_samples": val.probs.shape[1], "test_samples": test.probs.shape[1], "levels": levels})
 
 
 def evaluate_budget(run: LoadedRun, val: SplitOutputs, test: SplitOutputs) -> list[float]:
     """Thresholds for `--budget` (most accurate on validation within it), their test result: budget.json."""
     try:
-        choice = thresholds_for_budget(val.probs, val.targets, run.costs.flops, run.args.budget)
+        choice = thresholds_for_budget(val.probs, val.targets, run.costs.macs, run.args.budget)
     except ValueError as error:
         raise UserError(f"--budget {run.args.budget:g}: {error}") from None
     accuracy, cost, counts = apply_thresholds(test.probs, test.targets, choice.thresholds,
-                                              run.costs.flops)
+                                              run.costs.macs)
     result = {**run_header(run), "budget": run.args.budget, **choice.to_dict(),
               "test_accuracy": accuracy, **early_exit_calibration(test, choice.thresholds),
               "test_expected_cost": cost, "test_exit_counts": counts.tolist()}
@@ -328,14 +312,14 @@ def evaluate_real_exit(run: LoadedRun, dataset: Dataset, test: SplitOutputs,
                             minlength=run.network.num_exits)
     samples = len(targets)
     simulated_accuracy, simulated_cost, simulated_counts = apply_thresholds(
-        test.probs[:, :samples], test.targets[:samples], thresholds, run.costs.flops)
+        test.probs[:, :samples], test.targets[:samples], thresholds, run.costs.macs)
     speed = early_exit_throughput(run.network, batches, thresholds, run.device, TIMING_REPEATS)
     result = {
         **run_header(run), "device": str(run.device), "batch_size": run.args.eval_batch_size,
         "cuda_graphs": run.device.type == "cuda",
         "samples": samples, "thresholds": thresholds,
-        **speed.as_json(), "full_cost": run.costs.flops[-1],
-        "expected_cost": expected_cost(counts, run.costs.flops),
+        **speed.as_json(), "full_cost": run.costs.macs[-1],
+        "expected_cost": expected_cost(counts, run.costs.macs),
         "simulated_expected_cost": simulated_cost,
         "accuracy": (predictions == targets).sum().item() * 100.0 / samples,
         "simulated_accuracy": simulated_accuracy,
@@ -355,7 +339,7 @@ def save_logits(run: LoadedRun, splits: DataSplits, test: SplitOutputs, val: Spl
     """`--save-logits`: the test split's outputs and, when it was evaluated, the validation split's."""
     path = Path(run.args.save_logits)
     write_logits_dump(path, split_dump(test, splits.test),
-                      None if val is None else split_dump(val, splits.val), run.costs.flops, run_header(run))
+                      None if val is None else split_dump(val, splits.val), run.costs.macs, run_header(run))
     print(f"outputs of every exit ({'test and validation' if val is not None else 'test'} split) "
           f"written to {path}")
 

@@ -9,7 +9,6 @@ so that `--resume` continues the original run. docs/checkpoints.md describes it 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import warnings
 from dataclasses import dataclass
@@ -24,11 +23,12 @@ from models import MultiExitNetwork, build_model, param_groups_by_stage
 from models.boosting import build_objective
 from models.foreign import original_names
 from utils.checkpoint import (file_digest, first_mismatch, read_checkpoint, save_checkpoint,
-                              strip_wrapper_prefixes, write_text_atomically)
+                              strip_wrapper_prefixes)
 from utils.data import load_or_create_split, official_sets
 from utils.datasets import dataset_info
 from utils.engine import build_optimizer, build_scheduler, training_state
 from utils.errors import UserError
+from utils.json_files import write_json
 from utils.run_dir import BEST_CHECKPOINT, LATEST_CHECKPOINT, run_config, write_config
 
 BOOSTNET = "official BoostNet code"
@@ -233,5 +233,5 @@ def import_run(source: Path, out: Path, args: argparse.Namespace) -> dict[str, A
         state = training_state(model, optimizer, scheduler, objective, scaler,
                                foreign.epochs_done, config, None)
         save_checkpoint({**state, "imported_from": note}, out / LATEST_CHECKPOINT)
-    write_text_atomically(out / IMPORT_NOTE, json.dumps(note, indent=2) + "\n")
+    write_json(out / IMPORT_NOTE, note)
     return note

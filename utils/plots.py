@@ -1,15 +1,15 @@
 """Accuracy against multiply-adds for evaluated runs: anytime and budgeted-batch PNGs and a Markdown table.
 
 Reads each run directory's anytime.json / budgeted.json (written by eval_cifar100.py or
-eval_imagenet.py), overlays the runs labelled by run name, and can add SPEC §7's published
-CIFAR-100 MSDNet accuracies (baseline and BoostNet, per exit, at the golden MACs of SPEC §5).
+eval_imagenet.py), overlays the runs labelled by run name, and can add the published
+CIFAR-100 MSDNet accuracies of docs/recipes.md (baseline and BoostNet, per exit, at the published
+MACs of docs/costs.md).
 
     python -m utils.plots runs/boostnet runs/msdnet_joint --out results/plots --reference msdnet_c100
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from args import OneLineParser  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
+from utils.json_files import read_json  # noqa: E402
 
 ANYTIME_FILE = "anytime.json"
 BUDGETED_FILE = "budgeted.json"
@@ -61,11 +62,12 @@ def run_labels(run_dirs: Sequence[Path]) -> list[str]:
     return [name if names.count(name) == 1 else str(path) for name, path in zip(names, run_dirs)]
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
+def read_results_file(path: Path) -> dict[str, Any] | None:
+    """The saved evaluation file's JSON, None when it is missing; unreadable is a UserError."""
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
+        return read_json(path)
     except (OSError, ValueError) as error:
         raise UserError(f"cannot read {path}: {error}") from None
 
@@ -74,7 +76,7 @@ def load_results(run_dir: Path, label: str) -> RunResults:
     """The saved evaluation of `run_dir`; a run that was never evaluated is a UserError."""
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} does not exist")
-    results = RunResults(label, read_json(run_dir / ANYTIME_FILE), read_json(run_dir / BUDGETED_FILE))
+    results = RunResults(label, read_results_file(run_dir / ANYTIME_FILE), read_results_file(run_dir / BUDGETED_FILE))
     if results.anytime is None and results.budgeted is None:
         raise UserError(f"{run_dir} has no {ANYTIME_FILE} or {BUDGETED_FILE}; evaluate it first "
                         f"(eval_cifar100.py --evaluate-from {run_dir})")

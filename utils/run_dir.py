@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import platform
 import shlex
 import socket
@@ -23,6 +22,7 @@ from tqdm import tqdm
 from args import num_exits
 from utils.checkpoint import write_text_atomically
 from utils.errors import UserError
+from utils.json_files import write_json
 
 CONFIG_FILE = "config.json"
 LATEST_CHECKPOINT = "model_latest.pth"
@@ -73,8 +73,7 @@ def run_config(args: argparse.Namespace) -> dict:
 
 def write_config(run_dir: Path, config: Mapping) -> None:
     """Save config.json (atomically, human-readable)."""
-    text = json.dumps(config, indent=2, sort_keys=True) + "\n"
-    write_text_atomically(run_dir / CONFIG_FILE, text)
+    write_json(run_dir / CONFIG_FILE, config, sort_keys=True)
 
 
 def write_summary(run_dir: Path, rows: Sequence[Mapping[str, float]]) -> None:
