@@ -176,6 +176,10 @@ def build_parser(prog: str | None = None) -> OneLineParser:
 
     e = p.add_argument_group("evaluation")
     e.add_argument("--evaluate-from", default=None, help="run directory or checkpoint to evaluate")
+    e.add_argument("--checkpoint", default="best", choices=("best", "latest"),
+                   help="which checkpoint of the --evaluate-from run directory: model_best.pth "
+                        "(validation-selected, as the original's evaluation) or model_latest.pth "
+                        "(default: %(default)s)")
     e.add_argument("--evalmode", default="both", choices=("anytime", "dynamic", "both"))
     e.add_argument("--flat_curve", action="store_true")
     e.add_argument("--budget", type=float, default=None,
