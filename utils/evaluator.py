@@ -39,9 +39,9 @@ from utils.datasets import dataset_info
 from utils.distributed import DistInfo, resolve_device
 from utils.early_exit import early_exit_predict, early_exit_throughput, expected_cost
 from utils.errors import UserError
+from utils.evaluated_checkpoint import EvaluatedCheckpoint, checkpoint_path, describe_checkpoint
 from utils.logits_dump import SplitDump, check_dump_path, source_indices, write_logits_dump
 from utils.metrics import expected_calibration_error, negative_log_likelihood, topk_accuracy
-from utils.evaluated_checkpoint import EvaluatedCheckpoint, checkpoint_path, describe_checkpoint
 from utils.run_dir import CONFIG_FILE
 
 COMMAND_LINE_ONLY = ("evaluate_from", "checkpoint", "evalmode", "flat_curve", "budget", "real_exit",
@@ -378,6 +378,7 @@ def check_evaluation_flags(args: argparse.Namespace) -> None:
 
 
 def has_validation_split(run: LoadedRun) -> bool:
+    """Whether the run was trained with --use-valid (its split.json names the held-out images)."""
     return (run.run_dir / SPLIT_FILE).is_file()
 
 
