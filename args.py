@@ -35,7 +35,7 @@ class OneLineParser(argparse.ArgumentParser):
         super().__init__(*args, allow_abbrev=False, **kwargs)
 
     def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.stderr.write(f"error: {message} ({self.prog} --help lists the flags)\n")
         sys.exit(2)
 
 
@@ -235,6 +235,9 @@ def add_speed_flags(group: Any) -> None:
 
 def add_evaluation_flags(group: Any) -> None:
     flag(group, "--evaluate-from", default=None, help="run directory or checkpoint to evaluate")
+    flag(group, "--checkpoint", default="best", choices=("best", "latest"),
+         help="which checkpoint of the --evaluate-from run directory: model_best.pth "
+              "(validation-selected, as the original's evaluation) or model_latest.pth")
     flag(group, "--evalmode", default="both", choices=("anytime", "dynamic", "both"),
          help="anytime: every exit; dynamic: budgeted batch; both")
     flag(group, "--flat_curve", action="store_true",
@@ -265,12 +268,11 @@ def check_ranges(args: argparse.Namespace, parser: OneLineParser,
         if not values and isinstance(value, list) and dest != "lr_milestones":
             parser.error(f"{name} needs at least one value")
         if not all(rule(v) for v in values):
-            shown = ",".join(map(str, values)) if isinstance(value, list) else value
-            parser.error(f"{name} must be {wanted}, got {shown}")
+            parser.error(f"{name} must be {wanted}, got {','.join(f'{v:g}' for v in values)}")
 
 
 COUNT = (at_least(1), "at least 1")
-LOADING_RANGES = {"workers": ("--workers", at_least(0), "0 or more"),
+LOADING_RANGES = {"workers": ("--workers", at_least(0), "at least 0"),
                   "eval_batch_size": ("--eval-batch-size", *COUNT)}
 MODEL_RANGES = {
     "nBlocks": ("--nBlocks", *COUNT), "step": ("--step", *COUNT),
@@ -288,6 +290,8 @@ TRAINING_RANGES = {
     "momentum": ("--momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
     "weight_decay": ("--weight-decay", at_least(0), "finite and >= 0"),
     "seed": ("--seed", lambda v: 0 <= v < SEED_LIMIT, f"in [0, {SEED_LIMIT})")}
+EVALUATION_RANGES = {"budget": ("--budget", lambda v: math.isfinite(v) and v > 0,
+                                "a finite number of multiply-adds per image above 0")}
 RUN_RANGES = {"log_interval": ("--log-interval", *COUNT),
               "max_steps_per_epoch": ("--max-steps-per-epoch", *COUNT)}
 
@@ -425,6 +429,10 @@ def check_loading(args: argparse.Namespace, parser: OneLineParser) -> None:
     check_ranges(args, parser, LOADING_RANGES)
 
 
+def check_evaluation(args: argparse.Namespace, parser: OneLineParser) -> None:
+    check_ranges(args, parser, EVALUATION_RANGES)
+
+
 def no_check(args: argparse.Namespace, parser: OneLineParser) -> None:
     """Groups whose values argparse's types and choices already check."""
 
@@ -468,7 +476,7 @@ ENSEMBLE = FlagGroup("boosted ensemble (docs/method.md)", add_ensemble_flags, ch
 TRAINING = FlagGroup("training", add_training_flags, check_training)
 RUN = FlagGroup("run directory and recovery (docs/cluster.md)", add_run_flags, check_run)
 SPEED = FlagGroup("speed", add_speed_flags, check_speed)
-EVALUATION = FlagGroup("evaluation (docs/evaluation.md)", add_evaluation_flags)
+EVALUATION = FlagGroup("evaluation (docs/evaluation.md)", add_evaluation_flags, check_evaluation)
 PROGRAMS = {"train": (DATASET, LOADING, MODEL, ENSEMBLE, TRAINING, RUN, SPEED),
             "evaluate": (DATASET, LOADING, MODEL, ENSEMBLE, EVALUATION),
             "costs": (DATASET, MODEL),

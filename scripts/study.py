@@ -3,8 +3,9 @@
     python scripts/study.py --out results/study --seeds 0 1 2 --variants boost joint r1 msdnet \\
         --dataset digits [--jobs 2] [-- extra training flags for every run]
 
-Each run is `train_cifar100.py` then `eval_cifar100.py --evalmode both` in OUT/runs/<variant>_seed<k>/;
-a run whose evaluation exists and whose config matches is reused, an unfinished one resumed.
+Each run is `train_cifar100.py` then `eval_cifar100.py --evalmode both --checkpoint latest`
+in OUT/runs/<variant>_seed<k>/; a run whose evaluation exists and whose config matches is
+reused, an unfinished one resumed.
 The aggregate goes to OUT/study.json, study.csv, study.md and study.png (docs/study.md).
 """
 from __future__ import annotations
@@ -68,7 +69,7 @@ class Run:
 
     def eval_command(self) -> list[str]:
         return [sys.executable, str(ROOT / "eval_cifar100.py"), "--evaluate-from", str(self.run_dir),
-                "--evalmode", "both"]
+                "--evalmode", "both", "--checkpoint", "latest"]  # the file is_finished checks
 
 
 def split_extra(argv: Sequence[str]) -> tuple[list[str], list[str]]:

@@ -13,7 +13,7 @@ from models.boosting import ExitObjective, build_boosted, build_objective
 from tests.conftest import TINY_MSDNET
 from utils.checkpoint import save_checkpoint
 from utils.data import build_splits
-from utils.run_dir import LATEST_CHECKPOINT, run_config, write_config
+from utils.run_dir import BEST_CHECKPOINT, LATEST_CHECKPOINT, run_config, write_config
 
 TINY_DIGITS = TINY_MSDNET + ["--dataset", "digits", "--workers", "0", "--device", "cpu",
                              "--eval-batch-size", "64"]
@@ -55,14 +55,15 @@ def train_briefly(model: MultiExitNetwork, objective: ExitObjective, dataset: Da
 
 def save_run(run_dir: Path, args: argparse.Namespace, model: MultiExitNetwork,
              objective: ExitObjective) -> Path:
-    """config.json and model_latest.pth as training writes them; returns the checkpoint path."""
+    """config.json, model_latest.pth and its copy model_best.pth, as training writes them after
+    an epoch that is the best so far; returns the latest checkpoint's path."""
     run_dir.mkdir(parents=True, exist_ok=True)
     config = run_config(args)
     write_config(run_dir, config)
     checkpoint = run_dir / LATEST_CHECKPOINT
     save_checkpoint({"model": model.state_dict(), "optimizer": {}, "scheduler": {},
                      "objective": objective.state_dict(), "epoch": 1, "rng": {}, "config": config,
-                     "best_metric": 0.0}, checkpoint)
+                     "best_metric": 0.0}, checkpoint, [run_dir / BEST_CHECKPOINT])
     return checkpoint
 
 

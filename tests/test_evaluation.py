@@ -1,5 +1,6 @@
 """The shared evaluator: outputs equal a direct computation, the cache follows the checkpoint,
-flags override the run's config, and bad input is one line with exit status 2."""
+flags override the run's config, the checkpoint read is named, and bad input is one line with
+exit status 2."""
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,9 @@ from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.data import build_splits
 from utils.errors import run_cli
 from args import build_parser, explicit_flags
-from utils.evaluator import locate_checkpoint, merged_args
+from utils.evaluator import merged_args
 from utils.json_files import json_floats, read_json
+from utils.run_dir import locate_checkpoint
 from utils.metrics import expected_calibration_error, negative_log_likelihood
 
 EVAL_FLAGS = ["--workers", "0", "--device", "cpu", "--eval-batch-size", "64"]
@@ -79,7 +81,7 @@ def direct_probs(run_dir: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]
     config = json.loads((run_dir / "config.json").read_text())
     args = argparse.Namespace(**config)
     model = build_model(args).eval()
-    model.load_state_dict(torch.load(run_dir / "model_latest.pth", weights_only=True)["model"])
+    model.load_state_dict(torch.load(run_dir / "model_best.pth", weights_only=True)["model"])
     dataset = getattr(build_splits(args, run_dir), split)
     factors = reweight_factors(args.ensemble_reweight, model.num_exits)
     probs, targets = [], []
@@ -208,7 +210,7 @@ def test_flat_curve_keeps_the_best_accuracy_so_far(run_copy):
 
 
 def test_cache_is_keyed_by_checkpoint_content(run_copy, monkeypatch):
-    digest = hashlib.sha256((run_copy / "model_latest.pth").read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256((run_copy / "model_best.pth").read_bytes()).hexdigest()[:16]
     assert sorted(p.name for p in (run_copy / "cache").iterdir()) == [
         f"logits_test_{digest}.pt", f"logits_val_{digest}.pt"]
     before = (run_copy / "anytime.csv").read_text()
@@ -259,7 +261,7 @@ def test_real_exit_agrees_with_simulation_and_touches_only_outputs(run_copy, mon
     assert report["cuda_graphs"] == report["device"].startswith("cuda")
 
 
-def test_run_dir_falls_back_to_the_best_checkpoint(tmp_path):
+def test_init_from_run_dir_takes_latest_else_best(tmp_path):
     (tmp_path / "model_best.pth").write_bytes(b"")
     assert locate_checkpoint(tmp_path) == (tmp_path, tmp_path / "model_best.pth")
     (tmp_path / "model_latest.pth").write_bytes(b"")
@@ -286,9 +288,9 @@ def test_evaluate_from_is_required(capsys):
 
 
 def test_unreadable_checkpoint(run_copy, capsys):
-    (run_copy / "model_latest.pth").write_bytes(b"not a checkpoint")
+    (run_copy / "model_best.pth").write_bytes(b"not a checkpoint")
     message = cli_error(["--evaluate-from", str(run_copy), *EVAL_FLAGS], capsys)
-    assert "model_latest.pth" in message and "not a readable checkpoint" in message
+    assert "model_best.pth" in message and "not a readable checkpoint" in message
 
 
 @pytest.mark.parametrize("override, mismatch", [
@@ -318,10 +320,23 @@ def test_real_exit_needs_a_budget(run_copy, capsys):
     assert "--budget" in message
 
 
-def test_budget_below_the_first_exit(run_copy, capsys):
-    message = cli_error(["--evaluate-from", str(run_copy), *EVAL_FLAGS, "--evalmode", "anytime",
-                         "--budget", "1000"], capsys)
-    assert message.startswith("error: --budget 1000:")
+def test_budget_below_the_first_exit_fails_before_any_file_is_written(run_copy, capsys):
+    before = file_states(run_copy)
+    message = cli_error(["--evaluate-from", str(run_copy), *EVAL_FLAGS, "--budget", "1000"], capsys)
+    cheapest = costs_for_args(tiny_args()).macs[0]
+    assert message.startswith("error: --budget 1000:") and f"{cheapest:g}" in message
+    assert file_states(run_copy) == before
+
+
+@pytest.mark.parametrize("flag, value, complaint", [
+    ("--budget", "-1", "finite number of multiply-adds per image above 0, got -1"),
+    ("--budget", "inf", "got inf"), ("--budget", "nan", "got nan"),
+    ("--eval-batch-size", "0", "at least 1, got 0"), ("--workers", "-1", "at least 0, got -1")])
+def test_bad_evaluation_flag_fails_before_any_file_is_written(run_copy, capsys, flag, value, complaint):
+    before = file_states(run_copy)
+    message = cli_error(["--evaluate-from", str(run_copy), *EVAL_FLAGS, flag, value], capsys)
+    assert message.startswith(f"error: {flag} must be") and complaint in message
+    assert file_states(run_copy) == before
 
 
 def test_command_line_error_is_one_line_without_traceback(tmp_path, repo_root):
@@ -345,7 +360,7 @@ def test_logits_dump_round_trips(run_copy, direct, tmp_path):
     dump = dict(np.load(dump_file, allow_pickle=False))
     config = json.loads((run_copy / "config.json").read_text())
     anytime = json.loads((run_copy / "anytime.json").read_text())
-    digest = hashlib.sha256((run_copy / "model_latest.pth").read_bytes()).hexdigest()
+    digest = hashlib.sha256((run_copy / "model_best.pth").read_bytes()).hexdigest()
     factors = reweight_factors(config["ensemble_reweight"], config["num_exits"])
 
     for prefix, split in (("", "test"), ("val_", "val")):
@@ -381,3 +396,71 @@ def test_bad_save_logits_path_fails_before_any_work(run_copy, tmp_path, capsys, 
                          str(tmp_path / name)], capsys)
     assert message.startswith("error: --save-logits:") and complaint in message
     assert file_states(run_copy) == before and sorted(tmp_path.iterdir()) == outside
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_results_name_the_best_checkpoint_by_default(evaluated_run):
+    for name in ("anytime.json", "budgeted.json", "budget.json"):
+        saved = json.loads((evaluated_run / name).read_text())
+        assert saved["checkpoint"] == str(evaluated_run / "model_best.pth")
+        assert saved["checkpoint_sha256"] == sha256(evaluated_run / "model_best.pth")
+        assert (saved["checkpoint_kind"], saved["checkpoint_epoch"]) == ("best", 1)
+        assert saved["checkpoint_reason"] == "highest validation top-1 of the last exit"
+
+
+@pytest.mark.parametrize("flags, kind, epoch, reason", [
+    ([], "best", 1, "highest validation top-1 of the last exit"),
+    (["--checkpoint", "latest"], "latest", 2, "the last epoch written")])
+def test_the_checkpoint_read_is_printed_first_and_recorded(run_copy, capsys, flags, kind, epoch, reason):
+    latest = load_checkpoint(run_copy / "model_latest.pth")
+    save_checkpoint({**latest, "epoch": 2}, run_copy / "model_latest.pth")  # a later, not better, epoch
+    file = run_copy / f"model_{kind}.pth"
+    epochs = json.loads((run_copy / "config.json").read_text())["epochs"]
+
+    evaluate(run_copy, "--evalmode", "anytime", *flags)
+
+    first_line = capsys.readouterr().out.splitlines()[0]
+    assert first_line == (f"evaluating {file} ({kind}: {reason}, epoch {epoch} of {epochs}, "
+                          f"sha256 {sha256(file)[:16]}...)")
+    saved = json.loads((run_copy / "anytime.json").read_text())
+    assert (saved["checkpoint"], saved["checkpoint_sha256"]) == (str(file), sha256(file))
+    assert (saved["checkpoint_kind"], saved["checkpoint_epoch"], saved["checkpoint_reason"]) == (
+        kind, epoch, reason)
+
+
+def test_checkpoint_flag_with_a_checkpoint_file_is_refused(run_copy, capsys):
+    before = file_states(run_copy)
+    message = cli_error(["--evaluate-from", str(run_copy / "model_best.pth"), *EVAL_FLAGS,
+                         "--checkpoint", "latest"], capsys)
+    assert message.startswith("error: --checkpoint latest") and str(run_copy / "model_best.pth") in message
+    assert file_states(run_copy) == before
+
+
+@pytest.mark.parametrize("missing, asked, other", [("best", [], "latest"),
+                                                   ("latest", ["--checkpoint", "latest"], "best")])
+def test_missing_chosen_checkpoint_names_the_other(run_copy, capsys, missing, asked, other):
+    (run_copy / f"model_{missing}.pth").unlink()
+    message = cli_error(["--evaluate-from", str(run_copy), *EVAL_FLAGS, *asked], capsys)
+    assert f"has no model_{missing}.pth" in message and f"pass --checkpoint {other}" in message
+
+
+def test_evalmode_both_without_validation_split_runs_anytime_and_says_why(run_copy, capsys):
+    anytime = json.loads((run_copy / "anytime.json").read_text())
+    (run_copy / "split.json").unlink()
+    for name in OUTPUTS:
+        (run_copy / name).unlink(missing_ok=True)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda args: evaluator.main(args, prog="eval_cifar100.py"),
+                ["--evaluate-from", str(run_copy), *EVAL_FLAGS, "--evalmode", "both"])
+    output = capsys.readouterr()
+
+    assert exit_info.value.code == 0 and output.err == ""
+    skipped = [line for line in output.out.splitlines() if "budgeted" in line]
+    assert skipped == [f"budgeted batch skipped: {run_copy} was trained without --use-valid, so it "
+                       f"has no validation split to fit thresholds on (train with --use-valid)"]
+    assert sorted(name for name in OUTPUTS if (run_copy / name).exists()) == ["anytime.csv", "anytime.json"]
+    assert json.loads((run_copy / "anytime.json").read_text())["exits"] == anytime["exits"]
+    assert not (run_copy / "split.json").exists()

@@ -1,7 +1,8 @@
 """The one evaluator behind eval_cifar100.py and eval_imagenet.py (docs/evaluation.md).
 
-`--evaluate-from` names a run directory (its model_latest.pth is evaluated, or
-model_best.pth when there is no latest) or a checkpoint file inside one. The model is
+`--evaluate-from` names a run directory (its model_best.pth is evaluated, or with
+`--checkpoint latest` its model_latest.pth) or a checkpoint file inside one; the first line
+printed and every result file say which checkpoint was read and why. The model is
 rebuilt from the run's config.json (device, workers and batch size included); flags given on
 the command line override it, and the evaluation flags come from the command line only. Results
 go to the run directory (anytime.*, budgeted.*, budget.json, real_exit.json, and cache/
@@ -36,12 +37,14 @@ from utils.datasets import dataset_info
 from utils.distributed import DistInfo, resolve_device
 from utils.early_exit import early_exit_predict, early_exit_throughput, expected_cost
 from utils.errors import UserError
+from utils.evaluated_checkpoint import EvaluatedCheckpoint, checkpoint_path, describe_checkpoint
 from utils.json_files import read_json, write_json
 from utils.logits_dump import SplitDump, check_dump_path, source_indices, write_logits_dump
 from utils.metrics import expected_calibration_error, negative_log_likelihood, topk_accuracy
-from utils.run_dir import CONFIG_FILE, locate_checkpoint
+from utils.run_dir import CONFIG_FILE
 
-COMMAND_LINE_ONLY = ("evaluate_from", "evalmode", "flat_curve", "budget", "real_exit", "save_logits")
+COMMAND_LINE_ONLY = ("evaluate_from", "checkpoint", "evalmode", "flat_curve", "budget", "real_exit",
+                     "save_logits")
 CACHE_DIR = "cache"
 DIGEST_CHARS = 16
 TOP_K = (1, 5)
@@ -55,8 +58,7 @@ class LoadedRun:
 
     args: argparse.Namespace
     run_dir: Path
-    checkpoint: Path
-    digest: str
+    checkpoint: EvaluatedCheckpoint
     network: BoostedNetwork
     costs: ExitCosts
     device: torch.device
@@ -108,16 +110,18 @@ def load_run(argv: Sequence[str], prog: str | None, **defaults) -> LoadedRun:
     typed = explicit_flags(build_parser("evaluate", prog), argv)
     if "evaluate_from" not in typed:
         raise UserError("--evaluate-from is required: give a run directory or a checkpoint file")
-    run_dir, checkpoint_file = locate_checkpoint(Path(typed["evaluate_from"]))
+    run_dir, checkpoint_file = checkpoint_path(Path(typed["evaluate_from"]), typed.get("checkpoint"))
     checkpoint = load_checkpoint(checkpoint_file, flag="--evaluate-from")
-    args = merged_args(argv, prog, run_config(run_dir, checkpoint), **defaults)
+    config = run_config(run_dir, checkpoint)
+    args = merged_args(argv, prog, config, **defaults)
     model = build_model(args)
     load_weights(model, checkpoint["model"], checkpoint_file, "--evaluate-from",
                  "the run's config (different architecture or flags?)")
     costs = count_exit_costs(model, dataset_info(args).image_size)
     device = resolve_device(args.device, DistInfo())
-    return LoadedRun(args=args, run_dir=run_dir, checkpoint=checkpoint_file,
-                     digest=file_digest(checkpoint_file),
+    return LoadedRun(args=args, run_dir=run_dir,
+                     checkpoint=describe_checkpoint(checkpoint_file, checkpoint, config,
+                                                    file_digest(checkpoint_file)),
                      network=build_boosted(args, model.to(device).eval()), costs=costs,
                      device=device)
 
@@ -152,7 +156,7 @@ def read_cache(cache_file: Path, samples: int) -> tuple[Tensor, Tensor] | None:
 
 def cached_logits(run: LoadedRun, dataset: Dataset, split: str) -> tuple[Tensor, Tensor]:
     """Per-exit logits of a split, from the run's cache when this checkpoint already produced them."""
-    cache_file = run.run_dir / CACHE_DIR / f"logits_{split}_{run.digest[:DIGEST_CHARS]}.pt"
+    cache_file = run.run_dir / CACHE_DIR / f"logits_{split}_{run.checkpoint.digest[:DIGEST_CHARS]}.pt"
     cached = read_cache(cache_file, len(dataset))
     if cached is not None:
         return cached
@@ -241,7 +245,7 @@ def slash_joined(values: Sequence[Any]) -> str:
 
 def run_header(run: LoadedRun) -> dict[str, Any]:
     """Identification shared by every output file."""
-    return {"run": run.name, "checkpoint": str(run.checkpoint), "checkpoint_sha256": run.digest,
+    return {"run": run.name, **run.checkpoint.header(),
             "arch": run.args.arch, "loss": run.args.loss, "dataset": run.args.dataset}
 
 
@@ -344,20 +348,48 @@ def save_logits(run: LoadedRun, splits: DataSplits, test: SplitOutputs, val: Spl
           f"written to {path}")
 
 
-def needs_validation(args: argparse.Namespace) -> bool:
-    return args.evalmode != "anytime" or args.budget is not None or args.real_exit
+def has_validation_split(run: LoadedRun) -> bool:
+    """Whether the run was trained with --use-valid (its split.json names the held-out images)."""
+    return (run.run_dir / SPLIT_FILE).is_file()
+
+
+def validation_only_flag(args: argparse.Namespace) -> str | None:
+    """The requested evaluation that cannot run without a validation split, if any (`--evalmode
+    both` can: it then runs anytime alone)."""
+    if args.evalmode == "dynamic":
+        return "--evalmode dynamic"
+    return "--budget" if args.budget is not None else None
+
+
+def uses_validation(run: LoadedRun) -> bool:
+    """Whether this evaluation fits thresholds on the run's validation split."""
+    wanted = run.args.evalmode != "anytime" or run.args.budget is not None
+    return wanted and has_validation_split(run)
 
 
 def check_request(run: LoadedRun) -> None:
-    """Fail before any work when the request cannot be met by this run."""
-    if run.args.save_logits is not None:
-        check_dump_path(Path(run.args.save_logits))
-    if run.args.real_exit and run.args.budget is None:
+    """Fail before any work when the request cannot be met by this run (what the flags and the
+    exit costs alone decide, so no result file is rewritten before an error)."""
+    args = run.args
+    if args.save_logits is not None:
+        check_dump_path(Path(args.save_logits))
+    if args.real_exit and args.budget is None:
         raise UserError("--real-exit needs --budget X (multiply-adds per image) to choose its thresholds")
-    if needs_validation(run.args) and not (run.run_dir / SPLIT_FILE).is_file():
-        raise UserError(f"--evaluate-from: {run.run_dir} has no validation split ({SPLIT_FILE}; the run "
-                        f"was trained without --use-valid), which budgeted evaluation needs; use "
-                        f"--evalmode anytime")
+    flag = validation_only_flag(args)
+    if flag is not None and not has_validation_split(run):
+        raise UserError(f"{flag}: {run.run_dir} has no validation split ({SPLIT_FILE}; the run was "
+                        f"trained without --use-valid) to fit thresholds on; use --evalmode anytime "
+                        f"or train with --use-valid")
+    cheapest = run.costs.macs[0]
+    if args.budget is not None and args.budget < cheapest:
+        raise UserError(f"--budget {args.budget:g}: below the cheapest setting (every sample leaving "
+                        f"at exit 1), which costs {cheapest:g} multiply-adds per image")
+
+
+def budgeted_skipped(run: LoadedRun) -> str:
+    """Why `--evalmode both` ran anytime alone."""
+    return (f"budgeted batch skipped: {run.run_dir} was trained without --use-valid, so it has no "
+            f"validation split to fit thresholds on (train with --use-valid)")
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None, **defaults) -> None:
@@ -365,16 +397,20 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None, **defaults)
     argv = list(sys.argv[1:] if argv is None else argv)
     run = load_run(argv, prog, **defaults)
     check_request(run)
+    print(run.checkpoint.summary())
     args = run.args
-    with_validation = needs_validation(args)
+    with_validation = uses_validation(run)
     splits = build_splits(argparse.Namespace(**{**vars(args), "use_valid": with_validation}),
                           run.run_dir)
     test = split_outputs(run, splits.test, "test")
     if args.evalmode in ("anytime", "both"):
         evaluate_anytime(run, test)
     val = split_outputs(run, splits.val, "val") if with_validation else None
-    if val is not None and args.evalmode in ("dynamic", "both"):
-        evaluate_dynamic(run, val, test)
+    if args.evalmode in ("dynamic", "both"):
+        if val is not None:
+            evaluate_dynamic(run, val, test)
+        else:
+            print(budgeted_skipped(run))
     if args.budget is not None:
         thresholds = evaluate_budget(run, val, test)
         if args.real_exit:
