@@ -153,9 +153,14 @@ def parse_plot_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     """Write anytime.png, budgeted.png (when any run has budgeted results) and results.md to --out."""
     options = parse_plot_args(argv)
+    if options.out.exists() and not options.out.is_dir():
+        raise UserError(f"--out {options.out} is a file; give a folder for the plots")
     runs = [load_results(path, label) for path, label in zip(options.runs, run_labels(options.runs))]
     reference = REFERENCES.get(options.reference, [])
-    options.out.mkdir(parents=True, exist_ok=True)
+    try:
+        options.out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"--out {options.out}: {error.strerror or error}") from None
     written = []
     plots = {"anytime.png": ("Anytime prediction", anytime_curves(runs) + reference),
              "budgeted.png": ("Budgeted batch classification", budgeted_curves(runs))}
