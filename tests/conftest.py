@@ -20,5 +20,15 @@ TINY_RANET = ["--arch", "ranet", "--nBlocks", "2", "--block-step", "1", "--step"
 
 
 @pytest.fixture
+def one_thread():
+    """One intra-op thread: bit-exact comparisons need a fixed count, and tiny models on a busy
+    2-core machine lose a lot to more."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def repo_root() -> Path:
     return ROOT

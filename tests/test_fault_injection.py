@@ -11,12 +11,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.conftest import ROOT
 from tests.test_run_safety import (FLAGS, SUBPROCESS_ENV, assert_same_weights, metric_rows,
-                                   one_thread, temporary_files)  # noqa: F401 (autouse fixture)
+                                   temporary_files)
 from tests.test_training import load, train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 EPOCHS = 4
 STEPS = 8

@@ -47,13 +47,7 @@ import_script = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(import_script)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Bit-exact comparisons need a fixed thread count."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def recorded(name: str) -> tuple[list[str], list[tuple[str, list[int]]]]:

@@ -27,13 +27,7 @@ CHECKPOINT_KEYS = {"model", "optimizer", "scheduler", "objective", "epoch", "rng
 DIGIT_CLASSES = 10
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine lose a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def train(*argv: str) -> int:
