@@ -35,7 +35,7 @@ class OneLineParser(argparse.ArgumentParser):
         super().__init__(*args, allow_abbrev=False, **kwargs)
 
     def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"error: {message} ({self.prog} --help lists the flags)\n")
+        sys.stderr.write(f"error: {message}\n")
         sys.exit(2)
 
 
@@ -560,5 +560,11 @@ def parse_args(argv: Sequence[str] | None = None, prog: str | None = None,
     args = parser.parse_args(argv)
     if args.resume:
         args = resumed_flags(args, typed, parser)
+    elif ("epochs" in typed and "lr_milestones" not in typed and args.lr_milestones
+          and args.lr_milestones[-1] > args.epochs
+          and (typed.get("recipe") or "lr_milestones" in defaults)):
+        parser.error(f"--epochs {args.epochs} is shorter than the schedule "
+                     f"--lr_milestones {','.join(map(str, args.lr_milestones))} of "
+                     f"{typed.get('recipe') or parser.prog}; give --lr_milestones too")
     return checked(args, parser)
 

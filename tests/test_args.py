@@ -100,7 +100,8 @@ def test_a_recipe_gives_its_flags_and_typed_flags_override_them():
     assert (args.dataset, args.arch, args.nBlocks, args.step, args.base, args.use_valid) == (
         "cifar100", "msdnet_ge", 6, 2, 4, True)
     assert (args.epochs, args.lr_milestones, args.ensemble_reweight) == (300, [150, 225], [0.5])
-    mine = parse_args(["--nBlocks", "4", "--recipe", "msdnet_cifar100_budgeted", "--epochs", "2"])
+    mine = parse_args(["--nBlocks", "4", "--recipe", "msdnet_cifar100_budgeted", "--epochs", "2",
+                       "--lr_milestones", "1"])
     assert (mine.nBlocks, mine.epochs, mine.step) == (4, 2, 2)
     imagenet = parse_args(["--recipe", "ranet_imagenet_budgeted_c32"], dataset="cifar100", epochs=7)
     assert (imagenet.dataset, imagenet.nChannels, imagenet.epochs) == ("imagenet", 32, 90)

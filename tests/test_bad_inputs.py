@@ -102,3 +102,16 @@ def test_plots_into_a_file_is_one_line(finished_run, tmp_path, capsys):
     message = one_line_refusal(plots.main, [str(finished_run), "--out", str(target)], capsys)
     assert "--out" in message and "is a file" in message
     assert target.read_text() == "not a folder"
+
+
+def test_a_recipe_or_program_schedule_longer_than_the_typed_epochs_is_refused(capsys):
+    from args import parse_args
+    with pytest.raises(SystemExit):
+        parse_args(["--recipe", "msdnet_cifar100_anytime", "--epochs", "20"])
+    assert "--lr_milestones 150,225 of msdnet_cifar100_anytime" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args(["--epochs", "20"], prog="train_imagenet.py", dataset="imagenet",
+                   epochs=90, lr_milestones=[30, 60])
+    assert "--lr_milestones 30,60 of train_imagenet.py" in capsys.readouterr().err
+    assert parse_args(["--recipe", "msdnet_cifar100_anytime", "--epochs", "20",
+                       "--lr_milestones", "10,15"]).lr_milestones == [10, 15]

@@ -92,7 +92,7 @@ def test_extra_flags_reach_training_and_a_bad_model_number_is_refused(tmp_path):
 def test_budgeted_recipe_runs_on_digits_end_to_end(tmp_path):
     run = tmp_path / "run"
     tiny = [*TINY_MSDNET, "--dataset", "digits", "--device", "cpu", "--workers", "0",
-            "--epochs", "1", "--max-steps-per-epoch", "3", "--batch-size", "16"]
+            "--epochs", "1", "--lr_milestones", "1", "--max-steps-per-epoch", "3", "--batch-size", "16"]
     env = {**os.environ, "RESULT_DIR": str(run), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(["bash", str(ROOT / "scripts" / "msdnet_cifar100_budgeted.sh"), *tiny],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

@@ -200,7 +200,8 @@ class Trainer:
         seed_everything(args.seed)
         self.model = self._build_model()
         self.objective = build_objective(args, self.model.num_exits).to(device)
-        if args.init_from is not None and not args.resume:
+        newest = newest_checkpoint(self.run_dir, args.resume)
+        if args.init_from is not None and newest is None:  # a fresh start, also under --resume auto
             self._init_from(Path(args.init_from))
         self.optimizer = build_optimizer(self.model, args, device)
         self.scheduler = build_scheduler(self.optimizer, args)
@@ -208,7 +209,6 @@ class Trainer:
         self.start_epoch, self.best_metric, self.summary_rows = 0, None, []
         self.resumed_from: Optional[Path] = None
         self.partial_epoch: Optional[PartialEpoch] = None
-        newest = newest_checkpoint(self.run_dir, args.resume)
         if newest is not None:
             self._resume(*newest)
         self.recovery = RecoveryTrigger(args.checkpoint_interval, device, info.is_distributed)
@@ -467,7 +467,7 @@ def run_training(args: argparse.Namespace) -> MultiExitNetwork:
         distributed.init_process_group(info, device)
         try:
             check_run_dir(run_dir, args.resume)  # refuse before touching anything
-            if args.init_from is not None and not args.resume:
+            if args.init_from is not None and args.resume is not True:
                 locate_checkpoint(Path(args.init_from), "--init-from")
             with owned_run_dir(run_dir) if info.is_main else contextlib.nullcontext():
                 check_run_dir(run_dir, args.resume)  # again, now that no other training writes
