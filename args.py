@@ -413,6 +413,8 @@ def check_training(args: argparse.Namespace, parser: OneLineParser) -> None:
                      f"{args.epochs} epochs (the last may be at most --epochs)")
     if len(args.weight_decay) not in (1, 2):
         parser.error(f"--weight-decay takes 1 or 2 values, got {len(args.weight_decay)}")
+    if args.arch == "ranet" and len(args.weight_decay) != 1:
+        parser.error("--weight-decay: RANet trains with a single weight-decay group; give one value")
     check_memory(args, parser)
 
 

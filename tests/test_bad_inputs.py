@@ -115,3 +115,10 @@ def test_a_recipe_or_program_schedule_longer_than_the_typed_epochs_is_refused(ca
     assert "--lr_milestones 30,60 of train_imagenet.py" in capsys.readouterr().err
     assert parse_args(["--recipe", "msdnet_cifar100_anytime", "--epochs", "20",
                        "--lr_milestones", "10,15"]).lr_milestones == [10, 15]
+
+
+def test_ranet_with_two_weight_decays_is_refused_at_parse_time(capsys):
+    from args import parse_args
+    with pytest.raises(SystemExit):
+        parse_args([*TINY_RANET, "--weight-decay", "1e-4,2e-4"])
+    assert "RANet trains with a single weight-decay group" in capsys.readouterr().err

@@ -147,10 +147,7 @@ def weight_decays(args: argparse.Namespace, exits: int) -> list[float]:
 
 def parameter_groups(model: MultiExitNetwork, args: argparse.Namespace) -> list[dict]:
     """One group per exit (block n + head n) for MSDNet; a single group for RANet (docs/method.md)."""
-    if args.arch == "ranet":
-        if len(args.weight_decay) != 1:
-            raise UserError("--weight-decay: RANet trains with a single weight-decay group; "
-                            "give one value")
+    if args.arch == "ranet":  # args.check_training allows it one value only
         return [{"params": list(model.parameters()), "weight_decay": args.weight_decay[0]}]
     return [{"params": params, "weight_decay": decay} for params, decay in
             zip(param_groups_by_stage(model), weight_decays(args, model.num_exits))]
