@@ -505,12 +505,20 @@ def checked(args: argparse.Namespace, parser: OneLineParser) -> argparse.Namespa
     return args
 
 
+def parse_typed(parser: argparse.ArgumentParser, argv: Sequence[str]
+                ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Parse `argv` once: (every destination's value, the ones `argv` actually sets)."""
+    untyped = object()
+    dests = {action.dest for action in parser._actions if action.dest != argparse.SUPPRESS}
+    namespace = argparse.Namespace(**dict.fromkeys(dests | set(parser._defaults), untyped))
+    parsed = vars(parser.parse_args(argv, namespace))
+    typed = {dest: value for dest, value in parsed.items() if value is not untyped}
+    return {dest: parser.get_default(dest) for dest in parsed} | typed, typed
+
+
 def explicit_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> dict[str, Any]:
     """The flags `argv` actually sets (destination -> value), defaults left out."""
-    untyped = object()
-    namespace = argparse.Namespace(**dict.fromkeys(vars(parser.parse_args([])), untyped))
-    parsed = vars(parser.parse_args(argv, namespace))
-    return {dest: value for dest, value in parsed.items() if value is not untyped}
+    return parse_typed(parser, argv)[1]
 
 
 def recipe_defaults(parser: argparse.ArgumentParser, typed: dict[str, Any]) -> dict[str, Any]:
@@ -557,9 +565,10 @@ def parse_args(argv: Sequence[str] | None = None, prog: str | None = None,
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser("train", prog)
     parser.set_defaults(**defaults)
-    typed = explicit_flags(parser, argv)
-    parser.set_defaults(**recipe_defaults(parser, typed))
-    args = parser.parse_args(argv)
+    values, typed = parse_typed(parser, argv)
+    recipe = recipe_defaults(parser, typed)
+    parser.set_defaults(**recipe)  # so that checks see the recipe's values as its defaults
+    args = argparse.Namespace(**{**values, **recipe, **typed})
     if args.resume:
         args = resumed_flags(args, typed, parser)
     elif ("epochs" in typed and "lr_milestones" not in typed and args.lr_milestones

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from adaptive_inference import apply_thresholds, budgeted_sweep, exit_indices, thresholds_for_budget
-from args import build_parser, checked, explicit_flags
+from args import OneLineParser, build_parser, checked, parse_typed
 from models import MultiExitNetwork, build_model
 from models.boosting import BoostedNetwork, build_boosted
 from op_counter import ExitCosts, count_exit_costs
@@ -98,8 +98,12 @@ def merged_args(argv: Sequence[str], prog: str | None, config: dict[str, Any],
     """Training flags from `config`, overridden by flags typed now; evaluation flags from now only."""
     parser = build_parser("evaluate", prog)
     parser.set_defaults(**defaults)
-    values = vars(parser.parse_args(argv))
-    typed = explicit_flags(parser, argv)
+    return with_run_config(parser, *parse_typed(parser, argv), config)
+
+
+def with_run_config(parser: OneLineParser, values: dict[str, Any], typed: dict[str, Any],
+                    config: dict[str, Any]) -> argparse.Namespace:
+    """The parsed evaluation flags over the run's saved training flags, checked."""
     saved = {key: value for key, value in config.items()
              if key not in typed and key not in COMMAND_LINE_ONLY and key != "program"}
     return checked(argparse.Namespace(**{**values, **saved}), parser)
@@ -107,13 +111,15 @@ def merged_args(argv: Sequence[str], prog: str | None, config: dict[str, Any],
 
 def load_run(argv: Sequence[str], prog: str | None, **defaults) -> LoadedRun:
     """Resolve `--evaluate-from`, rebuild the model from the run's flags and load its weights."""
-    typed = explicit_flags(build_parser("evaluate", prog), argv)
+    parser = build_parser("evaluate", prog)
+    parser.set_defaults(**defaults)
+    values, typed = parse_typed(parser, argv)  # the only parse of the command line
     if "evaluate_from" not in typed:
         raise UserError("--evaluate-from is required: give a run directory or a checkpoint file")
     run_dir, checkpoint_file = checkpoint_path(Path(typed["evaluate_from"]), typed.get("checkpoint"))
     checkpoint = load_checkpoint(checkpoint_file, flag="--evaluate-from")
     config = run_config(run_dir, checkpoint)
-    args = merged_args(argv, prog, config, **defaults)
+    args = with_run_config(parser, values, typed, config)
     model = build_model(args)
     load_weights(model, checkpoint["model"], checkpoint_file, "--evaluate-from",
                  "the run's config (different architecture or flags?)")
