@@ -21,6 +21,12 @@ TRAIN_STEPS = 6
 TRAIN_BATCH = 32
 
 
+def file_states(run_dir: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under `run_dir` with its bytes and modification time (to assert none changed)."""
+    return {str(p.relative_to(run_dir)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in run_dir.rglob("*") if p.is_file()}
+
+
 def tiny_args(*extra: str) -> argparse.Namespace:
     return parse_args(TINY_DIGITS + list(extra))
 

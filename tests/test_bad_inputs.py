@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tests.conftest import TINY_MSDNET, TINY_RANET
+from tests.run_fixtures import file_states
 from train_cifar100 import main as train_main
 from utils.errors import run_cli
 import utils.plots as plots
@@ -67,10 +68,6 @@ def finished_run(tmp_path_factory):
                              "--batch-size", "16", "--result_dir", str(run)])
     assert done.value.code == 0
     return run
-
-
-def file_states(run_dir) -> dict:
-    return {str(p): (p.read_bytes(), p.stat().st_mtime_ns) for p in run_dir.rglob("*") if p.is_file()}
 
 
 def one_line_refusal(main, argv, capsys) -> str:

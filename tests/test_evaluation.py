@@ -25,12 +25,12 @@ from models import build_model
 from models.boosting import reweight_factors
 from op_counter import costs_for_args
 from tests.reference_metrics import reference_ece, reference_made, reference_nll
-from tests.run_fixtures import boosted_recurrence, make_trained_run, tiny_args
+from tests.run_fixtures import boosted_recurrence, file_states, make_trained_run, tiny_args
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.data import build_splits
 from utils.errors import run_cli
-from args import build_parser, explicit_flags
-from utils.evaluator import merged_args
+from args import build_parser, explicit_flags, parse_typed
+from utils.evaluator import with_run_config
 from utils.json_files import json_floats, read_json
 from utils.run_dir import locate_checkpoint
 from utils.metrics import expected_calibration_error, negative_log_likelihood
@@ -105,11 +105,6 @@ def early_exit_reference(probs: torch.Tensor, targets: torch.Tensor, thresholds:
     return reference_ece(made, labels), reference_nll(made, labels, torch.finfo(probs.dtype).tiny)
 
 
-def file_states(run_dir: Path) -> dict[str, tuple[bytes, int]]:
-    return {str(p.relative_to(run_dir)): (p.read_bytes(), p.stat().st_mtime_ns)
-            for p in run_dir.rglob("*") if p.is_file()}
-
-
 def test_explicit_flags_are_exactly_the_typed_ones():
     typed = explicit_flags(build_parser("evaluate"),
                            ["--evaluate-from", "runs/x", "--nBlocks", "10", "--flat_curve", "-j", "0"])
@@ -119,8 +114,10 @@ def test_explicit_flags_are_exactly_the_typed_ones():
 def test_config_gives_training_flags_and_typed_flags_override_it():
     config = {**vars(tiny_args("--ensemble_reweight", "0.5")), "evalmode": "anytime",
               "budget": 1.0, "num_exits": 3}
-    args = merged_args(["--evaluate-from", "x", "--ensemble_reweight", "1.0", "--nChannels", "4"],
-                       "eval_cifar100.py", config, dataset="cifar100")
+    parser = build_parser("evaluate", "eval_cifar100.py")
+    parser.set_defaults(dataset="cifar100")
+    argv = ["--evaluate-from", "x", "--ensemble_reweight", "1.0", "--nChannels", "4"]
+    args = with_run_config(parser, *parse_typed(parser, argv), config)
     assert (args.nBlocks, args.dataset, args.base, args.grFactor) == (3, "digits", 2, [1, 2, 2])
     assert (args.workers, args.eval_batch_size, args.device) == (0, 64, "cpu")
     assert args.ensemble_reweight == [1.0]

@@ -93,14 +93,6 @@ def run_config(run_dir: Path, checkpoint: dict[str, Any]) -> dict[str, Any]:
     raise UserError(f"--evaluate-from: {run_dir} has no {CONFIG_FILE} and the checkpoint carries no config")
 
 
-def merged_args(argv: Sequence[str], prog: str | None, config: dict[str, Any],
-                **defaults) -> argparse.Namespace:
-    """Training flags from `config`, overridden by flags typed now; evaluation flags from now only."""
-    parser = build_parser("evaluate", prog)
-    parser.set_defaults(**defaults)
-    return with_run_config(parser, *parse_typed(parser, argv), config)
-
-
 def with_run_config(parser: OneLineParser, values: dict[str, Any], typed: dict[str, Any],
                     config: dict[str, Any]) -> argparse.Namespace:
     """The parsed evaluation flags over the run's saved training flags, checked."""
