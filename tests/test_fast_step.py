@@ -20,7 +20,8 @@ from models.boosting import build_boosted, build_objective
 from utils.engine import parameter_groups
 from utils.errors import UserError
 from utils.fast_step import (StepOutput, build_eval_forward, build_train_step, keep_learning_rates,
-                             make_sgd, resolve_step_mode, restore_state, training_state_of)
+                             make_sgd, resolve_step_mode, restore_state, snapshot,
+                             training_state_of)
 
 TINY = ["--dataset", "digits", "--arch", "msdnet_ge", "--nBlocks", "2", "--base", "1", "--step",
         "1", "--nChannels", "4", "--growthRate", "2", "--grFactor", "1-2-2", "--bnFactor", "1-2-2"]
@@ -142,7 +143,7 @@ def test_undoing_the_warm_up_makes_the_next_step_a_first_step():
         models.append(model)
     (warmed, state), (fresh, _) = steps
     first, second = learnable_batches(cpu)[:2]
-    saved = [(tensor, tensor.clone()) for tensor in state()]
+    saved = snapshot(state())
     for _ in range(3):
         warmed(*first)
     restore_state(saved, state())
@@ -150,6 +151,13 @@ def test_undoing_the_warm_up_makes_the_next_step_a_first_step():
     fresh(*second)
     for a, b in zip(models[0].state_dict().values(), models[1].state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_the_saved_training_state_holds_no_autograd_graph():
+    """A capture after warm-up fails on a GPU if the snapshot keeps a gradient accumulator alive."""
+    weight = nn.Linear(2, 2).weight
+    assert [copy.grad_fn for _, copy in snapshot([weight])] == [None]
+    assert not any(copy.requires_grad for _, copy in snapshot([weight]))
 
 
 def test_cuda_graph_step_on_the_cpu_is_a_clear_error():

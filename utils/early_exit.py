@@ -88,8 +88,8 @@ def early_exit_predict(model: BoostedNetwork, images: Tensor, thresholds: Sequen
     previous: Tensor | None = None
     for n in range(model.num_exits):
         features, output, confidence, predicted = stage(n, features, previous)
-        predictions[remaining] = predicted
-        exit_index[remaining] = n
+        predictions.index_copy_(0, remaining, predicted)
+        exit_index.index_fill_(0, remaining, n)  # a scalar argument: `[remaining] = n` copies n to the GPU
         if n == model.num_exits - 1:
             break
         staying = torch.nonzero(~(confidence >= thresholds[n])).squeeze(1)

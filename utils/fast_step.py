@@ -288,9 +288,20 @@ class CapturedStep:
 @contextlib.contextmanager
 def undone(state: Callable[[], list[Tensor]]) -> Iterator[None]:
     """What runs inside leaves the training state as it found it (new state tensors zeroed)."""
-    saved = [(tensor, tensor.clone()) for tensor in state()]
+    saved = snapshot(state())
     yield
     restore_state(saved, state())
+
+
+def snapshot(tensors: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
+    """Each tensor with a detached copy of its value.
+
+    Detached, because a clone of a parameter made with autograd on would hold the parameter's
+    gradient accumulator alive, tied to the stream it was made on; a CUDA-graph capture on
+    another stream whose backward meets it fails ("operation would make the legacy stream
+    depend on a capturing blocking stream", seen on an H200 with torch 2.11).
+    """
+    return [(tensor, tensor.detach().clone()) for tensor in tensors]
 
 
 @torch.no_grad()
