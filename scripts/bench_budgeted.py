@@ -30,12 +30,13 @@ def parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--val", type=int, default=5000, help="validation samples")
     parser.add_argument("--test", type=int, default=10000, help="test samples")
-    parser.add_argument("--exits", type=int, default=7)
-    parser.add_argument("--classes", type=int, default=100)
+    parser.add_argument("--exits", type=int, default=7, help="exits of the simulated network")
+    parser.add_argument("--classes", type=int, default=100, help="classes of the simulated outputs")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs; the median is reported")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--out", type=Path, default=Path("results/bench_budgeted.json"))
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random exit outputs")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (None: torch's choice)")
+    parser.add_argument("--out", type=Path, default=Path("results/bench_budgeted.json"),
+                        help="JSON file the timings are written to")
     return parser.parse_args(argv)
 
 

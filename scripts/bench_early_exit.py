@@ -41,14 +41,16 @@ MAX_COST_FRACTION = 0.5
 
 def parse_bench_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = OneLineParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--presets", nargs="+", choices=list(PRESETS), default=list(PRESETS))
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--presets", nargs="+", choices=list(PRESETS), default=list(PRESETS),
+                        help="block layouts to time (see the description above)")
+    parser.add_argument("--batch-size", type=int, default=256, help="images per batch")
     parser.add_argument("--batches", type=int, default=2, help="batches (thresholds are fitted on them)")
     parser.add_argument("--repeats", type=int, default=10,
                         help="timed passes over the batches (paired: each path once per pass)")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("results/bench_early_exit.json"))
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the random images")
+    parser.add_argument("--out", type=Path, default=Path("results/bench_early_exit.json"),
+                        help="JSON file the results are written to")
     bench = parser.parse_args(argv)
     if bench.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {bench.repeats}")

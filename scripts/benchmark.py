@@ -1,4 +1,4 @@
-"""Time every recipe model's training step and evaluation forward, eager vs fast (issue 5).
+"""Time every recipe model's training step and evaluation forward, eager vs fast.
 
 For each recipe model (MSDNet and RANet at CIFAR and ImageNet sizes, docs/recipes.md) it times, on
 whatever device is present, a training step (forward through all exits, boosted loss,
@@ -310,24 +310,32 @@ def parse_options(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     """Benchmark flags, with step counts defaulting by --quick."""
     parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny models and few steps (CPU smoke run)")
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmark.json")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmark.json",
+                        help="JSON file the results are written to")
+    parser.add_argument("--device", default="auto",
+                        help="auto (a GPU when there is one), cpu, cuda or cuda:N")
     parser.add_argument("--models", nargs="+", choices=[m.name for m in MODELS],
-                        default=[m.name for m in MODELS])
+                        default=[m.name for m in MODELS], help="recipe models to time")
     parser.add_argument("--modes", nargs="+", default=None,
                         choices=("compile", "cuda_graph", "compiled_cuda_graph"),
-                        help="fast paths to time (default: compile on CPU, both graph modes on CUDA)")
-    parser.add_argument("--steps", type=int_at_least(1), default=None, help="timed steps (default 50, quick 5)")
-    parser.add_argument("--warmup", type=int_at_least(0), default=None, help="untimed steps (default 10, quick 2)")
+                        help="fast paths to time (None: compile on the CPU, both graph modes on CUDA)")
+    parser.add_argument("--steps", type=int_at_least(1), default=None,
+                        help="timed steps (None: 50, with --quick 5)")
+    parser.add_argument("--warmup", type=int_at_least(0), default=None,
+                        help="untimed steps (None: 10, with --quick 2)")
     parser.add_argument("--compile-backend", choices=("inductor", "aot_eager"), default=None,
-                        help="torch.compile backend (default inductor; --quick: aot_eager, which "
+                        help="torch.compile backend (None: inductor; with --quick aot_eager, which "
                              "checks the compiled path's plumbing in seconds but is no speedup)")
-    parser.add_argument("--amp", choices=("bf16",), default=None)
-    parser.add_argument("--channels-last", action="store_true")
-    parser.add_argument("--no-early-exit", dest="early_exit", action="store_false")
+    parser.add_argument("--amp", choices=("bf16",), default=None,
+                        help="autocast precision of the timed steps (None: fp32)")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="channels-last memory format")
+    parser.add_argument("--no-early-exit", dest="early_exit", action="store_false",
+                        help="skip the real early-exit timings (on the CPU they run at CIFAR "
+                             "size only)")
     parser.add_argument("--jobs", type=int_at_least(1), default=None,
                         help="recipes timed side by side in worker processes, each on its share "
-                             "of the CPU threads (default 1; --quick on the CPU: 2)")
+                             "of the CPU threads (None: 1; with --quick on the CPU 2)")
     options = parser.parse_args(argv)
     options.compile_backend = options.compile_backend or ("aot_eager" if options.quick else "inductor")
     options.steps = options.steps or (5 if options.quick else 50)

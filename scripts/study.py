@@ -87,8 +87,11 @@ def parse_study_args(argv: Sequence[str]) -> argparse.Namespace:
                            epilog="variants: " + "; ".join(f"{name} = {flags[1]} ({' '.join(flags[0])})"
                                                            for name, flags in VARIANTS.items()))
     parser.add_argument("--out", type=Path, required=True, help="study folder (runs/ and the results)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="training seeds; every variant is trained once per seed")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+                        help=f"variants to train (listed below); each is compared with "
+                             f"{REFERENCE}, seed by seed, when {REFERENCE} is among them")
     parser.add_argument("--dataset", default="digits", help="passed to every run's --dataset")
     parser.add_argument("--base-flags", default=DEFAULT_BASE_FLAGS,
                         help=f"training flags of the recipe (default: {DEFAULT_BASE_FLAGS})")

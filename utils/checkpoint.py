@@ -124,6 +124,11 @@ def process_exists(pid: int) -> bool:
 NUMPY_SCALAR_DTYPES = ("float64", "float32", "int64", "int32", "bool")
 REFUSED_TYPE_PATTERNS = (re.compile(r"Unsupported global: GLOBAL (\S+)"),
                          re.compile(r"but got <class '([^']+)'>"))
+ZIP_MAGIC = b"PK\x03\x04"
+LEGACY_TORCH_MAGIC = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2)[2:-1]
+TORCH_HEAD_BYTES = 64  # the legacy magic number follows the pickle's protocol (and frame) header
+WEIGHTS_ONLY = re.compile(r"weights[_ ]only", re.IGNORECASE)  # PyTorch's lines about the option
+WEIGHTS_ONLY_DETAIL = "WeightsUnpickler error:"  # where PyTorch's message gives the real cause
 
 
 def numpy_scalar_globals() -> list:
@@ -151,6 +156,13 @@ def read_checkpoint(path: Path, flag: str) -> Any:
     if not path.is_file():
         raise UserError(f"{flag}: no checkpoint at {path}")
     try:
+        is_torch = is_torch_file(path)
+    except OSError as error:
+        raise UserError(f"{flag}: cannot read {path} ({error.strerror})") from None
+    if not is_torch:
+        raise UserError(f"{flag}: {path} is not a readable checkpoint: it is not a PyTorch file "
+                        f"(torch.save writes a zip archive, or a pickle before PyTorch 1.6)")
+    try:
         with torch.serialization.safe_globals(numpy_scalar_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -160,12 +172,26 @@ def read_checkpoint(path: Path, flag: str) -> Any:
                             f"loaded (only tensors, plain containers and NumPy scalars are); "
                             f"refused without running anything from it") from None
         raise UserError(unreadable(flag, path, error)) from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError,
+            zipfile.BadZipFile) as error:  # what a damaged file makes the unpickler raise
         raise UserError(unreadable(flag, path, error)) from None
 
 
+def is_torch_file(path: Path) -> bool:
+    """Whether the file starts as torch.save writes: a zip archive, or (before PyTorch 1.6) a
+    pickle of PyTorch's magic number."""
+    with open(path, "rb") as file:
+        head = file.read(TORCH_HEAD_BYTES)
+    return head.startswith(ZIP_MAGIC) or LEGACY_TORCH_MAGIC in head
+
+
 def unreadable(flag: str, path: Path, error: BaseException) -> str:
-    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    """One line: the file is damaged, and the first line of why. PyTorch's own lines about
+    weights_only are left out: their advice to load with weights_only=False would run code
+    from a file nobody can vouch for."""
+    lines = (line.strip() for line in str(error).replace(WEIGHTS_ONLY_DETAIL, "\n").splitlines())
+    reason = next((line for line in lines if line and not WEIGHTS_ONLY.search(line)),
+                  type(error).__name__)
     return f"{flag}: {path} is not a readable checkpoint (corrupt or truncated?): {reason}"
 
 

@@ -1,4 +1,4 @@
-"""CUDA graphs captured per input signature and replayed for it; other calls run eagerly (issue 9).
+"""CUDA graphs captured per input signature and replayed for it; other calls run eagerly.
 
 A graph reads its inputs from static buffers and writes its outputs into static buffers. A
 :class:`ShapeGraphs` call names the graph it replays (by default the shapes of its tensors),

@@ -116,9 +116,11 @@ def official_sets(args: argparse.Namespace) -> tuple[Dataset, Dataset, Dataset]:
     """(training set with train transforms, same set with test transforms, test set)."""
     info, root = dataset_info(args), Path(args.data_root)
     if not info.in_memory:
+        # "no ImageNet folder", but "no folder" for --dataset folder (its label is "image folder")
+        noun = "folder" if info.label.endswith("folder") else f"{info.label} folder"
         for path in (root / "train", root / "val"):
             if not path.is_dir():
-                raise UserError(f"--data-root: no {info.label} folder at {path} "
+                raise UserError(f"--data-root: no {noun} at {path} "
                                 f"(expected train/ and val/ with one sub-folder per class)")
         train = image_folder(root / "train", info, train=True)
         train_eval = copy.copy(train)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision import datasets as tv_datasets
 
+from utils.cleanup import outermost_missing, removed_on_failure
 from utils.errors import UserError
 
 Arrays = tuple[Tensor, Tensor, Tensor, Tensor]  # train images, train labels, test images, labels
@@ -80,11 +81,14 @@ def pad_and_replicate(images: Tensor, size: int) -> Tensor:
 
 
 def load_cifar100(root: Path) -> Arrays:
-    """CIFAR-100 from `root/cifar-100-python`, downloaded there if absent."""
+    """CIFAR-100 from `root/cifar-100-python`, downloaded there if absent (a failed download
+    leaves no folder behind)."""
     folder = root / "cifar-100-python"
     try:
-        train, test = (tv_datasets.CIFAR100(str(root), train=split, download=not folder.exists())
-                       for split in (True, False))
+        with removed_on_failure(outermost_missing(root)):
+            train, test = (tv_datasets.CIFAR100(str(root), train=split,
+                                                download=not folder.exists())
+                           for split in (True, False))
     except (OSError, tarfile.TarError) as error:
         raise UserError(f"--data-root: CIFAR-100 is not in {folder} and downloading it failed "
                         f"({error}); put the extracted cifar-100-python folder there") from None
@@ -99,16 +103,20 @@ def load_cifar100(root: Path) -> Arrays:
 
 
 def load_fashion_mnist(root: Path) -> Arrays:
-    """Fashion-MNIST from `root/FashionMNIST/raw` (torchvision's layout), padded to 32x32 RGB."""
+    """Fashion-MNIST from `root/FashionMNIST/raw` (torchvision's layout), padded to 32x32 RGB;
+    downloaded there if absent (a failed download leaves no folder behind)."""
     folder = root / "FashionMNIST" / "raw"
+    download = not folder.is_dir()
     try:
-        train, test = (tv_datasets.FashionMNIST(str(root), train=split,
-                                                download=not folder.is_dir())
-                       for split in (True, False))
+        with removed_on_failure(outermost_missing(folder)):
+            train, test = (tv_datasets.FashionMNIST(str(root), train=split, download=download)
+                           for split in (True, False))
     except (OSError, RuntimeError) as error:
-        raise UserError(f"--data-root: Fashion-MNIST is not in {folder} and could not be "
-                        f"downloaded ({' '.join(str(error).split())[:120]}); offline, run "
-                        f"`bash scripts/get_fashion_mnist.sh {root}`") from None
+        cause = (str(error).strip() or type(error).__name__).splitlines()[-1]
+        problem = (f"Fashion-MNIST is not in {folder} and downloading it failed ({cause})"
+                   if download else f"{folder} lacks Fashion-MNIST files or holds damaged ones")
+        raise UserError(f"--data-root: {problem}; put the set there with `bash "
+                        f"scripts/get_fashion_mnist.sh {root}`, which also works offline") from None
     return (pad_and_replicate(train.data, 32), train.targets.long(),
             pad_and_replicate(test.data, 32), test.targets.long())
 

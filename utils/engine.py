@@ -354,8 +354,10 @@ class Trainer:
             sums.load_state_dict(resumed.ranks[self.info.rank]["sums"])
         first_bad_step = torch.full((), NO_BAD_STEP, dtype=torch.int64, device=self.device)
         interval = IntervalSpeed(self.info.world_size)
+        # The bar only on a terminal (disable=None): in a log file its frames bury the epoch lines.
         with tqdm(total=steps, initial=first, desc=f"epoch {epoch + 1}/{args.epochs}",
-                  leave=False, disable=not self.info.is_main, dynamic_ncols=True) as bar:
+                  leave=False, disable=None if self.info.is_main else True,
+                  dynamic_ncols=True) as bar:
             for step, (images, targets) in zip(range(first, steps), batches):
                 result = self.train_step(images.to(self.device, non_blocking=True),
                                          targets.to(self.device, non_blocking=True))

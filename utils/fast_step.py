@@ -1,4 +1,4 @@
-"""Fast training steps and evaluation forwards: eager, torch.compile, or one CUDA graph (issue 5).
+"""Fast training steps and evaluation forwards: eager, torch.compile, or one CUDA graph.
 
 A training step is forward through every exit, the objective, backward and the optimiser
 update; :func:`build_train_step` returns it as ``step(images, targets) -> StepOutput`` with

@@ -1,4 +1,4 @@
-"""Device-resident training data for CIFAR-sized sets: the loader is never the bottleneck (issue 5).
+"""Device-resident training data for CIFAR-sized sets: the loader is never the bottleneck.
 
 The whole uint8 training set (N, 3, 32, 32) sits on the device. Each epoch visits this rank's
 shard in the order DistributedSampler(shuffle=True, drop_last=True) gives for (seed, epoch),

@@ -4,17 +4,34 @@ The file keeps the original 8x8 images (values 0..16) as uint8 plus labels, so i
 small; `utils.data` upsamples them to 32x32x3 at load time.
 
     python -m utils.make_digits
+
+Only this maintainer's script needs scikit-learn, so it is in no requirements file (the
+committed digits.npz is all that training reads); without it the script stops with a one-line
+error saying `pip install scikit-learn`.
 """
+import sys
 from pathlib import Path
+from typing import Optional, Sequence
 
 import numpy as np
-from sklearn.datasets import load_digits
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # also run as a file
+
+from args import OneLineParser  # noqa: E402
+from utils.errors import UserError, run_cli  # noqa: E402
 
 DIGITS_FILE = Path(__file__).with_name("digits.npz")
 
 
-def main() -> None:
+def main(argv: Optional[Sequence[str]] = None) -> None:
     """Write the 1,797 digits and their labels to DIGITS_FILE."""
+    OneLineParser(prog="python -m utils.make_digits", description=__doc__.splitlines()[0],
+                  epilog=f"Writes {DIGITS_FILE}; needs scikit-learn.").parse_args(argv)
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise UserError("utils/make_digits.py needs scikit-learn, which the project does not "
+                        "require: pip install scikit-learn") from None
     digits = load_digits()
     np.savez_compressed(DIGITS_FILE, images=digits.images.astype(np.uint8),
                         labels=digits.target.astype(np.uint8))
@@ -22,4 +39,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

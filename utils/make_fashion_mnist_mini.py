@@ -8,10 +8,16 @@ Fashion-MNIST is (c) Zalando SE, MIT licence.
 """
 import sys
 from pathlib import Path
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 from torchvision.datasets import FashionMNIST
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # also run as a file
+
+from args import OneLineParser  # noqa: E402
+from utils.errors import UserError, run_cli  # noqa: E402
 
 MINI_FILE = Path(__file__).with_name("fashion_mnist_mini.npz")
 TRAIN_PER_CLASS = 600
@@ -24,10 +30,25 @@ def first_per_class(images: torch.Tensor, labels: torch.Tensor, count: int) -> n
     return np.sort(np.concatenate(picked))
 
 
-def main(root: str) -> None:
+def read_split(root: Path, train: bool) -> FashionMNIST:
+    """One split of the full set in ROOT/FashionMNIST/raw (never downloaded here)."""
+    try:
+        return FashionMNIST(str(root), train=train, download=False)
+    except RuntimeError:
+        raise UserError(f"DIR: Fashion-MNIST is not in {root / 'FashionMNIST' / 'raw'}; get it "
+                        f"with `bash scripts/get_fashion_mnist.sh {root}`") from None
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Write the subset of the full set in DIR to MINI_FILE."""
+    parser = OneLineParser(prog="python -m utils.make_fashion_mnist_mini",
+                           description=__doc__.splitlines()[0], epilog=f"Writes {MINI_FILE}.")
+    parser.add_argument("root", metavar="DIR", type=Path, nargs="?", default=Path("data"),
+                        help="folder holding the full set in FashionMNIST/raw")
+    root = parser.parse_args(argv).root
     arrays = {}
     for split, count in (("train", TRAIN_PER_CLASS), ("test", TEST_PER_CLASS)):
-        data = FashionMNIST(root, train=split == "train", download=False)
+        data = read_split(root, train=split == "train")
         index = first_per_class(data.data, data.targets, count)
         arrays[f"{split}_images"] = data.data.numpy()[index]
         arrays[f"{split}_labels"] = data.targets.numpy()[index].astype(np.uint8)
@@ -37,4 +58,4 @@ def main(root: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "data")
+    run_cli(main)

@@ -8,7 +8,6 @@ family and the evaluation flags, one line, for scripts/recipe_lib.sh.
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -85,11 +84,15 @@ def entry_point_family(recipe: Recipe) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Print `FAMILY EVAL_FLAGS...` of the named recipe (for the shell scripts)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if len(argv) != 1 or argv[0] not in RECIPES:
-        sys.stderr.write(f"usage: python -m utils.recipes NAME, NAME one of {', '.join(RECIPES)}\n")
-        sys.exit(2)
-    recipe = RECIPES[argv[0]]
+    from args import OneLineParser  # here: args imports this module
+
+    parser = OneLineParser(prog="python -m utils.recipes",
+                           description="Print the training entry point's dataset family (cifar100 "
+                                       "or imagenet) and the evaluation flags of a paper recipe, "
+                                       "one line, for scripts/recipe_lib.sh (docs/recipes.md).")
+    parser.add_argument("name", metavar="NAME", choices=list(RECIPES),
+                        help=f"the recipe, one of {', '.join(RECIPES)}")
+    recipe = RECIPES[parser.parse_args(argv).name]
     print(" ".join((entry_point_family(recipe), *recipe.eval_flags)))
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Iterator, Optional, TextIO
 
 from utils.checkpoint import remove_orphaned_temporary_files
+from utils.cleanup import outermost_missing, removed_on_failure
 from utils.errors import UserError
 from utils.run_dir import local_timestamp
 
@@ -23,7 +24,8 @@ class RunLock:
     of a killed run is simply taken over; the file's text (pid, host, start time) only names
     the holder in a refusal. Record locks are not inherited by forked DataLoader workers and
     reach across hosts on NFS through its lock manager. The file itself stays (deleting it
-    would race with the next owner).
+    would race with the next owner), except in a directory that a failed start created and
+    left otherwise empty (:func:`owned_run_dir`), deleted while its lock is held.
     """
 
     def __init__(self, run_dir: Path):
@@ -63,14 +65,16 @@ class RunLock:
 def owned_run_dir(run_dir: Path) -> Iterator[None]:
     """Create `run_dir` if needed, hold its lock for the `with` block and first remove the
     temporary files killed writers left. A path that cannot be a run directory is a one-line
-    error naming it and the cause."""
+    error naming it and the cause. If the block fails before writing anything (bad data, say),
+    the folders created here are deleted again, while the lock is still held."""
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"--result_dir {run_dir} is a file, not a directory")
+    created = outermost_missing(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UserError(f"--result_dir {run_dir}: cannot create it ({error.strerror})") from None
-    with RunLock(run_dir):
+    with RunLock(run_dir), removed_on_failure(created, spare=lambda path: path.name != LOCK_FILE):
         remove_orphaned_temporary_files(run_dir)
         yield
