@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
-from utils.datasets import DATASET_NAMES, FOLDER, FOLDER_FLAGS, dataset_info
+from utils.dataset_facts import DATASET_NAMES, FOLDER, FOLDER_FLAGS, dataset_info
 from utils.errors import UserError
 from utils.recipes import RECIPES
 
@@ -123,7 +123,7 @@ def checkpoint_interval(text: str) -> str:
 
 def add_dataset_flags(group: Any) -> None:
     flag(group, "--dataset", "--data", dest="dataset", default="cifar100", choices=DATASET_NAMES,
-         help="a dataset of utils/datasets.py, or 'folder' for your own images in "
+         help="a dataset of utils/dataset_facts.py, or 'folder' for your own images in "
               "DATA_ROOT/train and DATA_ROOT/val class folders")
     flag(group, "--num-classes", type=int, default=None, help="--dataset folder: classes")
     flag(group, "--image-size", type=int, default=None,

@@ -18,7 +18,7 @@ from torch import nn
 
 from models import MultiExitNetwork, build_model
 from models.layers import Resize
-from utils.datasets import dataset_info
+from utils.dataset_facts import dataset_info
 from utils.json_files import json_text
 
 INTERPOLATION_MACS_PER_OUTPUT = 4

@@ -45,7 +45,7 @@ from args import OneLineParser, num_exits, parse_args  # noqa: E402
 from models import build_model  # noqa: E402
 from models.boosting import BoostedNetwork, ExitObjective, build_boosted, build_objective  # noqa: E402
 from op_counter import count_exit_costs  # noqa: E402
-from utils.datasets import DATASETS, dataset_info  # noqa: E402
+from utils.dataset_facts import DATASETS, dataset_info  # noqa: E402
 from utils.recipes import RECIPES  # noqa: E402
 from utils.distributed import DistInfo, resolve_device  # noqa: E402
 from utils.early_exit import (GraphedExitStages, early_exit_predict, exit_stage,  # noqa: E402

@@ -35,7 +35,7 @@ from utils import distributed
 from utils.checkpoint import (capture_rng_state, load_checkpoint, load_weights, restore_rng_state,
                               save_checkpoint)
 from utils.data import build_splits, eval_loader, remaining_batches, start_epoch, train_loader
-from utils.datasets import dataset_info
+from utils.dataset_facts import dataset_info
 from utils.determinism import deterministic_algorithms
 from utils.distributed import DistInfo
 from utils.errors import UserError

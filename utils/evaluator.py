@@ -33,7 +33,7 @@ from op_counter import ExitCosts, count_exit_costs
 from utils.checkpoint import (file_digest, load_checkpoint, load_weights, save_checkpoint,
                               write_text_atomically)
 from utils.data import SPLIT_FILE, DataSplits, build_splits, eval_loader
-from utils.datasets import dataset_info
+from utils.dataset_facts import dataset_info
 from utils.distributed import DistInfo, resolve_device
 from utils.early_exit import early_exit_predict, early_exit_throughput, expected_cost
 from utils.errors import UserError

@@ -25,7 +25,7 @@ from models.foreign import original_names
 from utils.checkpoint import (file_digest, first_mismatch, read_checkpoint, save_checkpoint,
                               strip_wrapper_prefixes)
 from utils.data import load_or_create_split, official_sets
-from utils.datasets import dataset_info
+from utils.dataset_facts import dataset_info
 from utils.engine import build_optimizer, build_scheduler, training_state
 from utils.errors import UserError
 from utils.json_files import write_json
