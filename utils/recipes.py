@@ -85,11 +85,13 @@ def entry_point_family(recipe: Recipe) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Print `FAMILY EVAL_FLAGS...` of the named recipe (for the shell scripts)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if len(argv) != 1 or argv[0] not in RECIPES:
-        sys.stderr.write(f"usage: python -m utils.recipes NAME, NAME one of {', '.join(RECIPES)}\n")
-        sys.exit(2)
-    recipe = RECIPES[argv[0]]
+    from args import OneLineParser  # args reads RECIPES, so it is imported here, not at the top
+    parser = OneLineParser(prog="python -m utils.recipes",
+                           description="Print a recipe's training entry point family "
+                                       "(cifar100 or imagenet) and evaluation flags, one line.")
+    parser.add_argument("name", choices=list(RECIPES), metavar="NAME",
+                        help=f"a recipe: {', '.join(RECIPES)}")
+    recipe = RECIPES[parser.parse_args(sys.argv[1:] if argv is None else argv).name]
     print(" ".join((entry_point_family(recipe), *recipe.eval_flags)))
 
 
