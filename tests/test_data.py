@@ -30,6 +30,12 @@ def digits_args(*extra: str):
     return parse_args(["--dataset", "digits", "--workers", "0", *extra])
 
 
+def test_every_loader_is_a_known_dataset_and_folder_datasets_have_none():
+    assert set(registry.LOADERS) < set(facts.DATASETS)
+    assert registry.in_memory_loader(facts.DATASETS["imagenet"]) is None
+    assert registry.in_memory_loader(facts.DATASETS["digits"]) is registry.load_digits
+
+
 def test_digits_are_32x32_rgb_uint8_with_a_fixed_test_fifth():
     train_images, train_labels, test_images, test_labels = registry.load_digits()
     images, labels = torch.cat([train_images, test_images]), torch.cat([train_labels, test_labels])
