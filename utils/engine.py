@@ -174,7 +174,7 @@ def schedule_text(args: argparse.Namespace) -> str:
         return f"lr {args.lr_f:g}, constant (no --lr_milestones)"
     text = (f"lr {args.lr_f:g}, x{args.lr_gamma:g} after epoch{'s' * (len(args.lr_milestones) > 1)} "
             f"{', '.join(map(str, args.lr_milestones))}")
-    rule = getattr(args, "default_lr_schedule", None)
+    rule = args.default_lr_schedule
     return f"{text} (default schedule: {rule})" if rule else text
 
 
