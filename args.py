@@ -4,35 +4,70 @@ Each program (training, evaluation, cost counting, checkpoint import) parses onl
 uses, so another program's flag is refused in one line. Flag names follow the original
 MSDNet / RANet / BoostNet code so recipes carry over, and every flag also takes the other
 spelling of its separators (`--lr-milestones` for `--lr_milestones`). Prefixes are not
-expanded (`--epoch` is not `--epochs`). Every value is checked before any work starts, in one
-step per program (:func:`checked`). Nothing is parsed at import time.
+expanded (`--epoch` is not `--epochs`, but the error suggests it). Every value is checked
+before any work starts, in one step per program (:func:`checked`). Nothing is parsed at import
+time, and this module imports neither torch nor torchvision (a check that needs them imports
+them when it runs), so `--help` is instant.
 """
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
 import os
 import sys
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Sequence
+from typing import Any, Callable, NamedTuple, NoReturn, Sequence
 
-from utils.datasets import DATASET_NAMES, FOLDER, FOLDER_FLAGS, dataset_info
+from utils.dataset_facts import DATASET_NAMES, FOLDER, FOLDER_FLAGS, DatasetInfo, dataset_info
 from utils.errors import UserError
 from utils.recipes import RECIPES
 
 ARCHS = ("msdnet", "msdnet_ge", "ranet")
 SEED_LIMIT = 2 ** 32  # NumPy's seeds
 TRAINING_COPIES = 3  # fp32 weights, gradients and momentum: the least a training step holds
+SUGGESTION_CUTOFF = 0.75  # difflib similarity from which an unknown flag gets a "did you mean"
+DEFAULT_THREADS: int | None = None
+"""Default of `--threads`, for every training and evaluation program: None keeps torch's own
+intra-op thread count (one per physical core, or what OMP_NUM_THREADS says); an integer here
+becomes the default count."""
 
 
 class OneLineParser(argparse.ArgumentParser):
     """ArgumentParser whose errors are one line on stderr (exit status 2), with no prefix
-    matching of long flags and every default shown in --help."""
+    matching of long flags, a "did you mean" for a near-miss flag, and every default shown in
+    --help."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
         super().__init__(*args, allow_abbrev=False, **kwargs)
+
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        """argparse's parse_args, with the unknown arguments reported by :meth:`unrecognized`."""
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            self.error(self.unrecognized(unknown))
+        return parsed
+
+    def unrecognized(self, unknown: Sequence[str]) -> str:
+        """The error for arguments no flag takes: the closest spelling of this program's flags
+        for each unknown one (case-insensitive), else where the flags are listed."""
+        spelled = {name.lower(): name for action in self._actions for name in action.option_strings}
+        guesses = {}
+        for name in (word.split("=", 1)[0] for word in unknown if word.startswith("-")):
+            close = difflib.get_close_matches(name.lower(), spelled, n=1, cutoff=SUGGESTION_CUTOFF)
+            if close:
+                guesses[name] = spelled[close[0]]
+        message = f"unrecognized arguments: {' '.join(unknown)}"
+        if len(guesses) == 1:
+            return f"{message}; did you mean {next(iter(guesses.values()))}?"
+        if guesses:
+            return f"{message}; did you mean " + ", ".join(
+                f"{right} for {wrong}" for wrong, right in guesses.items()) + "?"
+        return f"{message} ({self.prog} --help lists the flags)"
 
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"error: {message}\n")
@@ -89,6 +124,33 @@ def comma_int_list(text: str) -> list[int]:
     return int_list(text, ",") if text else []
 
 
+@dataclass(frozen=True)
+class EpochFractions:
+    """The default of `--lr_milestones`: decay at fixed fractions of `--epochs`, so a short run
+    decays too. Milestone i is int(fractions[i] * epochs), rounded down (exact: the fractions
+    are rational); one that rounds to 0 or onto the previous one (very short runs) is dropped."""
+
+    fractions: tuple[Fraction, ...]
+
+    def milestones(self, epochs: int) -> list[int]:
+        """The milestones of an `epochs`-epoch run: rising, each at least 1."""
+        result: list[int] = []
+        for fraction in self.fractions:
+            epoch = math.floor(fraction * epochs)
+            if epoch >= 1 and (not result or epoch > result[-1]):
+                result.append(epoch)
+        return result
+
+    def __str__(self) -> str:
+        """'50%, 75% of --epochs' (a fraction with no whole percentage reads '1/3')."""
+        shares = [f"{fraction * 100}%" if (fraction * 100).denominator == 1 else str(fraction)
+                  for fraction in self.fractions]
+        return f"{', '.join(shares)} of --epochs"
+
+
+PAPER_CIFAR_SCHEDULE = EpochFractions((Fraction(1, 2), Fraction(3, 4)))  # 150, 225 of 300 epochs
+
+
 def resume_mode(text: str) -> str:
     """The optional value of `--resume`: only 'auto' (resume if a checkpoint exists)."""
     if text != "auto":
@@ -123,7 +185,7 @@ def checkpoint_interval(text: str) -> str:
 
 def add_dataset_flags(group: Any) -> None:
     flag(group, "--dataset", "--data", dest="dataset", default="cifar100", choices=DATASET_NAMES,
-         help="a dataset of utils/datasets.py, or 'folder' for your own images in "
+         help="a dataset of utils/dataset_facts.py, or 'folder' for your own images in "
               "DATA_ROOT/train and DATA_ROOT/val class folders")
     flag(group, "--num-classes", type=int, default=None, help="--dataset folder: classes")
     flag(group, "--image-size", type=int, default=None,
@@ -131,7 +193,7 @@ def add_dataset_flags(group: Any) -> None:
               "ImageNet-style stem and heads")
     flag(group, "--val-size", type=count_or_fraction, default=None,
          help="--dataset folder: training images --use-valid holds out, a count or a fraction "
-              "(None: 0.1)")
+              "(None: 0.1); a built-in dataset has its own")
 
 
 def add_loading_flags(group: Any) -> None:
@@ -139,6 +201,12 @@ def add_loading_flags(group: Any) -> None:
     flag(group, "--workers", "-j", type=int, default=4, help="data-loading worker processes")
     flag(group, "--eval-batch-size", type=int, default=256, help="batch size of every evaluation")
     flag(group, "--device", default="auto", help="auto (a GPU when there is one), cpu, cuda or cuda:N")
+
+
+def add_thread_flags(group: Any) -> None:
+    flag(group, "--threads", type=int, default=DEFAULT_THREADS, metavar="N",
+         help="CPU threads of torch's intra-op parallelism (torch.set_num_threads): CPU speed "
+              "depends on it several-fold; None: torch's default")
 
 
 def add_model_flags(group: Any) -> None:
@@ -189,9 +257,11 @@ def add_training_flags(group: Any) -> None:
     flag(group, "--epochs", type=int, default=300, help="epochs to train")
     flag(group, "--batch-size", "-b", type=int, default=64, help="batch size per process")
     flag(group, "--lr_f", "--lr", dest="lr_f", type=float, default=0.1, help="initial learning rate")
-    flag(group, "--lr_milestones", type=comma_int_list, default=[150, 225],
-         help="epochs after which the learning rate is multiplied by --lr_gamma (the original "
-              "code's default is 100,200)")
+    flag(group, "--lr_milestones", type=comma_int_list, default=PAPER_CIFAR_SCHEDULE,
+         help="epochs after which the learning rate is multiplied by --lr_gamma; by default "
+              "fixed fractions of --epochs, rounded down, a repeated or zero milestone dropped "
+              "(the paper's 150,225 of 300 epochs on CIFAR-100, 30,60 of 90 on ImageNet; the "
+              "original code's default is 100,200)")
     flag(group, "--lr_gamma", type=float, default=0.1, help="learning-rate decay factor")
     flag(group, "--momentum", type=float, default=0.9, help="SGD momentum (no Nesterov)")
     flag(group, "--weight-decay", "--wd", dest="weight_decay", type=float_list, default=[1e-4],
@@ -201,11 +271,16 @@ def add_training_flags(group: Any) -> None:
     flag(group, "--init-from", default=None,
          help="start from the weights of a run directory or checkpoint (e.g. one written by "
               "scripts/import_checkpoint.py) with a fresh optimiser")
+    group.set_defaults(default_lr_schedule=None)  # set by resolve_schedule: what the log says
+
+
+def add_recipe_flag(group: Any) -> None:
+    flag(group, "--recipe", default=None, choices=list(RECIPES),
+         help="start from a paper recipe's flags (utils/recipes.py); typed flags override them")
 
 
 def add_run_flags(group: Any) -> None:
-    flag(group, "--recipe", default=None, choices=list(RECIPES),
-         help="start from a paper recipe's flags (utils/recipes.py); typed flags override them")
+    add_recipe_flag(group)
     flag(group, "--result_dir", "--save", dest="result_dir", default="runs/default",
          help="run directory: checkpoints, config.json, log.txt, summary.csv, tb/")
     flag(group, "--resume", nargs="?", const=True, default=False, type=resume_mode,
@@ -253,6 +328,14 @@ def add_evaluation_flags(group: Any) -> None:
               "validation split when it is evaluated (docs/evaluation-outputs.md)")
 
 
+def add_costs_flags(group: Any) -> None:
+    add_recipe_flag(group)
+    flag(group, "--run-dir", default=None, metavar="RUN_DIR",
+         help="take the dataset and model flags from this run directory's config.json (a "
+              "training run or an imported checkpoint); typed flags override them")
+    flag(group, "--json", action="store_true", help="print JSON instead of a table")
+
+
 def at_least(minimum: float) -> Callable[[Any], bool]:
     return lambda value: math.isfinite(value) and value >= minimum
 
@@ -274,6 +357,7 @@ def check_ranges(args: argparse.Namespace, parser: OneLineParser,
 COUNT = (at_least(1), "at least 1")
 LOADING_RANGES = {"workers": ("--workers", at_least(0), "at least 0"),
                   "eval_batch_size": ("--eval-batch-size", *COUNT)}
+THREAD_RANGES = {"threads": ("--threads", *COUNT)}
 MODEL_RANGES = {
     "nBlocks": ("--nBlocks", *COUNT), "step": ("--step", *COUNT),
     "nChannels": ("--nChannels", *COUNT), "growthRate": ("--growthRate", *COUNT),
@@ -296,14 +380,20 @@ RUN_RANGES = {"log_interval": ("--log-interval", *COUNT),
               "max_steps_per_epoch": ("--max-steps-per-epoch", *COUNT)}
 
 
+BUILT_IN_VALUES: dict[str, Callable[[DatasetInfo], str]] = {
+    "num_classes": lambda info: f"{info.num_classes} classes",
+    "image_size": lambda info: f"input size ({info.image_size}x{info.image_size})",
+    "val_size": lambda info: f"validation size ({info.held_out(info.train_size):,} images)"}
+
+
 def check_dataset(args: argparse.Namespace, parser: OneLineParser) -> None:
     """--num-classes/--image-size/--val-size describe a `folder` dataset and nothing else."""
     if args.dataset != FOLDER:
-        given = [flag for dest, flag in FOLDER_FLAGS.items() if getattr(args, dest) is not None]
+        given = [dest for dest in FOLDER_FLAGS if getattr(args, dest) is not None]
         if given:
-            info = dataset_info(args)
-            parser.error(f"{given[0]} describes --dataset folder; {args.dataset} has its own "
-                         f"({info.num_classes} classes, {info.image_size}x{info.image_size} inputs)")
+            dest = given[0]
+            parser.error(f"{FOLDER_FLAGS[dest]} describes --dataset folder; the built-in dataset "
+                         f"{args.dataset} has its own {BUILT_IN_VALUES[dest](dataset_info(args))}")
         return
     if args.num_classes is None or args.num_classes < 2:
         parser.error(f"--dataset folder needs --num-classes (at least 2), got {args.num_classes}")
@@ -402,13 +492,21 @@ def check_ensemble(args: argparse.Namespace, parser: OneLineParser) -> None:
                      f"give 1, 2 or {n} (the number of exits)")
 
 
+def resolve_schedule(args: argparse.Namespace) -> None:
+    """Turn a default `--lr_milestones` (fractions of --epochs) into epochs, and say so in
+    `default_lr_schedule`; typed, recipe and saved milestones are epochs already."""
+    if isinstance(args.lr_milestones, EpochFractions):
+        args.default_lr_schedule = f"{args.lr_milestones} {args.epochs}"
+        args.lr_milestones = args.lr_milestones.milestones(args.epochs)
+
+
 def check_training(args: argparse.Namespace, parser: OneLineParser) -> None:
+    resolve_schedule(args)
     check_ranges(args, parser, TRAINING_RANGES)
     milestones = args.lr_milestones
     if any(b <= a for a, b in zip(milestones, milestones[1:])):
         parser.error(f"--lr_milestones must rise, got {','.join(map(str, milestones))}")
-    chosen = milestones != parser.get_default("lr_milestones")  # typed, a recipe's, or saved
-    if milestones and milestones[-1] > args.epochs and chosen:
+    if milestones and milestones[-1] > args.epochs:
         parser.error(f"--lr_milestones {','.join(map(str, milestones))} lie outside the "
                      f"{args.epochs} epochs (the last may be at most --epochs)")
     if len(args.weight_decay) not in (1, 2):
@@ -429,6 +527,10 @@ def check_speed(args: argparse.Namespace, parser: OneLineParser) -> None:
 
 def check_loading(args: argparse.Namespace, parser: OneLineParser) -> None:
     check_ranges(args, parser, LOADING_RANGES)
+
+
+def check_threads(args: argparse.Namespace, parser: OneLineParser) -> None:
+    check_ranges(args, parser, THREAD_RANGES)
 
 
 def check_evaluation(args: argparse.Namespace, parser: OneLineParser) -> None:
@@ -479,9 +581,11 @@ TRAINING = FlagGroup("training", add_training_flags, check_training)
 RUN = FlagGroup("run directory and recovery (docs/cluster.md)", add_run_flags, check_run)
 SPEED = FlagGroup("speed", add_speed_flags, check_speed)
 EVALUATION = FlagGroup("evaluation (docs/evaluation.md)", add_evaluation_flags, check_evaluation)
-PROGRAMS = {"train": (DATASET, LOADING, MODEL, ENSEMBLE, TRAINING, RUN, SPEED),
-            "evaluate": (DATASET, LOADING, MODEL, ENSEMBLE, EVALUATION),
-            "costs": (DATASET, MODEL),
+THREADS = FlagGroup("CPU threads (docs/reproducibility.md)", add_thread_flags, check_threads)
+COSTS = FlagGroup("where the model flags come from, output", add_costs_flags)
+PROGRAMS = {"train": (DATASET, LOADING, THREADS, MODEL, ENSEMBLE, TRAINING, RUN, SPEED),
+            "evaluate": (DATASET, LOADING, THREADS, MODEL, ENSEMBLE, EVALUATION),
+            "costs": (DATASET, MODEL, COSTS),
             "import": (DATASET, LOADING, MODEL, ENSEMBLE, TRAINING)}
 DESCRIPTIONS = {"train": "Train a BoostNet (or joint-loss baseline) multi-exit network.",
                 "evaluate": "Evaluate a run: anytime, budgeted batch, real early exit.",
@@ -505,12 +609,18 @@ def checked(args: argparse.Namespace, parser: OneLineParser) -> argparse.Namespa
     return args
 
 
+def flag_dests(parser: argparse.ArgumentParser) -> set[str]:
+    """The destinations of the parser's flags and arguments (not --help's, which holds none)."""
+    return {action.dest for action in parser._actions
+            if argparse.SUPPRESS not in (action.dest, action.default)}
+
+
 def parse_typed(parser: argparse.ArgumentParser, argv: Sequence[str]
                 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Parse `argv` once: (every destination's value, the ones `argv` actually sets)."""
     untyped = object()
-    dests = {action.dest for action in parser._actions if action.dest != argparse.SUPPRESS}
-    namespace = argparse.Namespace(**dict.fromkeys(dests | set(parser._defaults), untyped))
+    namespace = argparse.Namespace(**dict.fromkeys(flag_dests(parser) | set(parser._defaults),
+                                                   untyped))
     parsed = vars(parser.parse_args(argv, namespace))
     typed = {dest: value for dest, value in parsed.items() if value is not untyped}
     return {dest: parser.get_default(dest) for dest in parsed} | typed, typed
@@ -522,16 +632,70 @@ def explicit_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> dict
 
 
 def recipe_defaults(parser: argparse.ArgumentParser, typed: dict[str, Any]) -> dict[str, Any]:
-    """The flags of the recipe `--recipe` names (none without one)."""
+    """The flags of the recipe `--recipe` names that `parser` takes (none without one)."""
     name = typed.get("recipe")
-    return explicit_flags(parser, RECIPES[name].training_flags) if name else {}
+    if not name:
+        return {}
+    flags = explicit_flags(build_parser("train"), RECIPES[name].training_flags)
+    return {dest: value for dest, value in flags.items() if dest in flag_dests(parser)}
+
+
+def run_dir_defaults(parser: OneLineParser, typed: dict[str, Any]) -> dict[str, Any]:
+    """The values `parser`'s flags had in the run `--run-dir` names (its config.json), except
+    the flags that say where flags come from."""
+    if typed.get("run_dir") is None:
+        return {}
+    from utils.json_files import read_json
+    from utils.run_files import CONFIG_FILE  # imports this module: not at the top
+    config_file = Path(typed["run_dir"]) / CONFIG_FILE
+    if not config_file.is_file():
+        parser.error(f"--run-dir: no {config_file} (give a run directory written by training "
+                     f"or scripts/import_checkpoint.py)")
+    try:
+        config = read_json(config_file)
+    except (OSError, ValueError) as error:
+        parser.error(f"--run-dir: cannot read {config_file}: {error}")
+    own = flag_dests(parser) - {"recipe", "run_dir", "json"}
+    return {key: value for key, value in config.items() if key in own}
+
+
+def parse_costs_args(argv: Sequence[str] | None = None, prog: str | None = None
+                     ) -> argparse.Namespace:
+    """Parse and check the cost counter's flags: the parser's defaults, overridden by a
+    `--recipe`'s or a `--run-dir`'s flags (not both), overridden by the typed flags."""
+    parser = build_parser("costs", prog)
+    values, typed = parse_typed(parser, list(sys.argv[1:] if argv is None else argv))
+    if typed.get("recipe") and typed.get("run_dir") is not None:
+        parser.error("--recipe and --run-dir both give the model flags; pick one")
+    source = {**recipe_defaults(parser, typed), **run_dir_defaults(parser, typed)}
+    return checked(argparse.Namespace(**{**values, **source, **typed}), parser)
+
+
+class TypedFlags(NamedTuple):
+    """A parsed command line: its parser, every flag's value, and the flags it actually typed."""
+
+    parser: OneLineParser
+    values: dict[str, Any]
+    typed: dict[str, Any]
+
+
+def parse_evaluation_args(argv: Sequence[str] | None = None, prog: str | None = None,
+                          **defaults: Any) -> TypedFlags:
+    """Parse the evaluation flags once (`defaults` override the parser's, per entry point);
+    the evaluated run's saved flags fill in the untyped ones (utils/evaluator.py)."""
+    parser = build_parser("evaluate", prog)
+    parser.set_defaults(**defaults)
+    values, typed = parse_typed(parser, list(sys.argv[1:] if argv is None else argv))
+    if "evaluate_from" not in typed:
+        raise UserError("--evaluate-from is required: give a run directory or a checkpoint file")
+    return TypedFlags(parser, values, typed)
 
 
 # Flags a resumed run may change: where and how fast it runs, and how it logs. --epochs may
 # grow when typed; everything else comes from the run's saved flags.
 CHANGEABLE_ON_RESUME = ("resume", "result_dir", "data_root", "workers", "eval_batch_size",
-                        "device", "log_interval", "checkpoint_interval", "deterministic",
-                        "compile", "cuda_graph", "channels_last", "gpu_data")
+                        "device", "threads", "log_interval", "checkpoint_interval",
+                        "deterministic", "compile", "cuda_graph", "channels_last", "gpu_data")
 NOT_FLAGS = ("program", "num_exits", "provenance")
 
 
@@ -567,13 +731,12 @@ def parse_args(argv: Sequence[str] | None = None, prog: str | None = None,
     parser.set_defaults(**defaults)
     values, typed = parse_typed(parser, argv)
     recipe = recipe_defaults(parser, typed)
-    parser.set_defaults(**recipe)  # so that checks see the recipe's values as its defaults
     args = argparse.Namespace(**{**values, **recipe, **typed})
     if args.resume:
         args = resumed_flags(args, typed, parser)
-    elif ("epochs" in typed and "lr_milestones" not in typed and args.lr_milestones
-          and args.lr_milestones[-1] > args.epochs
-          and (typed.get("recipe") or "lr_milestones" in defaults)):
+    elif ("epochs" in typed and "lr_milestones" not in typed
+          and isinstance(args.lr_milestones, list) and args.lr_milestones
+          and args.lr_milestones[-1] > args.epochs):  # a recipe's or the program's fixed epochs
         parser.error(f"--epochs {args.epochs} is shorter than the schedule "
                      f"--lr_milestones {','.join(map(str, args.lr_milestones))} of "
                      f"{typed.get('recipe') or parser.prog}; give --lr_milestones too")

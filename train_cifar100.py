@@ -6,13 +6,14 @@
 from typing import Optional, Sequence
 
 from args import parse_args
-from utils.engine import run_training
 from utils.errors import run_cli
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Parse the flags (CIFAR-100 by default) and train."""
-    run_training(parse_args(argv, prog="train_cifar100.py", dataset="cifar100"))
+    args = parse_args(argv, prog="train_cifar100.py", dataset="cifar100")
+    from utils.engine import run_training  # torch: only once the flags are checked
+    run_training(args)
 
 
 if __name__ == "__main__":

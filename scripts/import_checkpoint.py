@@ -18,7 +18,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from args import build_parser, checked  # noqa: E402
 from utils.errors import run_cli  # noqa: E402
-from utils.interop import import_run  # noqa: E402
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -30,6 +29,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = checked(parser.parse_args(argv), parser)
     source, out = args.source, args.out
     del args.source, args.out
+    from utils.interop import import_run  # torch: only once the flags are checked
     note = import_run(source, out, args)
     print(f"imported {source} ({note['format']}, {note['epochs_done']} epoch(s) done) into {out}")
     if note["resumable"]:

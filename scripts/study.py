@@ -27,12 +27,10 @@ sys.path.insert(0, str(ROOT))
 
 from args import OneLineParser, parse_args  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
-from utils.evaluator import file_digest  # noqa: E402
 from utils.json_files import json_text, read_json, write_json  # noqa: E402
 from utils.plots import ANYTIME_FILE, BUDGETED_FILE  # noqa: E402
-from utils.run_dir import CONFIG_FILE, LATEST_CHECKPOINT, run_config  # noqa: E402
+from utils.run_files import CONFIG_FILE, LATEST_CHECKPOINT, run_config  # noqa: E402
 from utils.study import DEFAULT_GRID_POINTS, aggregate, run_result  # noqa: E402
-from utils.study_report import write_study  # noqa: E402
 
 REFERENCE = "boost"
 VARIANTS = {  # name -> (flags after the base flags, what it is)
@@ -179,6 +177,7 @@ def is_finished(run: Run) -> bool:
     results = [read_result(run.run_dir / name) for name in (ANYTIME_FILE, BUDGETED_FILE)]
     if not checkpoint.is_file() or any(result is None for result in results):
         return False
+    from utils.checkpoint import file_digest  # torch: not needed for --help
     digest = file_digest(checkpoint)
     return all(result.get("checkpoint_sha256") == digest for result in results)
 
@@ -274,6 +273,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     print(f"study: {len(options.variants)} variant(s) x {len(options.seeds)} seed(s) on "
           f"{options.dataset} in {options.out}", flush=True)
     execute_all(runs, options.jobs)
+    from utils.study_report import write_study  # torch and matplotlib: not needed for --help
     paths = write_study(options.out, collect(runs, options.grid_points), config)
     print("wrote " + ", ".join(map(str, paths)))
 

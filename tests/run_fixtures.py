@@ -13,7 +13,8 @@ from models.boosting import ExitObjective, build_boosted, build_objective
 from tests.conftest import TINY_MSDNET
 from utils.checkpoint import save_checkpoint
 from utils.data import build_splits
-from utils.run_dir import BEST_CHECKPOINT, LATEST_CHECKPOINT, run_config, write_config
+from utils.run_dir import BEST_CHECKPOINT, LATEST_CHECKPOINT, write_config
+from utils.run_files import run_config
 
 TINY_DIGITS = TINY_MSDNET + ["--dataset", "digits", "--workers", "0", "--device", "cpu",
                              "--eval-batch-size", "64"]

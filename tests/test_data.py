@@ -15,6 +15,7 @@ from torchvision import datasets
 
 from args import parse_args
 from utils import data
+from utils import dataset_facts as facts
 from utils import datasets as registry
 from utils.checkpoint import (capture_rng_state, load_checkpoint, restore_rng_state,
                               save_checkpoint, strip_wrapper_prefixes)
@@ -27,6 +28,12 @@ CPU = torch.device("cpu")
 
 def digits_args(*extra: str):
     return parse_args(["--dataset", "digits", "--workers", "0", *extra])
+
+
+def test_every_loader_is_a_known_dataset_and_folder_datasets_have_none():
+    assert set(registry.LOADERS) < set(facts.DATASETS)
+    assert registry.in_memory_loader(facts.DATASETS["imagenet"]) is None
+    assert registry.in_memory_loader(facts.DATASETS["digits"]) is registry.load_digits
 
 
 def test_digits_are_32x32_rgb_uint8_with_a_fixed_test_fifth():
@@ -65,7 +72,7 @@ def test_saved_split_of_another_dataset_is_refused(tmp_path):
 def test_validation_uses_test_time_transforms_and_training_augments():
     splits = data.build_splits(digits_args("--use-valid"), None)
     raw_image = splits.val.dataset.images[splits.val.indices[5]]
-    expected = data.tensor_transforms(registry.DATASETS["digits"], train=False)(raw_image)
+    expected = data.tensor_transforms(facts.DATASETS["digits"], train=False)(raw_image)
     assert torch.equal(splits.val[5][0], expected) and torch.equal(splits.val[5][0], expected)
     torch.manual_seed(0)
     assert any(not torch.equal(splits.train[i][0], splits.train[i][0]) for i in range(10))
@@ -139,7 +146,7 @@ def test_imagenet_folders_give_224_crops_and_a_missing_split_names_its_path(tmp_
                          "--data-root", str(tmp_path)])
     splits = data.build_splits(folder, None)
     assert splits.train[0][0].shape == splits.test[0][0].shape == (3, 224, 224)
-    assert registry.dataset_info(args).image_size == 224 and splits.num_classes == 2
+    assert facts.dataset_info(args).image_size == 224 and splits.num_classes == 2
 
 
 def test_checkpoint_round_trip_is_atomic_and_strips_wrapper_prefixes(tmp_path):

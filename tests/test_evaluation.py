@@ -23,10 +23,10 @@ import utils.plots as plots
 from adaptive_inference import apply_thresholds, budgeted_sweep
 from models import build_model
 from models.boosting import reweight_factors
-from op_counter import costs_for_args
 from tests.reference_metrics import reference_ece, reference_made, reference_nll
 from tests.run_fixtures import boosted_recurrence, file_states, make_trained_run, tiny_args
 from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.costs import costs_for_args
 from utils.data import build_splits
 from utils.errors import run_cli
 from args import build_parser, explicit_flags, parse_typed

@@ -9,7 +9,7 @@ from torch.utils.data import Subset
 
 from args import parse_args
 from utils.data import InMemoryImages
-from utils.datasets import CIFAR_MEAN, CIFAR_STD
+from utils.dataset_facts import CIFAR_MEAN, CIFAR_STD
 from utils.errors import UserError
 from utils.gpu_data import GpuBatches, sample_augmentation, uint8_arrays, use_gpu_data
 

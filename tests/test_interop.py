@@ -24,10 +24,10 @@ import utils.plots as plots
 from args import parse_args
 from models import MultiExitNetwork, build_model, param_groups_by_stage
 from models.foreign import original_names
-from op_counter import costs_for_args
 from tests.conftest import ROOT, TINY_MSDNET, TINY_RANET
 from train_cifar100 import main as train_main
 from utils.checkpoint import load_checkpoint
+from utils.costs import costs_for_args
 from utils.data import build_splits, eval_loader
 from utils.distributed import DistInfo
 from utils.errors import UserError, run_cli

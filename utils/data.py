@@ -1,4 +1,4 @@
-"""Splits, transforms and loaders for every dataset of utils/datasets.py.
+"""Splits, transforms and loaders for every dataset of utils/dataset_facts.py.
 
 In-memory sets live as uint8 tensors and are augmented per sample with torchvision v2 tensor
 transforms (no PIL); folder sets are read by torchvision's ImageFolder. `--use-valid` holds
@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 from torchvision import datasets
 from torchvision.transforms import v2
 
-from utils.datasets import DatasetInfo, dataset_info
+from utils.dataset_facts import DatasetInfo, dataset_info
+from utils.datasets import in_memory_loader
 from utils.distributed import DistInfo, launch_info
 from utils.errors import UserError
 from utils.json_files import read_json, write_json
@@ -115,7 +116,8 @@ def image_folder(path: Path, info: DatasetInfo, train: bool) -> datasets.ImageFo
 def official_sets(args: argparse.Namespace) -> tuple[Dataset, Dataset, Dataset]:
     """(training set with train transforms, same set with test transforms, test set)."""
     info, root = dataset_info(args), Path(args.data_root)
-    if not info.in_memory:
+    load = in_memory_loader(info)
+    if load is None:
         # "no ImageNet folder", but "no folder" for --dataset folder (its label is "image folder")
         noun = "folder" if info.label.endswith("folder") else f"{info.label} folder"
         for path in (root / "train", root / "val"):
@@ -126,7 +128,7 @@ def official_sets(args: argparse.Namespace) -> tuple[Dataset, Dataset, Dataset]:
         train_eval = copy.copy(train)
         train_eval.transform = folder_transforms(info, train=False)
         return train, train_eval, image_folder(root / "val", info, train=False)
-    train_images, train_labels, test_images, test_labels = info.load(root)
+    train_images, train_labels, test_images, test_labels = load(root)
     evaluate = tensor_transforms(info, train=False)
     return (InMemoryImages(train_images, train_labels, tensor_transforms(info, train=True)),
             InMemoryImages(train_images, train_labels, evaluate),

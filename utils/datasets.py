@@ -1,21 +1,14 @@
-"""Every dataset the project knows, one entry each: the facts that models, data and costs read.
+"""How the images of each dataset of :mod:`utils.dataset_facts` are read.
 
-A dataset is a :class:`DatasetInfo`: its classes, input size, validation size, normalisation,
-augmentation, how its images are read, and whether distributed training syncs batch norm. A
-new dataset is one loader and one entry in :data:`DATASETS`; a user's own images need no
-code at all: ``--dataset folder --num-classes K --image-size S`` reads class folders
-(:func:`folder_dataset`). Inputs of 96 pixels and more get the ImageNet-style stem and exit
-heads, smaller ones the CIFAR-style ones (docs/architectures.md).
-
-In-memory sets (CIFAR-100, Fashion-MNIST, digits) are loaded as uint8 tensors
-(N, 3, H, W); folder sets (ImageNet, `folder`) are read image by image.
+In-memory sets (CIFAR-100, Fashion-MNIST, digits) are loaded as uint8 tensors (N, 3, H, W) by
+the loader :data:`LOADERS` names for them; every other dataset (ImageNet, `folder`) is read
+image by image from `train/` and `val/` class folders (utils/data.py). The facts of each
+dataset (classes, sizes, normalisation) are in :mod:`utils.dataset_facts`, which parsers read
+without importing torch.
 """
 from __future__ import annotations
 
-import argparse
-import math
 import tarfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -26,51 +19,11 @@ from torch import Tensor
 from torchvision import datasets as tv_datasets
 
 from utils.cleanup import outermost_missing, removed_on_failure
+from utils.dataset_facts import DIGITS_TEST_FRACTION, DatasetInfo
 from utils.errors import UserError
 
 Arrays = tuple[Tensor, Tensor, Tensor, Tensor]  # train images, train labels, test images, labels
-IMAGENET_STYLE_MIN_SIZE = 96
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-CIFAR_MEAN = (0.5071, 0.4867, 0.4408)
-CIFAR_STD = (0.2675, 0.2565, 0.2761)
-FOLDER_VALIDATION_FRACTION = 0.1
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """The facts of one dataset (see the module docstring)."""
-
-    name: str
-    label: str  # for people: titles, messages
-    num_classes: int
-    image_size: int
-    val_size: int | float  # held out by --use-valid: a count, or a fraction of the training set
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    flip: bool  # random horizontal flips in training
-    train_size: int  # images in the official training set
-    load: Optional[Callable[[Path], Arrays]] = None  # in-memory sets; None: train/ and val/ folders
-    sync_bn: bool = False  # SyncBatchNorm under torchrun
-    channels: int = 3  # what the network reads (grayscale sets are replicated)
-
-    @property
-    def in_memory(self) -> bool:
-        return self.load is not None
-
-    @property
-    def imagenet_style(self) -> bool:
-        """ImageNet-style stem (7x7 stride-2 conv, max-pool) and heads, for large inputs."""
-        return self.image_size >= IMAGENET_STYLE_MIN_SIZE
-
-    @property
-    def stem_size(self) -> int:
-        """Side of the map the stem gives the finest scale (the ImageNet stem divides by 4)."""
-        return math.ceil(math.ceil(self.image_size / 2) / 2) if self.imagenet_style else self.image_size
-
-    def held_out(self, train_count: int) -> int:
-        """How many training images `--use-valid` holds out."""
-        return round(self.val_size * train_count) if isinstance(self.val_size, float) else self.val_size
+Loader = Callable[[Path], Arrays]
 
 
 def pad_and_replicate(images: Tensor, size: int) -> Tensor:
@@ -135,9 +88,7 @@ def load_fashion_mnist_mini(root: Optional[Path] = None) -> Arrays:
 
 DIGITS_FILE = Path(__file__).with_name("digits.npz")
 DIGITS_MAX_VALUE = 16
-DIGITS_TEST_FRACTION = 0.2
 DIGITS_TEST_SEED = 0
-DIGITS_COUNT = 1797
 
 
 def load_digits(root: Optional[Path] = None) -> Arrays:
@@ -161,40 +112,10 @@ def digits_test_indices(count: int) -> Tensor:
     return permutation[:round(DIGITS_TEST_FRACTION * count)].sort().values
 
 
-DATASETS: dict[str, DatasetInfo] = {info.name: info for info in (
-    DatasetInfo("cifar100", "CIFAR-100", num_classes=100, image_size=32, val_size=5000, mean=CIFAR_MEAN,
-                std=CIFAR_STD, flip=True, train_size=50_000, load=load_cifar100),
-    DatasetInfo("imagenet", "ImageNet", num_classes=1000, image_size=224, val_size=50_000, mean=IMAGENET_MEAN,
-                std=IMAGENET_STD, flip=True, train_size=1_281_167, sync_bn=True),
-    # Statistics of the zero-padded 32x32 training images, the network's actual input.
-    DatasetInfo("fashion_mnist", "Fashion-MNIST", num_classes=10, image_size=32, val_size=5000,
-                mean=(0.2190,) * 3, std=(0.3318,) * 3, flip=True, train_size=60_000,
-                load=load_fashion_mnist),
-    DatasetInfo("fashion_mnist_mini", "Fashion-MNIST mini", num_classes=10, image_size=32,
-                val_size=600, mean=(0.2190,) * 3, std=(0.3318,) * 3, flip=True, train_size=6000,
-                load=load_fashion_mnist_mini),
-    # Normalised like CIFAR-100 so every CIFAR recipe runs unchanged; digits are not mirror
-    # symmetric (a flipped 2 is no digit), so no flips.
-    DatasetInfo("digits", "digits", num_classes=10, image_size=32, val_size=0.1, mean=CIFAR_MEAN,
-                std=CIFAR_STD, flip=False,
-                train_size=DIGITS_COUNT - round(DIGITS_TEST_FRACTION * DIGITS_COUNT),
-                load=load_digits),
-)}
-FOLDER = "folder"
-DATASET_NAMES = (*DATASETS, FOLDER)
-FOLDER_FLAGS = {"num_classes": "--num-classes", "image_size": "--image-size", "val_size": "--val-size"}
+LOADERS: dict[str, Loader] = {"cifar100": load_cifar100, "fashion_mnist": load_fashion_mnist,
+                             "fashion_mnist_mini": load_fashion_mnist_mini, "digits": load_digits}
 
 
-def folder_dataset(num_classes: int, image_size: int, val_size: int | float | None) -> DatasetInfo:
-    """A user's own images in `train/` and `val/` class folders, normalised like ImageNet."""
-    return DatasetInfo(FOLDER, "image folder", num_classes=num_classes, image_size=image_size,
-                       val_size=FOLDER_VALIDATION_FRACTION if val_size is None else val_size,
-                       mean=IMAGENET_MEAN, std=IMAGENET_STD, flip=True, train_size=0)
-
-
-def dataset_info(args: argparse.Namespace) -> DatasetInfo:
-    """The entry `--dataset` names (for `folder`, built from --num-classes/--image-size/--val-size)."""
-    if args.dataset == FOLDER:
-        return folder_dataset(args.num_classes, args.image_size, getattr(args, "val_size", None))
-    return DATASETS[args.dataset]
-
+def in_memory_loader(info: DatasetInfo) -> Optional[Loader]:
+    """The loader of an in-memory dataset; None for one read from class folders."""
+    return LOADERS.get(info.name)

@@ -53,6 +53,13 @@ def resolve_device(spec: str, info: DistInfo) -> torch.device:
     return device
 
 
+def use_threads(threads: int | None) -> None:
+    """`--threads`: torch's intra-op CPU threads in this process (None keeps torch's default).
+    CPU speed depends on the count several-fold, and CPU results bit for bit (docs/reproducibility.md)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
 def init_process_group(info: DistInfo, device: torch.device) -> None:
     """Join the torchrun job (NCCL on GPUs, gloo on CPU); a no-op for a single process."""
     if info.is_distributed and not dist.is_initialized():

@@ -18,6 +18,7 @@ import contextlib
 import random
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
@@ -35,7 +36,7 @@ from utils import distributed
 from utils.checkpoint import (capture_rng_state, load_checkpoint, load_weights, restore_rng_state,
                               save_checkpoint)
 from utils.data import build_splits, eval_loader, remaining_batches, start_epoch, train_loader
-from utils.datasets import dataset_info
+from utils.dataset_facts import dataset_info
 from utils.determinism import deterministic_algorithms
 from utils.distributed import DistInfo
 from utils.errors import UserError
@@ -44,9 +45,9 @@ from utils.fast_step import (build_eval_forward, build_train_step, make_sgd, mem
 from utils.gpu_data import GpuBatches, use_gpu_data
 from utils.metrics import correct_counts
 from utils.recovery import PartialEpoch, RecoveryTrigger, newest_checkpoint, preempted
-from utils.run_dir import (BEST_CHECKPOINT, LATEST_CHECKPOINT, RECOVERY_CHECKPOINT, RunLog,
-                           check_run_dir, duration_text, locate_checkpoint, provenance, run_config,
-                           write_config, write_summary)
+from utils.run_dir import (BEST_CHECKPOINT, LATEST_CHECKPOINT, RunLog, check_run_dir, duration_text,
+                           locate_checkpoint, provenance, write_config, write_summary)
+from utils.run_files import RECOVERY_CHECKPOINT, run_config
 from utils.run_lock import owned_run_dir
 
 RESUME_MUST_MATCH = ("dataset", "arch", "nBlocks", "base", "step", "stepmode", "nChannels",
@@ -166,6 +167,25 @@ def build_scheduler(optimizer: torch.optim.Optimizer,
                                                 gamma=args.lr_gamma)
 
 
+def schedule_text(args: argparse.Namespace) -> str:
+    """The learning-rate schedule in words, e.g. 'lr 0.1, x0.1 after epochs 15, 22 (default
+    schedule: 50%, 75% of --epochs 30)'."""
+    if not args.lr_milestones:
+        return f"lr {args.lr_f:g}, constant (no --lr_milestones)"
+    text = (f"lr {args.lr_f:g}, x{args.lr_gamma:g} after epoch{'s' * (len(args.lr_milestones) > 1)} "
+            f"{', '.join(map(str, args.lr_milestones))}")
+    rule = args.default_lr_schedule
+    return f"{text} (default schedule: {rule})" if rule else text
+
+
+def scheduled_lr(args: argparse.Namespace, epoch: int) -> float:
+    """The learning rate of 0-based `epoch` as the flags state it: --lr times --lr_gamma once
+    per milestone passed, in decimal arithmetic (0.1, then 0.01). The optimiser holds the
+    float32 nearest to each step's product (0.10000000149011612, then 0.010000001)."""
+    decays = sum(milestone <= epoch for milestone in args.lr_milestones)
+    return float(Decimal(repr(args.lr_f)) * Decimal(repr(args.lr_gamma)) ** decays)
+
+
 def training_state(model: MultiExitNetwork, optimizer: torch.optim.Optimizer,
                    scheduler: torch.optim.lr_scheduler.LRScheduler, objective: nn.Module,
                    scaler: torch.amp.GradScaler, epochs_done: int, config: dict,
@@ -279,6 +299,7 @@ class Trainer:
                               f"({self.model.num_exits} exits, loss {args.loss}) on "
                               f"{args.dataset}: {images} training images, {self.info.world_size} "
                               f"process(es) on {self.device}; run directory {self.run_dir}")
+                self.log.line(schedule_text(args))
                 if self.resumed_from is not None and self.info.is_main:
                     self._write_records()  # in case a kill came between checkpoint and records
                 for epoch in range(self.start_epoch, args.epochs):
@@ -303,7 +324,7 @@ class Trainer:
 
     def _run_epoch(self, epoch: int) -> None:
         """Train one epoch, validate, step the schedule, log and checkpoint."""
-        lr = float(self.optimizer.param_groups[0]["lr"])
+        lr = scheduled_lr(self.args, epoch)
         resumed_seconds = self.partial_epoch.seconds if self.partial_epoch is not None else 0.0
         self.epoch_started = time.perf_counter() - resumed_seconds
         train_metrics = self._train_epoch(epoch)
@@ -461,6 +482,7 @@ def run_training(args: argparse.Namespace) -> MultiExitNetwork:
     """Train as `args` says, in this process or as one rank of a torchrun job; returns the model."""
     info = distributed.launch_info()
     run_dir = Path(args.result_dir)
+    distributed.use_threads(args.threads)
     with deterministic_algorithms(args.deterministic):
         device = distributed.resolve_device(args.device, info)
         distributed.init_process_group(info, device)

@@ -15,7 +15,6 @@ import argparse
 import csv
 import io
 import pickle
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -26,15 +25,15 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from adaptive_inference import apply_thresholds, budgeted_sweep, exit_indices, thresholds_for_budget
-from args import OneLineParser, build_parser, checked, parse_typed
+from args import OneLineParser, TypedFlags, checked, parse_evaluation_args
 from models import MultiExitNetwork, build_model
 from models.boosting import BoostedNetwork, build_boosted
-from op_counter import ExitCosts, count_exit_costs
 from utils.checkpoint import (file_digest, load_checkpoint, load_weights, save_checkpoint,
                               write_text_atomically)
+from utils.costs import ExitCosts, count_exit_costs
 from utils.data import SPLIT_FILE, DataSplits, build_splits, eval_loader
-from utils.datasets import dataset_info
-from utils.distributed import DistInfo, resolve_device
+from utils.dataset_facts import dataset_info
+from utils.distributed import DistInfo, resolve_device, use_threads
 from utils.early_exit import early_exit_predict, early_exit_throughput, expected_cost
 from utils.errors import UserError
 from utils.evaluated_checkpoint import EvaluatedCheckpoint, checkpoint_path, describe_checkpoint
@@ -101,17 +100,14 @@ def with_run_config(parser: OneLineParser, values: dict[str, Any], typed: dict[s
     return checked(argparse.Namespace(**{**values, **saved}), parser)
 
 
-def load_run(argv: Sequence[str], prog: str | None, **defaults) -> LoadedRun:
+def load_run(flags: TypedFlags) -> LoadedRun:
     """Resolve `--evaluate-from`, rebuild the model from the run's flags and load its weights."""
-    parser = build_parser("evaluate", prog)
-    parser.set_defaults(**defaults)
-    values, typed = parse_typed(parser, argv)  # the only parse of the command line
-    if "evaluate_from" not in typed:
-        raise UserError("--evaluate-from is required: give a run directory or a checkpoint file")
+    parser, values, typed = flags
     run_dir, checkpoint_file = checkpoint_path(Path(typed["evaluate_from"]), typed.get("checkpoint"))
     checkpoint = load_checkpoint(checkpoint_file, flag="--evaluate-from")
     config = run_config(run_dir, checkpoint)
     args = with_run_config(parser, values, typed, config)
+    use_threads(args.threads)
     model = build_model(args)
     load_weights(model, checkpoint["model"], checkpoint_file, "--evaluate-from",
                  "the run's config (different architecture or flags?)")
@@ -391,9 +387,13 @@ def budgeted_skipped(run: LoadedRun) -> str:
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None, **defaults) -> None:
+    """Parse the command line (`defaults`: the entry point's) and evaluate."""
+    evaluate(parse_evaluation_args(argv, prog, **defaults))
+
+
+def evaluate(flags: TypedFlags) -> None:
     """Evaluate the run `--evaluate-from` names in the modes the flags ask for."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    run = load_run(argv, prog, **defaults)
+    run = load_run(flags)
     check_request(run)
     print(run.checkpoint.summary())
     args = run.args

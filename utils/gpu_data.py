@@ -23,7 +23,8 @@ from torch import Tensor
 from torch.utils.data import Dataset, DistributedSampler, Subset
 
 from utils.data import InMemoryImages, epoch_seed
-from utils.datasets import CIFAR_MEAN, CIFAR_STD, dataset_info
+from utils.dataset_facts import CIFAR_MEAN, CIFAR_STD, dataset_info
+from utils.datasets import in_memory_loader
 from utils.errors import UserError
 
 Batch = tuple[Tensor, Tensor]
@@ -31,7 +32,7 @@ Batch = tuple[Tensor, Tensor]
 
 def use_gpu_data(args: argparse.Namespace, device: torch.device) -> bool:
     """`--gpu-data`, defaulting to on when training an in-memory dataset on a GPU."""
-    in_memory = dataset_info(args).in_memory
+    in_memory = in_memory_loader(dataset_info(args)) is not None
     if args.gpu_data and not in_memory:
         raise UserError(f"--gpu-data keeps the whole training set on the device, which only "
                         f"in-memory datasets allow; drop it for --dataset {args.dataset}")

@@ -8,8 +8,6 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from utils.checkpoint import write_text_atomically
-
 
 def json_safe(value: Any) -> Any:
     """`value` with non-finite floats replaced by 'inf' / '-inf' / 'nan' and tuples by lists."""
@@ -29,6 +27,7 @@ def json_text(payload: Any, indent: Optional[int] = 2, sort_keys: bool = False) 
 
 def write_json(path: Path, payload: Any, indent: Optional[int] = 2, sort_keys: bool = False) -> None:
     """Write `payload` to `path` atomically as strict JSON, ending in a newline."""
+    from utils.checkpoint import write_text_atomically  # imports torch: not for readers, --help
     write_text_atomically(path, json_text(payload, indent, sort_keys) + "\n")
 
 

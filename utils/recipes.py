@@ -92,7 +92,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                                        "one line, for scripts/recipe_lib.sh (docs/recipes.md).")
     parser.add_argument("name", metavar="NAME", choices=list(RECIPES),
                         help=f"the recipe, one of {', '.join(RECIPES)}")
-    recipe = RECIPES[parser.parse_args(argv).name]
+    recipe = RECIPES[parser.parse_args(sys.argv[1:] if argv is None else argv).name]
     print(" ".join((entry_point_family(recipe), *recipe.eval_flags)))
 
 

@@ -2,7 +2,6 @@
 log.txt, summary.csv, TensorBoard scalars."""
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import platform
@@ -19,20 +18,12 @@ import torchvision
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from args import num_exits
 from utils.checkpoint import write_text_atomically
 from utils.errors import UserError
 from utils.json_files import write_json
+from utils.run_files import (BEST_CHECKPOINT, CHECKPOINT_NAMES, CONFIG_FILE, LATEST_CHECKPOINT, LOG_FILE,
+                             RESUMABLE_CHECKPOINTS, SUMMARY_FILE, TENSORBOARD_DIR)
 
-CONFIG_FILE = "config.json"
-LATEST_CHECKPOINT = "model_latest.pth"
-BEST_CHECKPOINT = "model_best.pth"
-RECOVERY_CHECKPOINT = "model_recovery.pth"
-RESUMABLE_CHECKPOINTS = (RECOVERY_CHECKPOINT, LATEST_CHECKPOINT)
-LOG_FILE = "log.txt"
-SUMMARY_FILE = "summary.csv"
-TENSORBOARD_DIR = "tb"
-CHECKPOINT_NAMES = (LATEST_CHECKPOINT, BEST_CHECKPOINT)
 REPOSITORY = Path(__file__).resolve().parents[1]
 GIT_TIMEOUT_S = 10
 
@@ -64,11 +55,6 @@ def locate_checkpoint(path: Path, flag: str = "--evaluate-from") -> tuple[Path, 
         if (path / name).is_file():
             return path, path / name
     raise UserError(f"{flag}: {path} holds no checkpoint ({' or '.join(CHECKPOINT_NAMES)})")
-
-
-def run_config(args: argparse.Namespace) -> dict:
-    """The resolved flags plus the number of exits: enough to rebuild the model for evaluation."""
-    return {**vars(args), "num_exits": num_exits(args)}
 
 
 def write_config(run_dir: Path, config: Mapping) -> None:

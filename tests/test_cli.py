@@ -1,0 +1,191 @@
+"""The command lines: --help without torch, the default schedule that follows --epochs, "did you
+mean", --threads, op_counter's --recipe and --run-dir, and what config.json and summary.csv
+record."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from args import PAPER_CIFAR_SCHEDULE, parse_args, parse_costs_args
+from tests.conftest import TINY_MSDNET
+from tests.run_fixtures import make_trained_run
+from train_cifar100 import main as train_main
+from train_imagenet import IMAGENET_SCHEDULE
+from utils.costs import costs_for_args
+from utils.errors import run_cli
+from utils.recipes import RECIPES
+from utils.run_dir import write_config
+from utils.run_files import run_config
+import utils.evaluator as evaluator
+
+PROGRAMS = [["train_cifar100.py"], ["train_imagenet.py"], ["eval_cifar100.py"], ["eval_imagenet.py"],
+            ["op_counter.py"], ["scripts/study.py"], ["scripts/benchmark.py"],
+            ["scripts/import_checkpoint.py"], ["-m", "utils.plots"], ["-m", "utils.recipes"]]
+HELP_PROBE = """
+import runpy, sys
+program = sys.argv[1:]
+sys.argv = [program[-1], "--help"]
+try:
+    if program[0] == "-m":
+        runpy.run_module(program[1], run_name="__main__", alter_sys=True)
+    else:
+        runpy.run_path(program[0], run_name="__main__")
+except SystemExit as done:
+    code = done.code
+heavy = [name for name in ("torch", "torchvision") if name in sys.modules]
+print("PROBE", code, *heavy)
+"""
+DIGITS = ["--dataset", "digits", "--workers", "0", "--device", "cpu"]
+
+
+@pytest.mark.parametrize("program", PROGRAMS, ids=" ".join)
+def test_help_imports_neither_torch_nor_torchvision(repo_root, program):
+    done = subprocess.run([sys.executable, "-c", HELP_PROBE, *program], cwd=repo_root,
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.splitlines()[-1] == "PROBE 0", done.stderr[-2000:]
+    assert "usage:" in done.stdout
+
+
+@pytest.mark.parametrize("epochs, milestones", [(300, [150, 225]), (30, [15, 22]), (4, [2, 3]),
+                                                (3, [1, 2]), (2, [1]), (1, [])])
+def test_the_default_schedule_decays_at_half_and_three_quarters_of_the_epochs(epochs, milestones):
+    args = parse_args(["--epochs", str(epochs)])
+    assert args.lr_milestones == milestones
+    assert args.default_lr_schedule == f"50%, 75% of --epochs {epochs}"
+
+
+@pytest.mark.parametrize("epochs, milestones", [(90, [30, 60]), (9, [3, 6]), (2, [1]), (1, [])])
+def test_train_imagenet_decays_at_a_third_and_two_thirds_of_the_epochs(epochs, milestones):
+    args = parse_args(["--epochs", str(epochs)], prog="train_imagenet.py", dataset="imagenet",
+                      epochs=90, lr_milestones=IMAGENET_SCHEDULE)
+    assert args.lr_milestones == milestones
+    assert parse_args([], dataset="imagenet", epochs=90,
+                      lr_milestones=IMAGENET_SCHEDULE).lr_milestones == [30, 60]
+
+
+@pytest.mark.parametrize("schedule", [PAPER_CIFAR_SCHEDULE, IMAGENET_SCHEDULE])
+def test_default_milestones_always_rise_from_1_and_end_before_the_last_epoch(schedule):
+    for epochs in range(1, 401):
+        milestones = schedule.milestones(epochs)
+        assert all(1 <= m < epochs for m in milestones)
+        assert milestones == sorted(set(milestones))
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_every_recipe_keeps_its_own_milestones(name):
+    args = parse_args(["--recipe", name])
+    written = RECIPES[name].flags[RECIPES[name].flags.index("--lr_milestones") + 1]
+    assert args.lr_milestones == [int(m) for m in written.split(",")]
+    assert args.default_lr_schedule is None
+
+
+def test_typed_milestones_are_kept_and_no_help_key_is_recorded():
+    args = parse_args(["--epochs", "30", "--lr_milestones", "10,20"])
+    assert (args.lr_milestones, args.default_lr_schedule) == ([10, 20], None)
+    assert "help" not in run_config(args)
+
+
+def test_a_short_run_decays_logs_its_schedule_and_records_lr_and_threads(tmp_path, one_thread):
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit) as done:
+        run_cli(train_main, [*TINY_MSDNET, *DIGITS, "--epochs", "2", "--max-steps-per-epoch", "2",
+                             "--batch-size", "16", "--threads", "2", "--result_dir", str(run)])
+    assert done.value.code == 0
+    assert ("lr 0.1, x0.1 after epoch 1 (default schedule: 50%, 75% of --epochs 2)"
+            in (run / "log.txt").read_text())
+    with open(run / "summary.csv") as handle:
+        assert [row["lr"] for row in csv.DictReader(handle)] == ["0.1", "0.01"]
+    config = json.loads((run / "config.json").read_text())
+    assert "help" not in config and config["lr_milestones"] == [1]
+    assert config["threads"] == 2 and config["provenance"][-1]["torch_threads"] == 2
+    resumed = parse_args(["--resume", "--result_dir", str(run), "--epochs", "4"])
+    assert resumed.lr_milestones == [1]  # the run's own schedule, not 2,3 of the new --epochs
+    assert resumed.default_lr_schedule == "50%, 75% of --epochs 2"
+
+
+def test_threads_below_1_is_one_line_and_evaluation_uses_the_count(tmp_path, one_thread, capsys):
+    import torch
+    run = make_trained_run(tmp_path / "run")
+    with pytest.raises(SystemExit) as refused:
+        parse_args(["--threads", "0"])
+    assert refused.value.code == 2
+    assert capsys.readouterr().err == "error: --threads must be at least 1, got 0\n"
+    evaluator.main(["--evaluate-from", str(run), "--evalmode", "anytime", "--threads", "2"])
+    assert torch.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["--epoch", "5"], "unrecognized arguments: --epoch 5; did you mean --epochs?"),
+    (["--nblocks", "5"], "unrecognized arguments: --nblocks 5; did you mean --nBlocks?"),
+    (["--lr-milestone", "3"], "unrecognized arguments: --lr-milestone 3; did you mean --lr-milestones?"),
+    (["--Seed=3", "--nblock", "2"], "unrecognized arguments: --Seed=3 --nblock 2; did you mean "
+                                    "--seed for --Seed, --nBlocks for --nblock?"),
+    (["--budget", "1e6"], "unrecognized arguments: --budget 1e6 (train_cifar100.py --help lists "
+                          "the flags)"),
+])
+def test_a_near_miss_flag_gets_did_you_mean(argv, line, capsys):
+    with pytest.raises(SystemExit) as refused:
+        parse_args(argv, prog="train_cifar100.py")
+    assert refused.value.code == 2
+    assert capsys.readouterr().err == f"error: {line}\n"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--val-size", "0.2"], "--val-size describes --dataset folder; the built-in dataset cifar100 "
+                            "has its own validation size (5,000 images)"),
+    (["--dataset", "digits", "--val-size", "10"], "the built-in dataset digits has its own "
+                                                  "validation size (144 images)"),
+    (["--dataset", "imagenet", "--image-size", "64"], "--image-size describes --dataset folder; the "
+                                                      "built-in dataset imagenet has its own input "
+                                                      "size (224x224)"),
+    (["--num-classes", "5"], "the built-in dataset cifar100 has its own 100 classes"),
+])
+def test_folder_flags_on_a_built_in_dataset_name_what_it_has(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        parse_args(argv)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+
+
+MODEL_KEYS = ("dataset", "arch", "nBlocks", "base", "step", "stepmode", "nChannels", "growthRate",
+              "grFactor", "bnFactor", "prune", "reduction", "bottleneck", "block_step", "scale_list",
+              "compress_factor")
+
+
+def model_flags(args) -> dict:
+    return {key: getattr(args, key) for key in MODEL_KEYS}
+
+
+@pytest.mark.parametrize("name", ["msdnet_cifar100_anytime", "ranet_imagenet_budgeted_c32"])
+def test_op_counter_takes_a_recipes_model(name):
+    assert model_flags(parse_costs_args(["--recipe", name])) == model_flags(parse_args(["--recipe", name]))
+    assert parse_costs_args(["--recipe", name, "--nBlocks", "1"]).nBlocks == 1
+
+
+def test_op_counter_counts_the_model_of_a_run_directory(repo_root, tmp_path):
+    flags = [*TINY_MSDNET, "--dataset", "digits", "--nBlocks", "2"]
+    run = tmp_path / "run"
+    run.mkdir()
+    write_config(run, run_config(parse_args(flags)))
+    assert model_flags(parse_costs_args(["--run-dir", str(run)])) == model_flags(parse_args(flags))
+    done = subprocess.run([sys.executable, "op_counter.py", "--run-dir", str(run), "--json"],
+                          cwd=repo_root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["macs"] == costs_for_args(parse_args(flags)).macs
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--run-dir", "no/such/run"], "--run-dir: no no/such/run/config.json"),
+    (["--run-dir", "x", "--recipe", "msdnet_cifar100_anytime"], "--recipe and --run-dir"),
+])
+def test_op_counter_refuses_a_missing_run_or_two_sources(argv, message, capsys):
+    with pytest.raises(SystemExit) as refused:
+        parse_costs_args(argv)
+    assert refused.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err

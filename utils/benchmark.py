@@ -1,0 +1,303 @@
+"""The timings of scripts/benchmark.py (see its docstring): training steps and evaluation
+forwards, eager and fast, real early exit, and the device-resident loader, on synthetic data.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import multiprocessing
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from adaptive_inference import exit_fractions, find_thresholds
+from args import num_exits, parse_args
+from models import build_model
+from models.boosting import BoostedNetwork, ExitObjective, build_boosted, build_objective
+from utils.benchmark_models import MODELS, QUICK_MODELS, Benchmarked
+from utils.costs import count_exit_costs
+from utils.dataset_facts import DATASETS, dataset_info
+from utils.distributed import DistInfo, resolve_device
+from utils.early_exit import (GraphedExitStages, early_exit_predict, exit_stage, expected_cost,
+                              synchronize)
+from utils.engine import parameter_groups
+from utils.errors import UserError
+from utils.fast_step import build_eval_forward, build_train_step, make_sgd
+from utils.gpu_data import GpuBatches
+from utils.json_files import write_json
+from utils.plots import markdown_table
+
+EARLY_EXIT_LEVEL = 10  # budget level k of docs/evaluation.md: exit shares p_n = q^n / sum q^m with q = 0.5
+EARLY_EXIT_BATCHES = (1, 256)
+
+
+@dataclass
+class Timing:
+    """Median ms per call over the timed calls, the first (compiling / capturing) call's seconds."""
+
+    ms: float
+    first_call_s: float
+    peak_memory_mb: Optional[float]
+
+
+def time_calls(call: Callable[[], object], device: torch.device, warmup: int, steps: int) -> Timing:
+    """Median per-call time after `warmup` calls; CUDA events on a GPU, wall clock on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    started = time.perf_counter()
+    call()
+    synchronize(device)
+    first_call_s = time.perf_counter() - started
+    for _ in range(warmup):
+        call()
+    synchronize(device)
+    durations = event_durations(call, steps) if device.type == "cuda" else wall_durations(call, steps)
+    peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None
+    return Timing(statistics.median(durations), first_call_s, peak)
+
+
+def event_durations(call: Callable[[], object], steps: int) -> list[float]:
+    """Milliseconds between CUDA events recorded around each call; one synchronisation at the end."""
+    events = [torch.cuda.Event(enable_timing=True) for _ in range(steps + 1)]
+    events[0].record()
+    for event in events[1:]:
+        call()
+        event.record()
+    torch.cuda.synchronize()
+    return [start.elapsed_time(end) for start, end in zip(events, events[1:])]
+
+
+def wall_durations(call: Callable[[], object], steps: int) -> list[float]:
+    """Wall-clock milliseconds of each call (CPU work is done when the call returns)."""
+    durations = []
+    for _ in range(steps):
+        started = time.perf_counter()
+        call()
+        durations.append((time.perf_counter() - started) * 1000)
+    return durations
+
+
+def build(recipe: Benchmarked, device: torch.device) -> tuple[argparse.Namespace, BoostedNetwork,
+                                                          ExitObjective]:
+    """The recipe's network (seeded) and objective on `device`."""
+    args = parse_args(list(recipe.flags))
+    torch.manual_seed(0)
+    network = build_boosted(args, build_model(args).to(device))
+    return args, network, build_objective(args, network.num_exits).to(device)
+
+
+def synthetic_batch(args: argparse.Namespace, batch: int, device: torch.device
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded random images of the recipe's input size and random labels, on `device`."""
+    size, classes = dataset_info(args).image_size, dataset_info(args).num_classes
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(batch, 3, size, size, generator=generator)
+    return images.to(device), torch.randint(0, classes, (batch,), generator=generator).to(device)
+
+
+def time_mode(recipe: Benchmarked, mode: str, device: torch.device, options: argparse.Namespace
+              ) -> dict:
+    """Train-step and eval-forward timings of one recipe model in one step mode."""
+    args, network, objective = build(recipe, device)
+    optimizer = make_sgd(parameter_groups(network.network, args), args.lr_f, args.momentum, device)
+    step = build_train_step(network, objective, optimizer, mode, amp=options.amp,
+                            channels_last=options.channels_last,
+                            compile_backend=options.compile_backend)
+    images, targets = synthetic_batch(args, args.batch_size, device)
+    network.train()
+    train = time_calls(lambda: step(images, targets), device, options.warmup, options.steps)
+    network.eval()
+    forward = build_eval_forward(network, mode, amp=options.amp, channels_last=options.channels_last,
+                                 compile_backend=options.compile_backend)
+    eval_images, _ = synthetic_batch(args, recipe.eval_batch, device)
+    evaluate = time_calls(lambda: forward(eval_images), device, options.warmup, options.steps)
+    return {"model": recipe.name, "mode": mode, "batch": args.batch_size,
+            "eval_batch": recipe.eval_batch, "train": summary(train, args.batch_size),
+            "eval": summary(evaluate, recipe.eval_batch),
+            "projected_recipe_hours": args.epochs * recipe.steps_per_epoch(args) * train.ms / 3.6e6}
+
+
+def summary(timing: Timing, batch: int) -> dict:
+    """The timing as JSON fields plus images/s."""
+    return {**asdict(timing), "images_per_s": batch * 1000 / timing.ms}
+
+
+def add_speedups(rows: list[dict]) -> None:
+    """Speedup of every row over the eager row of the same model."""
+    eager = {row["model"]: row for row in rows if row["mode"] == "eager"}
+    for row in rows:
+        base = eager[row["model"]]
+        row["train_speedup"] = base["train"]["ms"] / row["train"]["ms"]
+        row["eval_speedup"] = base["eval"]["ms"] / row["eval"]["ms"]
+
+
+def time_early_exit(recipe: Benchmarked, device: torch.device, options: argparse.Namespace) -> list[dict]:
+    """Real early exit vs the full network at batch 1 and 256, and against its cost ratio's promise.
+
+    Thresholds put the shares p_n of the budget level (docs/evaluation.md) EARLY_EXIT_LEVEL of 256 images
+    out at each exit; "promised" is the full network's cost over the expected cost of the
+    timed images. On a GPU both paths replay CUDA graphs (the full network one per batch,
+    early exit one per exit stage wherever the sub-batch still has the batch's size).
+    """
+    args, network, _ = build(recipe, device)
+    network.eval()
+    costs = count_exit_costs(copy.deepcopy(network.network).cpu(), dataset_info(args).image_size).macs
+    images, _ = synthetic_batch(args, max(EARLY_EXIT_BATCHES), device)
+    with torch.no_grad():
+        probs = network.probabilities(network.backbone(images))
+    thresholds = find_thresholds(probs.cpu(), exit_fractions(network.num_exits, EARLY_EXIT_LEVEL)).tolist()
+    exits = early_exit_predict(network, images, thresholds).exit_index.cpu()
+    graphs = device.type == "cuda"
+    rows = []
+    for batch in EARLY_EXIT_BATCHES:
+        timed = images if batch > 1 else images[:options.single_images]
+        stages = GraphedExitStages(exit_stage(network), batch, device) if graphs else None
+        runs = {"full_network": build_eval_forward(network, "cuda_graph" if graphs else "eager"),
+                "early_exit": lambda x, stages=stages: early_exit_predict(network, x, thresholds,
+                                                                          stages)}
+        ms = {name: time_calls(torch.no_grad()(lambda run=run: [run(c) for c in timed.split(batch)]),
+                               device, options.early_exit_warmup, options.early_exit_steps).ms
+              for name, run in runs.items()}
+        counts = torch.bincount(exits[:len(timed)], minlength=network.num_exits)
+        promised = costs[-1] / expected_cost(counts, costs)
+        speedup = ms["full_network"] / ms["early_exit"]
+        rows.append({"model": recipe.name, "batch": batch, "images": len(timed), "cuda_graphs": graphs,
+                     "exit_counts": counts.tolist(), "promised_speedup": promised,
+                     **{f"{name}_images_per_s": len(timed) * 1000 / value for name, value in ms.items()},
+                     "speedup": speedup, "share_of_promise": speedup / promised})
+    return rows
+
+
+def time_gpu_data(device: torch.device, quick: bool, steps: int) -> dict:
+    """ms per augmented batch of 64 from a CIFAR-sized uint8 set kept on the device."""
+    count = 5_000 if quick else DATASETS["cifar100"].train_size
+    images = torch.randint(0, 256, (count, 3, 32, 32), dtype=torch.uint8)
+    data = GpuBatches.from_uint8(images, torch.zeros(count, dtype=torch.int64), 64, device, seed=0)
+    generator, order = data.generator(0), data.shard(0)
+    timing = time_calls(lambda: data.augment(data.images[order[:64]], generator), device, 3, steps)
+    return {"images": count, "batch": 64, "ms_per_batch": timing.ms,
+            "images_per_s": 64 * 1000 / timing.ms}
+
+
+def results_tables(rows: list[dict], early_exit: list[dict]) -> str:
+    """The results as Markdown tables (step timings, then early exit)."""
+    tables = [markdown_table(
+        ["model", "mode", "batch", "train ms/step", "train img/s", "train speedup", "eval ms",
+         "eval speedup", "first call s", "peak MB", "recipe hours"],
+        [(r["model"], r["mode"], r["batch"], f"{r['train']['ms']:.2f}",
+          f"{r['train']['images_per_s']:.0f}", f"{r['train_speedup']:.2f}x", f"{r['eval']['ms']:.2f}",
+          f"{r['eval_speedup']:.2f}x", f"{r['train']['first_call_s']:.1f}",
+          "-" if r["train"]["peak_memory_mb"] is None else f"{r['train']['peak_memory_mb']:.0f}",
+          f"{r['projected_recipe_hours']:.2f}") for r in rows])]
+    if early_exit:
+        tables.append(markdown_table(
+            ["model", "batch", "CUDA graphs", "exits", "promised", "early exit img/s", "full img/s",
+             "speedup", "share of promise"],
+            [(r["model"], r["batch"], "yes" if r["cuda_graphs"] else "no",
+              "/".join(map(str, r["exit_counts"])), f"{r['promised_speedup']:.2f}x",
+              f"{r['early_exit_images_per_s']:.0f}", f"{r['full_network_images_per_s']:.0f}",
+              f"{r['speedup']:.2f}x", f"{r['share_of_promise']:.0%}") for r in early_exit]))
+    return "\n\n".join(tables)
+
+
+def wants_early_exit(recipe: Benchmarked, device: torch.device, options: argparse.Namespace) -> bool:
+    """Early exit is timed unless switched off; on the CPU only at CIFAR size (256 ImageNet images are slow)."""
+    return options.early_exit and (device.type == "cuda" or not dataset_info(
+        parse_args(list(recipe.flags))).imagenet_style)
+
+
+def fast_modes(device: torch.device, requested: Optional[Sequence[str]]) -> list[str]:
+    """The fast paths to time: as requested, else compile on the CPU and both graph modes on CUDA."""
+    if requested:
+        return list(requested)
+    return ["cuda_graph", "compiled_cuda_graph"] if device.type == "cuda" else ["compile"]
+
+
+def time_recipe(recipe: Benchmarked, device: torch.device, options: argparse.Namespace
+                ) -> tuple[list[dict], list[dict]]:
+    """One recipe model's step-mode rows and early-exit rows."""
+    rows = [time_mode(recipe, mode, device, options)
+            for mode in ["eager", *fast_modes(device, options.modes)]]
+    early_exit = (time_early_exit(recipe, device, options)
+                  if wants_early_exit(recipe, device, options) else [])
+    return rows, early_exit
+
+
+def threads_per_job(options: argparse.Namespace) -> int:
+    """CPU threads each timing process uses: the machine's threads shared out between the jobs."""
+    return max(1, torch.get_num_threads() // options.jobs)
+
+
+def time_in_job(recipe: Benchmarked, device: torch.device, options: argparse.Namespace
+                ) -> tuple[list[dict], list[dict]]:
+    """`time_recipe` in a worker process, on its share of the CPU threads."""
+    torch.set_num_threads(threads_per_job(options))
+    return time_recipe(recipe, device, options)
+
+
+def time_in_workers(recipes: Sequence[Benchmarked], device: torch.device, options: argparse.Namespace
+                    ) -> list[tuple[list[dict], list[dict]]]:
+    """`time_recipe` for every recipe, `options.jobs` recipes at a time in worker processes.
+
+    On the CPU, tracing and compiling is single-threaded Python, so recipes timed side by side
+    on their own cores finish sooner; each process's timings use only its own threads. The
+    largest models (exits x scales, a proxy for tracing time) start first. Single-threaded
+    workers are forked, inheriting the imported torch (spawning re-imports it, ~7 s each); a
+    worker with several threads is spawned, since GNU OpenMP hangs in a forked child whose
+    parent has already run a parallel op.
+    """
+    methods = multiprocessing.get_all_start_methods()
+    fork = threads_per_job(options) == 1 and "fork" in methods
+    context = multiprocessing.get_context("fork" if fork else "spawn")
+    with ProcessPoolExecutor(options.jobs, mp_context=context) as pool:
+        futures = {recipe.name: pool.submit(time_in_job, recipe, device, options)
+                   for recipe in sorted(recipes, key=trace_size, reverse=True)}
+        return [futures[recipe.name].result() for recipe in recipes]
+
+
+def trace_size(recipe: Benchmarked) -> int:
+    """Exits x scales of the recipe's model: roughly how long tracing it takes."""
+    args = parse_args(list(recipe.flags))
+    return num_exits(args) * len(args.grFactor)
+
+
+def run_benchmark(options: argparse.Namespace) -> dict:
+    """Time everything `options` (scripts/benchmark.py's flags) asks for, write the JSON, print
+    the tables; returns the JSON dict."""
+    device = resolve_device(options.device, DistInfo())
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    recipes = [r for r in (QUICK_MODELS if options.quick else MODELS) if r.name in options.models]
+    options.jobs = options.jobs or (2 if options.quick and device.type == "cpu" else 1)
+    if options.jobs > 1 and device.type == "cuda":
+        raise UserError("--jobs > 1 would share one GPU between timings; use --jobs 1")
+    started = time.perf_counter()
+    timed = time_in_workers(recipes, device, options) if options.jobs > 1 else [
+        time_recipe(recipe, device, options) for recipe in recipes]
+    rows = [row for recipe_rows, _ in timed for row in recipe_rows]
+    early_exit = [row for _, recipe_rows in timed for row in recipe_rows]
+    add_speedups(rows)
+    result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+              "torch": torch.__version__, "quick": options.quick, "amp": options.amp,
+              "compile_backend": options.compile_backend,
+              "channels_last": options.channels_last, "threads": threads_per_job(options),
+              "jobs": options.jobs,
+              "tf32": {"cudnn": torch.backends.cudnn.allow_tf32,
+                       "matmul": torch.backends.cuda.matmul.allow_tf32},
+              "recipes": [r.record() for r in recipes],
+              "results": rows, "early_exit": early_exit,
+              "gpu_data": time_gpu_data(device, options.quick, options.steps)}
+    result["wall_s"] = time.perf_counter() - started
+    options.out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(options.out, result)
+    print(f"{result['device']}, torch {result['torch']}, {result['wall_s']:.0f} s; "
+          f"written to {options.out}\n")
+    print(results_tables(rows, early_exit))
+    data = result["gpu_data"]
+    print(f"\ndevice-resident data: {data['ms_per_batch']:.2f} ms per augmented batch of 64 "
+          f"({data['images_per_s']:.0f} images/s)")
+    return result

@@ -1,0 +1,65 @@
+"""The recipe models scripts/benchmark.py times (docs/recipes.md), at their real sizes and
+shrunk for `--quick`. Torch-free, so that the benchmark's --help and flag checks are instant;
+the timing itself is utils/benchmark.py.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+from args import parse_args
+from utils.dataset_facts import dataset_info
+from utils.recipes import RECIPES
+
+
+@dataclass(frozen=True)
+class Benchmarked:
+    """A paper recipe's model as the benchmark times it (`extra` flags shrink it for --quick)."""
+
+    name: str
+    recipe: str
+    extra: tuple[str, ...] = ()
+    batch: Optional[int] = None  # per-GPU training batch; None: the recipe's
+    eval_batch: int = 256
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        return ("--recipe", self.recipe, *self.extra) + (
+            ("--batch-size", str(self.batch)) if self.batch else ())
+
+    @property
+    def gpus(self) -> int:
+        return RECIPES[self.recipe].gpus
+
+    def steps_per_epoch(self, args: argparse.Namespace) -> int:
+        return dataset_info(args).train_size // (args.batch_size * self.gpus)
+
+    def record(self) -> dict:
+        """What the JSON says about the model: its flags and how its recipe trains."""
+        args = parse_args(list(self.flags))
+        return {**asdict(self), "flags": list(self.flags), "epochs": args.epochs,
+                "train_images": dataset_info(args).train_size, "batch": args.batch_size,
+                "gpus": self.gpus, "steps_per_epoch": self.steps_per_epoch(args)}
+
+
+MODELS = (Benchmarked("msdnet_cifar100", "msdnet_cifar100_anytime"),
+          Benchmarked("ranet_cifar100", "ranet_cifar100_anytime"),
+          Benchmarked("msdnet_imagenet", "msdnet_imagenet_anytime"),
+          Benchmarked("ranet_imagenet", "ranet_imagenet_anytime"))
+TINY_MSDNET = ("--nBlocks", "2", "--base", "1", "--step", "1", "--no-bottleneck",
+               "--nChannels", "4", "--growthRate", "2")
+TINY_RANET = ("--nBlocks", "1", "--block-step", "1", "--step", "1", "--no-bottleneck",
+              "--nChannels", "4", "--growthRate", "4")
+QUICK_MODELS = (  # one layer per block, no bottlenecks, the fewest scales the heads accept
+    Benchmarked("msdnet_cifar100", "msdnet_cifar100_anytime",
+                (*TINY_MSDNET, "--grFactor", "1-2-2", "--bnFactor", "1-2-2"), 8, 16),
+    Benchmarked("ranet_cifar100", "ranet_cifar100_anytime",
+                (*TINY_RANET, "--scale-list", "1-2-3", "--grFactor", "2-1-1", "--bnFactor", "2-1-1"),
+                8, 16),
+    Benchmarked("msdnet_imagenet", "msdnet_imagenet_anytime",
+                (*TINY_MSDNET, "--grFactor", "1-2-2-2", "--bnFactor", "1-2-2-2"), 2, 2),
+    Benchmarked("ranet_imagenet", "ranet_imagenet_anytime",
+                (*TINY_RANET, "--scale-list", "1-2-3-4", "--grFactor", "2-1-1-1", "--bnFactor",
+                 "2-1-1-1"), 2, 2),
+)
