@@ -92,7 +92,7 @@ def parse_study_args(argv: Sequence[str]) -> argparse.Namespace:
                              f"{REFERENCE}, seed by seed, when {REFERENCE} is among them")
     parser.add_argument("--dataset", default="digits", help="passed to every run's --dataset")
     parser.add_argument("--base-flags", default=DEFAULT_BASE_FLAGS,
-                        help=f"training flags of the recipe (default: {DEFAULT_BASE_FLAGS})")
+                        help="training flags of the recipe")
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs at a time; with more than 1 each gets OMP_NUM_THREADS=1")
     parser.add_argument("--grid-points", type=int, default=DEFAULT_GRID_POINTS,

@@ -8,6 +8,7 @@ family and the evaluation flags, one line, for scripts/recipe_lib.sh.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
