@@ -21,9 +21,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, NoReturn, Sequence
 
-from utils.dataset_facts import DATASET_NAMES, FOLDER, FOLDER_FLAGS, DatasetInfo, dataset_info
+from boostnet.data.datasets import DATASET_NAMES, FOLDER, FOLDER_FLAGS, DatasetInfo, dataset_info
 from utils.errors import UserError
-from utils.recipes import RECIPES
+from boostnet.recipes import RECIPES
 
 ARCHS = ("msdnet", "msdnet_ge", "ranet")
 SEED_LIMIT = 2 ** 32  # NumPy's seeds
@@ -185,7 +185,7 @@ def checkpoint_interval(text: str) -> str:
 
 def add_dataset_flags(group: Any) -> None:
     flag(group, "--dataset", "--data", dest="dataset", default="cifar100", choices=DATASET_NAMES,
-         help="a dataset of utils/dataset_facts.py, or 'folder' for your own images in "
+         help="a dataset of boostnet/data/datasets.py, or 'folder' for your own images in "
               "DATA_ROOT/train and DATA_ROOT/val class folders")
     flag(group, "--num-classes", type=int, default=None, help="--dataset folder: classes")
     flag(group, "--image-size", type=int, default=None,
@@ -276,7 +276,7 @@ def add_training_flags(group: Any) -> None:
 
 def add_recipe_flag(group: Any) -> None:
     flag(group, "--recipe", default=None, choices=list(RECIPES),
-         help="start from a paper recipe's flags (utils/recipes.py); typed flags override them")
+         help="start from a paper recipe's flags (boostnet/recipes.py); typed flags override them")
 
 
 def add_run_flags(group: Any) -> None:
@@ -646,7 +646,7 @@ def run_dir_defaults(parser: OneLineParser, typed: dict[str, Any]) -> dict[str, 
     if typed.get("run_dir") is None:
         return {}
     from utils.json_files import read_json
-    from utils.run_files import CONFIG_FILE  # imports this module: not at the top
+    from boostnet.runs.layout import CONFIG_FILE  # imports this module: not at the top
     config_file = Path(typed["run_dir"]) / CONFIG_FILE
     if not config_file.is_file():
         parser.error(f"--run-dir: no {config_file} (give a run directory written by training "
@@ -682,7 +682,7 @@ class TypedFlags(NamedTuple):
 def parse_evaluation_args(argv: Sequence[str] | None = None, prog: str | None = None,
                           **defaults: Any) -> TypedFlags:
     """Parse the evaluation flags once (`defaults` override the parser's, per entry point);
-    the evaluated run's saved flags fill in the untyped ones (utils/evaluator.py)."""
+    the evaluated run's saved flags fill in the untyped ones (boostnet/evaluation/evaluator.py)."""
     parser = build_parser("evaluate", prog)
     parser.set_defaults(**defaults)
     values, typed = parse_typed(parser, list(sys.argv[1:] if argv is None else argv))
@@ -703,7 +703,7 @@ def resumed_flags(args: argparse.Namespace, typed: dict[str, Any], parser: OneLi
                   ) -> argparse.Namespace:
     """The run's saved flags, overridden only by the typed flags that may change on resume;
     any other typed flag that differs is refused, all of them in one line."""
-    from utils.recovery import newest_checkpoint
+    from boostnet.runs.recovery import newest_checkpoint
     newest = newest_checkpoint(Path(args.result_dir), args.resume)
     if newest is None:
         return args

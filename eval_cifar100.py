@@ -12,7 +12,7 @@ from utils.errors import run_cli
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Parse the flags (CIFAR-100 unless the run says otherwise) and evaluate."""
     flags = parse_evaluation_args(argv, prog="eval_cifar100.py", dataset="cifar100")
-    from utils.evaluator import evaluate  # torch: only once the flags are parsed
+    from boostnet.evaluation.evaluator import evaluate  # torch: only once the flags are parsed
     evaluate(flags)
 
 

@@ -2,7 +2,7 @@
 
 The model comes from the model flags, from a paper recipe (`--recipe NAME`) or from a run
 directory's config.json (`--run-dir RUN_DIR`); typed flags override either. The counting
-itself is utils/costs.py.
+itself is models/costs.py.
 
     python op_counter.py --arch msdnet_ge --nBlocks 10 --step 2 --base 4 --json
     python op_counter.py --recipe ranet_imagenet_anytime
@@ -17,7 +17,7 @@ from utils.errors import run_cli
 from utils.json_files import json_text
 
 if TYPE_CHECKING:
-    from utils.costs import ExitCosts
+    from models.costs import ExitCosts
 
 
 def format_table(costs: ExitCosts) -> str:
@@ -31,7 +31,7 @@ def format_table(costs: ExitCosts) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse and check the flags, then build the model and print its per-exit costs."""
     args = parse_costs_args(argv, prog="op_counter.py")
-    from utils.costs import costs_for_args  # torch: only once the flags are checked
+    from models.costs import costs_for_args  # torch: only once the flags are checked
     costs = costs_for_args(args)
     if args.json:
         print(json_text({"macs": costs.macs, "params": costs.params, "true_macs": costs.true_macs},

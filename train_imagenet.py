@@ -18,7 +18,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     """Parse the flags (ImageNet, 90 epochs decayed after 1/3 and 2/3 of them by default) and train."""
     args = parse_args(argv, prog="train_imagenet.py", dataset="imagenet", epochs=IMAGENET_EPOCHS,
                       lr_milestones=IMAGENET_SCHEDULE)
-    from utils.engine import run_training  # torch: only once the flags are checked
+    from boostnet.training.engine import run_training  # torch: only once the flags are checked
     run_training(args)
 
 

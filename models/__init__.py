@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from utils.dataset_facts import dataset_info
+from boostnet.data.datasets import dataset_info
 
 from .multi_exit import MultiExitNetwork, param_groups_by_stage, select_samples
 from .msdnet import MSDNet, MSDNetConfig

@@ -27,8 +27,8 @@ from adaptive_inference import apply_thresholds, thresholds_for_budget  # noqa: 
 from args import OneLineParser, parse_args  # noqa: E402
 from models import build_model  # noqa: E402
 from models.boosting import build_boosted  # noqa: E402
-from utils.costs import count_exit_costs  # noqa: E402
-from utils.early_exit import (Throughput, early_exit_predict, early_exit_throughput,  # noqa: E402
+from models.costs import count_exit_costs  # noqa: E402
+from boostnet.evaluation.early_exit import (Throughput, early_exit_predict, early_exit_throughput,  # noqa: E402
                               expected_cost)
 from utils.json_files import write_json  # noqa: E402
 

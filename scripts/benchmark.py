@@ -10,7 +10,7 @@ the first call's time (compilation / capture), the speedup over eager and the pr
 time of the full recipe (epochs x steps per epoch x ms per step, per GPU, ignoring data
 loading and all-reduce). It also times real early exit at batch 1 and 256 against the full
 network and against its cost ratio's promise. Synthetic data; the device-resident loader
-(`utils/gpu_data.py`) is timed on its own.
+(`boostnet/data/gpu_batches.py`) is timed on its own.
 
 `--quick` checks the whole harness in under a minute on a 2-core CPU: the four models with
 one layer per block, no bottlenecks and the fewest scales their exit heads accept, few
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from args import OneLineParser  # noqa: E402
-from utils.benchmark_models import MODELS  # noqa: E402
+from boostnet.benchmarks.cases import MODELS  # noqa: E402
 from utils.errors import run_cli  # noqa: E402
 
 SINGLE_IMAGES = 64  # images timed one at a time for batch 1 (--quick: 32)
@@ -91,7 +91,7 @@ def parse_options(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     """Check the flags, then time everything, write the JSON, print the tables; returns the JSON dict."""
     options = parse_options(argv)
-    from utils.benchmark import run_benchmark  # torch: only once the flags are checked
+    from boostnet.benchmarks.timing import run_benchmark  # torch: only once the flags are checked
     return run_benchmark(options)
 
 

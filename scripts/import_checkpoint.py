@@ -29,7 +29,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = checked(parser.parse_args(argv), parser)
     source, out = args.source, args.out
     del args.source, args.out
-    from utils.interop import import_run  # torch: only once the flags are checked
+    from boostnet.interop import import_run  # torch: only once the flags are checked
     note = import_run(source, out, args)
     print(f"imported {source} ({note['format']}, {note['epochs_done']} epoch(s) done) into {out}")
     if note["resumable"]:

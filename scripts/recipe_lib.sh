@@ -1,6 +1,6 @@
 # Shared by the recipe scripts (source it, do not run it): go to the repository root, set up the
 # environment, then `run_recipe` trains and evaluates one run directory. The recipes themselves
-# (flags, evaluation) are written once, in utils/recipes.py.
+# (flags, evaluation) are written once, in boostnet/recipes.py.
 #
 # Environment: RESULT_DIR (default runs/<recipe>), DATA_ROOT (default data, or data/imagenet),
 # NGPUS (ImageNet, default 4), BOOSTNET_VENV (default .venv).
@@ -16,7 +16,7 @@ run_recipe() {
   local recipe="$1"
   shift
   local fields
-  read -r -a fields <<< "$("$VENV/bin/python" -m utils.recipes "$recipe")"
+  read -r -a fields <<< "$("$VENV/bin/python" -m boostnet.recipes "$recipe")"
   local family="${fields[0]}" eval_flags=("${fields[@]:1}")
   local run_dir="${RESULT_DIR:-runs/$recipe}"
   if [ "$family" = imagenet ]; then

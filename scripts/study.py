@@ -29,8 +29,8 @@ from args import OneLineParser, parse_args  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.json_files import json_text, read_json, write_json  # noqa: E402
 from utils.plots import ANYTIME_FILE, BUDGETED_FILE  # noqa: E402
-from utils.run_files import CONFIG_FILE, LATEST_CHECKPOINT, run_config  # noqa: E402
-from utils.study import DEFAULT_GRID_POINTS, aggregate, run_result  # noqa: E402
+from boostnet.runs.layout import CONFIG_FILE, LATEST_CHECKPOINT, run_config  # noqa: E402
+from boostnet.reporting.study_stats import DEFAULT_GRID_POINTS, aggregate, run_result  # noqa: E402
 
 REFERENCE = "boost"
 VARIANTS = {  # name -> (flags after the base flags, what it is)
@@ -273,7 +273,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     print(f"study: {len(options.variants)} variant(s) x {len(options.seeds)} seed(s) on "
           f"{options.dataset} in {options.out}", flush=True)
     execute_all(runs, options.jobs)
-    from utils.study_report import write_study  # torch and matplotlib: not needed for --help
+    from boostnet.reporting.study_report import write_study  # torch and matplotlib: not needed for --help
     paths = write_study(options.out, collect(runs, options.grid_points), config)
     print("wrote " + ", ".join(map(str, paths)))
 

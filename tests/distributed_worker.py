@@ -11,7 +11,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from args import parse_args  # noqa: E402
-from utils.engine import run_training  # noqa: E402
+from boostnet.training.engine import run_training  # noqa: E402
 
 
 def main() -> None:

@@ -12,9 +12,9 @@ from models import MultiExitNetwork, build_model
 from models.boosting import ExitObjective, build_boosted, build_objective
 from tests.conftest import TINY_MSDNET
 from utils.checkpoint import save_checkpoint
-from utils.data import build_splits
-from utils.run_dir import BEST_CHECKPOINT, LATEST_CHECKPOINT, write_config
-from utils.run_files import run_config
+from boostnet.data.loaders import build_splits
+from boostnet.runs.records import BEST_CHECKPOINT, LATEST_CHECKPOINT, write_config
+from boostnet.runs.layout import run_config
 
 TINY_DIGITS = TINY_MSDNET + ["--dataset", "digits", "--workers", "0", "--device", "cpu",
                              "--eval-batch-size", "64"]

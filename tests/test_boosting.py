@@ -106,8 +106,8 @@ def test_boosted_network_follows_the_recurrence_with_varying_factors(mode):
 
 def test_early_exit_and_evaluation_read_outputs_from_the_boosted_network(monkeypatch):
     """Both consumers go through BoostedNetwork.combine: changing it changes what they see."""
-    from utils.early_exit import early_exit_predict
-    from utils.evaluator import LoadedRun, SplitOutputs, split_outputs
+    from boostnet.evaluation.early_exit import early_exit_predict
+    from boostnet.evaluation.evaluator import LoadedRun, SplitOutputs, split_outputs
     args = parse_args(TINY_MSDNET + ["--ensemble_reweight", "0.2,0.9"])
     network = build_boosted(args, build_model(args).eval())
     x = torch.randn(6, 3, 32, 32)
@@ -124,7 +124,7 @@ def test_early_exit_and_evaluation_read_outputs_from_the_boosted_network(monkeyp
     calls.clear()
     run = LoadedRun.__new__(LoadedRun)
     run.network = network
-    monkeypatch.setattr("utils.evaluator.cached_logits",
+    monkeypatch.setattr("boostnet.evaluation.evaluator.cached_logits",
                         lambda run, dataset, split: (torch.stack(network.backbone(x)), torch.zeros(6)))
     outputs = split_outputs(run, None, "test")
     assert isinstance(outputs, SplitOutputs) and calls == list(range(network.num_exits))

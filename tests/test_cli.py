@@ -16,16 +16,16 @@ from tests.conftest import TINY_MSDNET
 from tests.run_fixtures import make_trained_run
 from train_cifar100 import main as train_main
 from train_imagenet import IMAGENET_SCHEDULE
-from utils.costs import costs_for_args
+from models.costs import costs_for_args
 from utils.errors import run_cli
-from utils.recipes import RECIPES
-from utils.run_dir import write_config
-from utils.run_files import run_config
-import utils.evaluator as evaluator
+from boostnet.recipes import RECIPES
+from boostnet.runs.records import write_config
+from boostnet.runs.layout import run_config
+import boostnet.evaluation.evaluator as evaluator
 
 PROGRAMS = [["train_cifar100.py"], ["train_imagenet.py"], ["eval_cifar100.py"], ["eval_imagenet.py"],
             ["op_counter.py"], ["scripts/study.py"], ["scripts/benchmark.py"],
-            ["scripts/import_checkpoint.py"], ["-m", "utils.plots"], ["-m", "utils.recipes"]]
+            ["scripts/import_checkpoint.py"], ["-m", "utils.plots"], ["-m", "boostnet.recipes"]]
 HELP_PROBE = """
 import runpy, sys
 program = sys.argv[1:]

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from args import parse_args
-from utils.costs import costs_for_args
+from models.costs import costs_for_args
 
 MSDNET_C100 = ["--arch", "msdnet_ge", "--nBlocks", "10", "--stepmode", "even", "--step", "2",
                "--base", "4", "--nChannels", "16"]

@@ -15,8 +15,8 @@ from tests.conftest import TINY_MSDNET
 from tests.graph_stand_in import fake_capture
 import utils.cuda_graphs
 from utils.cuda_graphs import ShapeGraphs, require_cuda
-from utils.engine import parameter_groups
-from utils.fast_step import (CapturedStep, EagerStep, build_train_step, make_forward, make_sgd,
+from boostnet.training.engine import parameter_groups
+from boostnet.training.step import (CapturedStep, EagerStep, build_train_step, make_forward, make_sgd,
                              memory_format_for, tensor_learning_rates, training_state_of)
 
 

@@ -14,9 +14,9 @@ from PIL import Image
 from torchvision import datasets
 
 from args import parse_args
-from utils import data
-from utils import dataset_facts as facts
-from utils import datasets as registry
+from boostnet.data import loaders as data
+from boostnet.data import datasets as facts
+from boostnet.data import readers as registry
 from utils.checkpoint import (capture_rng_state, load_checkpoint, restore_rng_state,
                               save_checkpoint, strip_wrapper_prefixes)
 from utils.distributed import DistInfo

@@ -16,9 +16,9 @@ from models.boosting import BoostedNetwork, build_boosted
 from tests.graph_stand_in import fake_capture
 from tests.run_fixtures import tiny_args, trained_model
 import utils.cuda_graphs
-import utils.early_exit
-from utils.data import build_splits
-from utils.early_exit import (GraphedExitStages, early_exit_predict, exit_stage, expected_cost,
+import boostnet.evaluation.early_exit
+from boostnet.data.loaders import build_splits
+from boostnet.evaluation.early_exit import (GraphedExitStages, early_exit_predict, exit_stage, expected_cost,
                               inference_model, paired_throughput)
 
 LEVELS = (3, 10, 20, 30, 39)
@@ -231,7 +231,7 @@ def test_paired_throughput_reports_rates_whose_ratio_is_its_speedup(monkeypatch)
     """Passes alternate (full, early), (early, full), ...; 6 images a pass. Full network rates
     8, 8, 4, 16 images/s (median 8), early exit 16, 24, 16, 8 (median 16): 2x, paired 0.5x-4x."""
     pass_durations = [0.75, 0.375, 0.25, 0.75, 1.5, 0.375, 0.75, 0.375]
-    monkeypatch.setattr(utils.early_exit, "time", scripted_clock(pass_durations))
+    monkeypatch.setattr(boostnet.evaluation.early_exit, "time", scripted_clock(pass_durations))
     batches = [torch.zeros(4, 1), torch.zeros(2, 1)]
 
     speed = paired_throughput(lambda images: None, lambda images: None, batches,

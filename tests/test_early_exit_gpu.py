@@ -10,7 +10,7 @@ from args import parse_args
 from models import build_model
 from models.boosting import build_boosted
 from tests.conftest import TINY_MSDNET
-from utils.early_exit import GraphedExitStages, early_exit_predict, exit_stage
+from boostnet.evaluation.early_exit import GraphedExitStages, early_exit_predict, exit_stage
 
 
 def count_synchronisations(run) -> int:

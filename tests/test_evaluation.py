@@ -18,7 +18,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-import utils.evaluator as evaluator
+import boostnet.evaluation.evaluator as evaluator
 import utils.plots as plots
 from adaptive_inference import apply_thresholds, budgeted_sweep
 from models import build_model
@@ -26,13 +26,13 @@ from models.boosting import reweight_factors
 from tests.reference_metrics import reference_ece, reference_made, reference_nll
 from tests.run_fixtures import boosted_recurrence, file_states, make_trained_run, tiny_args
 from utils.checkpoint import load_checkpoint, save_checkpoint
-from utils.costs import costs_for_args
-from utils.data import build_splits
+from models.costs import costs_for_args
+from boostnet.data.loaders import build_splits
 from utils.errors import run_cli
 from args import build_parser, explicit_flags, parse_typed
-from utils.evaluator import with_run_config
+from boostnet.evaluation.evaluator import with_run_config
 from utils.json_files import json_floats, read_json
-from utils.run_dir import locate_checkpoint
+from boostnet.runs.records import locate_checkpoint
 from utils.metrics import expected_calibration_error, negative_log_likelihood
 
 EVAL_FLAGS = ["--workers", "0", "--device", "cpu", "--eval-batch-size", "64"]

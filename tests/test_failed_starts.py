@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import ROOT, TINY_MSDNET
 from train_cifar100 import main as train_main
-from utils import evaluator
+from boostnet.evaluation import evaluator
 from utils.checkpoint import unreadable
 from utils.cleanup import outermost_missing, removed_on_failure
 from utils.errors import run_cli

@@ -19,9 +19,9 @@ import torch
 
 from args import parse_args
 from tests.conftest import ROOT, TINY_MSDNET
-from utils.data import build_splits
-from utils.dataset_facts import DATASETS
-from utils.datasets import load_fashion_mnist, load_fashion_mnist_mini
+from boostnet.data.loaders import build_splits
+from boostnet.data.datasets import DATASETS
+from boostnet.data.readers import load_fashion_mnist, load_fashion_mnist_mini
 
 FASHION_ROOT = Path(os.environ.get("BOOSTNET_FASHION_MNIST_ROOT", ROOT / "data"))
 RAW = FASHION_ROOT / "FashionMNIST" / "raw"

@@ -17,9 +17,9 @@ from torch import Tensor, nn
 from args import parse_args
 from models import build_model
 from models.boosting import build_boosted, build_objective
-from utils.engine import parameter_groups
+from boostnet.training.engine import parameter_groups
 from utils.errors import UserError
-from utils.fast_step import (StepOutput, build_eval_forward, build_train_step, keep_learning_rates,
+from boostnet.training.step import (StepOutput, build_eval_forward, build_train_step, keep_learning_rates,
                              make_sgd, resolve_step_mode, restore_state, snapshot,
                              training_state_of)
 

@@ -8,10 +8,10 @@ from torch import Tensor
 from torch.utils.data import Subset
 
 from args import parse_args
-from utils.data import InMemoryImages
-from utils.dataset_facts import CIFAR_MEAN, CIFAR_STD
+from boostnet.data.loaders import InMemoryImages
+from boostnet.data.datasets import CIFAR_MEAN, CIFAR_STD
 from utils.errors import UserError
-from utils.gpu_data import GpuBatches, sample_augmentation, uint8_arrays, use_gpu_data
+from boostnet.data.gpu_batches import GpuBatches, sample_augmentation, uint8_arrays, use_gpu_data
 
 COUNT = 103
 SIZE = 8

@@ -20,10 +20,10 @@ from utils.errors import run_cli
 
 # python arguments that start each helper, and the file whose main() parses its flags
 HELPERS = {
-    "recipes": (["-m", "utils.recipes"], "utils/recipes.py"),
+    "recipes": (["-m", "boostnet.recipes"], "boostnet/recipes.py"),
     "adaptive_inference": (["adaptive_inference.py"], "adaptive_inference.py"),
-    "make_fashion_mnist_mini": (["utils/make_fashion_mnist_mini.py"], "utils/make_fashion_mnist_mini.py"),
-    "make_digits": (["-m", "utils.make_digits"], "utils/make_digits.py"),
+    "make_fashion_mnist_mini": (["scripts/make_fashion_mnist_mini.py"], "scripts/make_fashion_mnist_mini.py"),
+    "make_digits": (["scripts/make_digits.py"], "scripts/make_digits.py"),
     "study": (["scripts/study.py"], "scripts/study.py"),
     "benchmark": (["scripts/benchmark.py"], "scripts/benchmark.py"),
     "bench_budgeted": (["scripts/bench_budgeted.py"], "scripts/bench_budgeted.py"),
@@ -73,7 +73,7 @@ def test_every_flag_and_argument_has_help(name, monkeypatch):
 
 
 def test_recipes_prints_a_recipe_and_refuses_an_unknown_one_in_one_line(capsys):
-    from utils import recipes
+    from boostnet import recipes
     with pytest.raises(SystemExit) as stop:
         run_cli(recipes.main, ["msdnet_cifar100_budgeted"])
     assert stop.value.code == 0
@@ -87,25 +87,25 @@ def test_recipes_prints_a_recipe_and_refuses_an_unknown_one_in_one_line(capsys):
 def test_make_digits_without_scikit_learn_names_the_package_in_one_line(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "sklearn", None)  # import sklearn now fails
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
-    digits = (ROOT / "utils" / "digits.npz").read_bytes()
+    digits = (ROOT / "boostnet" / "data" / "digits.npz").read_bytes()
     with pytest.raises(SystemExit) as stop:
-        run_cli(load_main("utils/make_digits.py", monkeypatch), [])
+        run_cli(load_main("scripts/make_digits.py", monkeypatch), [])
     err = capsys.readouterr().err
     assert stop.value.code == 2 and err.count("\n") == 1
     assert "scikit-learn" in err and "pip install scikit-learn" in err
-    assert (ROOT / "utils" / "digits.npz").read_bytes() == digits
+    assert (ROOT / "boostnet" / "data" / "digits.npz").read_bytes() == digits
 
 
 def test_make_fashion_mnist_mini_without_the_full_set_names_the_set_up_script(tmp_path, capsys,
                                                                               monkeypatch):
-    mini = (ROOT / "utils" / "fashion_mnist_mini.npz").read_bytes()
+    mini = (ROOT / "boostnet" / "data" / "fashion_mnist_mini.npz").read_bytes()
     with pytest.raises(SystemExit) as stop:
-        run_cli(load_main("utils/make_fashion_mnist_mini.py", monkeypatch),
+        run_cli(load_main("scripts/make_fashion_mnist_mini.py", monkeypatch),
                 [str(tmp_path / "none")])
     err = capsys.readouterr().err
     assert stop.value.code == 2 and err.count("\n") == 1
     assert f"bash scripts/get_fashion_mnist.sh {tmp_path / 'none'}`" in err
-    assert (ROOT / "utils" / "fashion_mnist_mini.npz").read_bytes() == mini
+    assert (ROOT / "boostnet" / "data" / "fashion_mnist_mini.npz").read_bytes() == mini
     assert not (tmp_path / "none").exists()
 
 

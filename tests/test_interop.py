@@ -19,7 +19,7 @@ import pytest
 import torch
 from torch import nn
 
-import utils.evaluator as evaluator
+import boostnet.evaluation.evaluator as evaluator
 import utils.plots as plots
 from args import parse_args
 from models import MultiExitNetwork, build_model, param_groups_by_stage
@@ -27,12 +27,12 @@ from models.foreign import original_names
 from tests.conftest import ROOT, TINY_MSDNET, TINY_RANET
 from train_cifar100 import main as train_main
 from utils.checkpoint import load_checkpoint
-from utils.costs import costs_for_args
-from utils.data import build_splits, eval_loader
+from models.costs import costs_for_args
+from boostnet.data.loaders import build_splits, eval_loader
 from utils.distributed import DistInfo
 from utils.errors import UserError, run_cli
-from utils.engine import parameter_groups
-from utils.evaluator import compute_logits
+from boostnet.training.engine import parameter_groups
+from boostnet.evaluation.evaluator import compute_logits
 
 DATA = ROOT / "tests" / "foreign_keys"
 RECORDED = {"msdnet_ge": "boostnet_msdnet_ge_cifar100", "ranet": "boostnet_ranet_cifar100",

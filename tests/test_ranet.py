@@ -11,7 +11,7 @@ from torch import nn
 from args import num_exits, parse_args
 from models import build_model, select_samples
 from models.ranet import RANetConfig
-from utils.costs import costs_for_args
+from models.costs import costs_for_args
 from tests.conftest import TINY_RANET
 
 RANET_C100 = ["--arch", "ranet", "--nBlocks", "2", "--stepmode", "even", "--step", "4",

@@ -14,7 +14,7 @@ from args import num_exits, parse_args
 from tests.conftest import ROOT, TINY_MSDNET
 
 STUB = """#!/usr/bin/env bash
-if [ "$1 $2" = "-m utils.recipes" ]; then exec "$REAL_PYTHON" "$@"; fi
+if [ "$1 $2" = "-m boostnet.recipes" ]; then exec "$REAL_PYTHON" "$@"; fi
 printf '%s\\t' "$(basename "$0")" "$@" >> "$COMMAND_LOG"
 echo >> "$COMMAND_LOG"
 """

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import utils.engine
-import utils.recovery
+import boostnet.training.engine
+import boostnet.runs.recovery
 from tests.conftest import ROOT, TINY_MSDNET
 from tests.test_training import SHORT, assert_one_line_error, load, train
 from utils.errors import EXIT_PREEMPTED
-from utils.recovery import StopSignals
+from boostnet.runs.recovery import StopSignals
 
 FLAGS = [*TINY_MSDNET, *SHORT, "--use-valid", "--lr_milestones", "1"]
 NO_SPACE = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -59,19 +59,19 @@ def metric_rows(run: Path) -> list[dict]:
 def signal_at_step(monkeypatch, number: int, step: int) -> None:
     """Send this process signal `number` right after its `step`-th training step (counted over
     the whole run), through the real handler."""
-    poll = utils.recovery.RecoveryTrigger.poll
+    poll = boostnet.runs.recovery.RecoveryTrigger.poll
     steps = iter(range(1, 10 ** 6))
 
     def poll_and_signal(self, at_sync_point: bool):
         if next(steps) == step:
             os.kill(os.getpid(), number)
         return poll(self, at_sync_point)
-    monkeypatch.setattr(utils.recovery.RecoveryTrigger, "poll", poll_and_signal)
+    monkeypatch.setattr(boostnet.runs.recovery.RecoveryTrigger, "poll", poll_and_signal)
 
 
 def hold_lock(run: Path) -> subprocess.Popen:
     """Another process holding RUN/.lock (as a training does) until it is killed."""
-    code = ("import sys; from utils.run_lock import RunLock\n"
+    code = ("import sys; from boostnet.runs.lock import RunLock\n"
             f"with RunLock({str(run)!r}):\n    print('locked', flush=True); sys.stdin.read()")
     holder = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
@@ -188,13 +188,13 @@ def test_a_signal_during_validation_stops_after_the_epoch_checkpoint(
         tmp_path, capsys, monkeypatch):
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     assert train(*FLAGS, "--epochs", "2", "--result_dir", str(straight)) == 0
-    evaluate = utils.engine.Trainer.evaluate
+    evaluate = boostnet.training.engine.Trainer.evaluate
 
     def evaluate_after_a_signal(self, loader):
         os.kill(os.getpid(), signal.SIGTERM)
         return evaluate(self, loader)
     with monkeypatch.context() as patch:
-        patch.setattr(utils.engine.Trainer, "evaluate", evaluate_after_a_signal)
+        patch.setattr(boostnet.training.engine.Trainer, "evaluate", evaluate_after_a_signal)
         assert train(*FLAGS, "--epochs", "2", "--result_dir", str(stopped)) == EXIT_PREEMPTED
     assert "stopped: SIGTERM: stopped after epoch 1 and saved" in capsys.readouterr().err
     assert not (stopped / "model_recovery.pth").exists()
@@ -280,12 +280,12 @@ def test_records_carry_provenance_timestamps_eta_and_one_summary_row_per_epoch(
 
 def test_deterministic_mode_is_on_while_training(tmp_path, monkeypatch):
     seen = []
-    fit = utils.engine.Trainer.fit
+    fit = boostnet.training.engine.Trainer.fit
 
     def fit_noting_the_mode(self):
         seen.append(torch.are_deterministic_algorithms_enabled())
         return fit(self)
-    monkeypatch.setattr(utils.engine.Trainer, "fit", fit_noting_the_mode)
+    monkeypatch.setattr(boostnet.training.engine.Trainer, "fit", fit_noting_the_mode)
     assert train(*FLAGS, "--epochs", "1", "--deterministic", "--result_dir",
                  str(tmp_path / "run")) == 0
     assert seen == [True]

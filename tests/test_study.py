@@ -13,9 +13,9 @@ import pytest
 from tests.conftest import ROOT, TINY_MSDNET
 from utils.errors import run_cli
 from utils.json_files import read_json
-from utils.study import (RunResult, aggregate, common_grid, curve_area, interpolate, summarize,
+from boostnet.reporting.study_stats import (RunResult, aggregate, common_grid, curve_area, interpolate, summarize,
                          t_quantile_975)
-from utils.study_report import csv_rows, study_markdown, write_study
+from boostnet.reporting.study_report import csv_rows, study_markdown, write_study
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -16,7 +16,7 @@ from models import build_model
 from models.boosting import build_boosted
 from tests.conftest import ROOT, TINY_MSDNET, TINY_RANET
 from train_cifar100 import main
-from utils.data import build_splits
+from boostnet.data.loaders import build_splits
 from utils.errors import run_cli
 
 DIGITS = ["--dataset", "digits", "--workers", "0", "--device", "cpu", "--log-interval", "4"]

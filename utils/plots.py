@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from args import OneLineParser  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
-from utils.evaluated_checkpoint import SHOWN_DIGEST_CHARS  # noqa: E402
+from boostnet.evaluation.checkpoint_choice import SHOWN_DIGEST_CHARS  # noqa: E402
 from utils.json_files import read_json  # noqa: E402
 
 ANYTIME_FILE = "anytime.json"

@@ -30,17 +30,17 @@ from models import MultiExitNetwork, build_model
 from models.boosting import BoostedNetwork, build_boosted
 from utils.checkpoint import (file_digest, load_checkpoint, load_weights, save_checkpoint,
                               write_text_atomically)
-from utils.costs import ExitCosts, count_exit_costs
-from utils.data import SPLIT_FILE, DataSplits, build_splits, eval_loader
-from utils.dataset_facts import dataset_info
+from models.costs import ExitCosts, count_exit_costs
+from boostnet.data.loaders import SPLIT_FILE, DataSplits, build_splits, eval_loader
+from boostnet.data.datasets import dataset_info
 from utils.distributed import DistInfo, resolve_device, use_threads
-from utils.early_exit import early_exit_predict, early_exit_throughput, expected_cost
+from boostnet.evaluation.early_exit import early_exit_predict, early_exit_throughput, expected_cost
 from utils.errors import UserError
-from utils.evaluated_checkpoint import EvaluatedCheckpoint, checkpoint_path, describe_checkpoint
+from boostnet.evaluation.checkpoint_choice import EvaluatedCheckpoint, checkpoint_path, describe_checkpoint
 from utils.json_files import read_json, write_json
-from utils.logits_dump import SplitDump, check_dump_path, source_indices, write_logits_dump
+from boostnet.evaluation.logits_dump import SplitDump, check_dump_path, source_indices, write_logits_dump
 from utils.metrics import expected_calibration_error, negative_log_likelihood, topk_accuracy
-from utils.run_dir import CONFIG_FILE
+from boostnet.runs.records import CONFIG_FILE
 
 COMMAND_LINE_ONLY = ("evaluate_from", "checkpoint", "evalmode", "flat_curve", "budget", "real_exit",
                      "save_logits")

@@ -3,13 +3,13 @@
 One process or a torchrun job (detected from the environment): SGD with per-exit
 weight-decay groups, MultiStepLR, the boosted or joint objective. The step itself (eager,
 torch.compile or a captured CUDA graph; autocast, channels-last) comes from
-:mod:`utils.fast_step`; the loop keeps metrics on the device and synchronises with it only
+:mod:`boostnet.training.step`; the loop keeps metrics on the device and synchronises with it only
 every `--log-interval` steps. Per epoch: validation (with --use-valid), config, log,
 summary.csv, TensorBoard scalars and an atomic `model_latest.pth` (+ `model_best.pth`), so
 `--resume` continues exactly where the last epoch ended. Inside the epoch, every
 `--checkpoint-interval` and on SIGTERM, SIGUSR1 or Ctrl-C, an atomic `model_recovery.pth`
-records the position in the epoch too (:mod:`utils.recovery`); a stop then exits with
-EXIT_PREEMPTED. The run directory is locked while training (:mod:`utils.run_lock`).
+records the position in the epoch too (:mod:`boostnet.runs.recovery`); a stop then exits with
+EXIT_PREEMPTED. The run directory is locked while training (:mod:`boostnet.runs.lock`).
 """
 from __future__ import annotations
 
@@ -35,20 +35,20 @@ from models.boosting import build_boosted, build_objective
 from utils import distributed
 from utils.checkpoint import (capture_rng_state, load_checkpoint, load_weights, restore_rng_state,
                               save_checkpoint)
-from utils.data import build_splits, eval_loader, remaining_batches, start_epoch, train_loader
-from utils.dataset_facts import dataset_info
+from boostnet.data.loaders import build_splits, eval_loader, remaining_batches, start_epoch, train_loader
+from boostnet.data.datasets import dataset_info
 from utils.determinism import deterministic_algorithms
 from utils.distributed import DistInfo
 from utils.errors import UserError
-from utils.fast_step import (build_eval_forward, build_train_step, make_sgd, memory_format_for,
+from boostnet.training.step import (build_eval_forward, build_train_step, make_sgd, memory_format_for,
                              resolve_step_mode)
-from utils.gpu_data import GpuBatches, use_gpu_data
+from boostnet.data.gpu_batches import GpuBatches, use_gpu_data
 from utils.metrics import correct_counts
-from utils.recovery import PartialEpoch, RecoveryTrigger, newest_checkpoint, preempted
-from utils.run_dir import (BEST_CHECKPOINT, LATEST_CHECKPOINT, RunLog, check_run_dir, duration_text,
+from boostnet.runs.recovery import PartialEpoch, RecoveryTrigger, newest_checkpoint, preempted
+from boostnet.runs.records import (BEST_CHECKPOINT, LATEST_CHECKPOINT, RunLog, check_run_dir, duration_text,
                            locate_checkpoint, provenance, write_config, write_summary)
-from utils.run_files import RECOVERY_CHECKPOINT, run_config
-from utils.run_lock import owned_run_dir
+from boostnet.runs.layout import RECOVERY_CHECKPOINT, run_config
+from boostnet.runs.lock import owned_run_dir
 
 RESUME_MUST_MATCH = ("dataset", "arch", "nBlocks", "base", "step", "stepmode", "nChannels",
                      "growthRate", "grFactor", "bnFactor", "prune", "reduction", "bottleneck",

@@ -1,6 +1,6 @@
 """The recipe models scripts/benchmark.py times (docs/recipes.md), at their real sizes and
 shrunk for `--quick`. Torch-free, so that the benchmark's --help and flag checks are instant;
-the timing itself is utils/benchmark.py.
+the timing itself is boostnet/benchmarks/timing.py.
 """
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from dataclasses import asdict, dataclass
 from typing import Optional
 
 from args import parse_args
-from utils.dataset_facts import dataset_info
-from utils.recipes import RECIPES
+from boostnet.data.datasets import dataset_info
+from boostnet.recipes import RECIPES
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Splits, transforms and loaders for every dataset of utils/dataset_facts.py.
+"""Splits, transforms and loaders for every dataset of boostnet/data/datasets.py.
 
 In-memory sets live as uint8 tensors and are augmented per sample with torchvision v2 tensor
 transforms (no PIL); folder sets are read by torchvision's ImageFolder. `--use-valid` holds
@@ -22,12 +22,12 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 from torchvision import datasets
 from torchvision.transforms import v2
 
-from utils.dataset_facts import DatasetInfo, dataset_info
-from utils.datasets import in_memory_loader
+from boostnet.data.datasets import DatasetInfo, dataset_info
+from boostnet.data.readers import in_memory_loader
 from utils.distributed import DistInfo, launch_info
 from utils.errors import UserError
 from utils.json_files import read_json, write_json
-from utils.recovery import STOP_SIGNALS
+from boostnet.runs.recovery import STOP_SIGNALS
 
 SPLIT_FILE = "split.json"
 CIFAR_PADDING = 4

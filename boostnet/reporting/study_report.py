@@ -1,6 +1,6 @@
 """The files of a study over seeds: study.json, study.csv, study.md and study.png (docs/study.md).
 
-Everything is drawn from the dict :func:`utils.study.aggregate` returns; a missing interval
+Everything is drawn from the dict :func:`boostnet.reporting.study_stats.aggregate` returns; a missing interval
 (one seed) is null in JSON and "n/a" in the CSV and the Markdown.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from utils.checkpoint import write_text_atomically  # noqa: E402
-from utils.evaluator import write_csv  # noqa: E402
+from boostnet.evaluation.evaluator import write_csv  # noqa: E402
 from utils.json_files import write_json  # noqa: E402
 from utils.plots import markdown_table  # noqa: E402
 

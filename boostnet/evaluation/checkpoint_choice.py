@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from utils.errors import UserError
-from utils.run_files import BEST_CHECKPOINT, LATEST_CHECKPOINT
+from boostnet.runs.layout import BEST_CHECKPOINT, LATEST_CHECKPOINT
 
 CHECKPOINT_FILES = {"best": BEST_CHECKPOINT, "latest": LATEST_CHECKPOINT}
 DEFAULT_KIND = "best"

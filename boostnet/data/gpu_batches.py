@@ -22,9 +22,9 @@ import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 from torch.utils.data import Dataset, DistributedSampler, Subset
 
-from utils.data import InMemoryImages, epoch_seed
-from utils.dataset_facts import CIFAR_MEAN, CIFAR_STD, dataset_info
-from utils.datasets import in_memory_loader
+from boostnet.data.loaders import InMemoryImages, epoch_seed
+from boostnet.data.datasets import CIFAR_MEAN, CIFAR_STD, dataset_info
+from boostnet.data.readers import in_memory_loader
 from utils.errors import UserError
 
 Batch = tuple[Tensor, Tensor]
@@ -112,7 +112,7 @@ class GpuBatches:
     @classmethod
     def from_dataset(cls, dataset: Dataset, batch_size: int, device: torch.device, seed: int,
                      **options) -> "GpuBatches":
-        """The same, from the in-memory training set `utils.data.build_splits` returns."""
+        """The same, from the in-memory training set `boostnet.data.loaders.build_splits` returns."""
         return cls.from_uint8(*uint8_arrays(dataset), batch_size, device, seed, **options)
 
     def __len__(self) -> int:

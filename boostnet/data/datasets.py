@@ -8,7 +8,7 @@ heads, smaller ones the CIFAR-style ones (docs/architectures.md).
 
 This module imports neither torch nor torchvision, so that every program's parser (and its
 ``--help``) starts in a fraction of a second; how each dataset's images are read is in
-:mod:`utils.datasets`. A new dataset is one entry here and, for an in-memory one, one loader
+:mod:`boostnet.data.readers`. A new dataset is one entry here and, for an in-memory one, one loader
 there.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What a run directory holds: its file names and what config.json records.
 
 Torch-free, so that programs that only look at run directories (scripts/study.py, the
-parsers) start at once; writing those files is utils/run_dir.py.
+parsers) start at once; writing those files is boostnet/runs/records.py.
 """
 from __future__ import annotations
 

@@ -24,13 +24,13 @@ from models.boosting import build_objective
 from models.foreign import original_names
 from utils.checkpoint import (file_digest, first_mismatch, read_checkpoint, save_checkpoint,
                               strip_wrapper_prefixes)
-from utils.data import load_or_create_split, official_sets
-from utils.dataset_facts import dataset_info
-from utils.engine import build_optimizer, build_scheduler, training_state
+from boostnet.data.loaders import load_or_create_split, official_sets
+from boostnet.data.datasets import dataset_info
+from boostnet.training.engine import build_optimizer, build_scheduler, training_state
 from utils.errors import UserError
 from utils.json_files import write_json
-from utils.run_dir import BEST_CHECKPOINT, LATEST_CHECKPOINT, write_config
-from utils.run_files import run_config
+from boostnet.runs.records import BEST_CHECKPOINT, LATEST_CHECKPOINT, write_config
+from boostnet.runs.layout import run_config
 
 BOOSTNET = "official BoostNet code"
 MSDNET_PYTORCH = "MSDNet-PyTorch"

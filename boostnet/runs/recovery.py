@@ -17,7 +17,7 @@ from args import interval_parts
 from utils import distributed
 from utils.checkpoint import load_checkpoint, restore_rng_state
 from utils.errors import EXIT_PREEMPTED, Preempted, UserError
-from utils.run_dir import LATEST_CHECKPOINT, RESUMABLE_CHECKPOINTS
+from boostnet.runs.records import LATEST_CHECKPOINT, RESUMABLE_CHECKPOINTS
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 MID_EPOCH_MUST_MATCH = ("batch_size", "max_steps_per_epoch")

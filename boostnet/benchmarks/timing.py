@@ -18,16 +18,16 @@ from adaptive_inference import exit_fractions, find_thresholds
 from args import num_exits, parse_args
 from models import build_model
 from models.boosting import BoostedNetwork, ExitObjective, build_boosted, build_objective
-from utils.benchmark_models import MODELS, QUICK_MODELS, Benchmarked
-from utils.costs import count_exit_costs
-from utils.dataset_facts import DATASETS, dataset_info
+from boostnet.benchmarks.cases import MODELS, QUICK_MODELS, Benchmarked
+from models.costs import count_exit_costs
+from boostnet.data.datasets import DATASETS, dataset_info
 from utils.distributed import DistInfo, resolve_device
-from utils.early_exit import (GraphedExitStages, early_exit_predict, exit_stage, expected_cost,
+from boostnet.evaluation.early_exit import (GraphedExitStages, early_exit_predict, exit_stage, expected_cost,
                               synchronize)
-from utils.engine import parameter_groups
+from boostnet.training.engine import parameter_groups
 from utils.errors import UserError
-from utils.fast_step import build_eval_forward, build_train_step, make_sgd
-from utils.gpu_data import GpuBatches
+from boostnet.training.step import build_eval_forward, build_train_step, make_sgd
+from boostnet.data.gpu_batches import GpuBatches
 from utils.json_files import write_json
 from utils.plots import markdown_table
 

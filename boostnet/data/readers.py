@@ -1,9 +1,9 @@
-"""How the images of each dataset of :mod:`utils.dataset_facts` are read.
+"""How the images of each dataset of :mod:`boostnet.data.datasets` are read.
 
 In-memory sets (CIFAR-100, Fashion-MNIST, digits) are loaded as uint8 tensors (N, 3, H, W) by
 the loader :data:`LOADERS` names for them; every other dataset (ImageNet, `folder`) is read
-image by image from `train/` and `val/` class folders (utils/data.py). The facts of each
-dataset (classes, sizes, normalisation) are in :mod:`utils.dataset_facts`, which parsers read
+image by image from `train/` and `val/` class folders (boostnet/data/loaders.py). The facts of each
+dataset (classes, sizes, normalisation) are in :mod:`boostnet.data.datasets`, which parsers read
 without importing torch.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from torch import Tensor
 from torchvision import datasets as tv_datasets
 
 from utils.cleanup import outermost_missing, removed_on_failure
-from utils.dataset_facts import DIGITS_TEST_FRACTION, DatasetInfo
+from boostnet.data.datasets import DIGITS_TEST_FRACTION, DatasetInfo
 from utils.errors import UserError
 
 Arrays = tuple[Tensor, Tensor, Tensor, Tensor]  # train images, train labels, test images, labels
@@ -79,7 +79,7 @@ FASHION_MNIST_MINI_FILE = Path(__file__).with_name("fashion_mnist_mini.npz")
 
 def load_fashion_mnist_mini(root: Optional[Path] = None) -> Arrays:
     """The embedded class-balanced Fashion-MNIST subset (600 training and 100 test images per
-    class, utils/make_fashion_mnist_mini.py), padded to 32x32 RGB like the full set."""
+    class, scripts/make_fashion_mnist_mini.py), padded to 32x32 RGB like the full set."""
     with np.load(FASHION_MNIST_MINI_FILE) as stored:
         return tuple(pad_and_replicate(torch.from_numpy(stored[f"{split}_images"]), 32)
                      if kind == "images" else torch.from_numpy(stored[f"{split}_labels"]).long()
@@ -92,7 +92,7 @@ DIGITS_TEST_SEED = 0
 
 
 def load_digits(root: Optional[Path] = None) -> Arrays:
-    """scikit-learn's 1,797 digits (8x8, committed as utils/digits.npz) upsampled to 32x32 RGB.
+    """scikit-learn's 1,797 digits (8x8, committed as boostnet/data/digits.npz) upsampled to 32x32 RGB.
 
     A fixed, seed-independent fifth is the test set; the rest is for training.
     """

@@ -21,10 +21,10 @@ from tqdm import tqdm
 from utils.checkpoint import write_text_atomically
 from utils.errors import UserError
 from utils.json_files import write_json
-from utils.run_files import (BEST_CHECKPOINT, CHECKPOINT_NAMES, CONFIG_FILE, LATEST_CHECKPOINT, LOG_FILE,
+from boostnet.runs.layout import (BEST_CHECKPOINT, CHECKPOINT_NAMES, CONFIG_FILE, LATEST_CHECKPOINT, LOG_FILE,
                              RESUMABLE_CHECKPOINTS, SUMMARY_FILE, TENSORBOARD_DIR)
 
-REPOSITORY = Path(__file__).resolve().parents[1]
+REPOSITORY = Path(__file__).resolve().parents[2]
 GIT_TIMEOUT_S = 10
 
 

@@ -1,10 +1,10 @@
-"""Regenerate `utils/fashion_mnist_mini.npz`, the class-balanced Fashion-MNIST subset the demo uses.
+"""Regenerate `boostnet/data/fashion_mnist_mini.npz`, the class-balanced Fashion-MNIST subset the demo uses.
 
 The first 600 training and the first 100 test images of every class, in the files' order, from
 the full set in DIR/FashionMNIST/raw (get it with `bash scripts/get_fashion_mnist.sh DIR`).
 Fashion-MNIST is (c) Zalando SE, MIT licence.
 
-    python -m utils.make_fashion_mnist_mini data
+    python scripts/make_fashion_mnist_mini.py data
 """
 import sys
 from pathlib import Path
@@ -17,9 +17,9 @@ from torchvision.datasets import FashionMNIST
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # also run as a file
 
 from args import OneLineParser  # noqa: E402
+from boostnet.data.readers import FASHION_MNIST_MINI_FILE as MINI_FILE  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
-MINI_FILE = Path(__file__).with_name("fashion_mnist_mini.npz")
 TRAIN_PER_CLASS = 600
 TEST_PER_CLASS = 100
 
@@ -41,7 +41,7 @@ def read_split(root: Path, train: bool) -> FashionMNIST:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Write the subset of the full set in DIR to MINI_FILE."""
-    parser = OneLineParser(prog="python -m utils.make_fashion_mnist_mini",
+    parser = OneLineParser(prog="python scripts/make_fashion_mnist_mini.py",
                            description=__doc__.splitlines()[0], epilog=f"Writes {MINI_FILE}.")
     parser.add_argument("root", metavar="DIR", type=Path, nargs="?", default=Path("data"),
                         help="folder holding the full set in FashionMNIST/raw")

@@ -16,7 +16,7 @@ from torch import nn
 
 from models import MultiExitNetwork, build_model
 from models.layers import Resize
-from utils.dataset_facts import dataset_info
+from boostnet.data.datasets import dataset_info
 
 INTERPOLATION_MACS_PER_OUTPUT = 4
 

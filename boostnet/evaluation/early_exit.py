@@ -22,7 +22,7 @@ from models import select_samples
 from models.boosting import BoostedNetwork
 from models.multi_exit import Features
 from utils.cuda_graphs import ShapeGraphs, require_cuda, tensor_leaves
-from utils.fast_step import build_eval_forward
+from boostnet.training.step import build_eval_forward
 
 
 @dataclass

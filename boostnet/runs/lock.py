@@ -12,7 +12,7 @@ from typing import Iterator, Optional, TextIO
 from utils.checkpoint import remove_orphaned_temporary_files
 from utils.cleanup import outermost_missing, removed_on_failure
 from utils.errors import UserError
-from utils.run_dir import local_timestamp
+from boostnet.runs.records import local_timestamp
 
 LOCK_FILE = ".lock"
 

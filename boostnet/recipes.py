@@ -3,7 +3,7 @@ tests read (docs/recipes.md).
 
 A recipe is a dataset, training flags and how its run is evaluated. `--recipe NAME` on a
 training entry point takes the recipe's flags as defaults; flags typed on the command line
-override them. `python -m utils.recipes NAME` prints the training entry point's dataset
+override them. `python -m boostnet.recipes NAME` prints the training entry point's dataset
 family and the evaluation flags, one line, for scripts/recipe_lib.sh.
 """
 from __future__ import annotations
@@ -87,7 +87,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     """Print `FAMILY EVAL_FLAGS...` of the named recipe (for the shell scripts)."""
     from args import OneLineParser  # here: args imports this module
 
-    parser = OneLineParser(prog="python -m utils.recipes",
+    parser = OneLineParser(prog="python -m boostnet.recipes",
                            description="Print the training entry point's dataset family (cifar100 "
                                        "or imagenet) and the evaluation flags of a paper recipe, "
                                        "one line, for scripts/recipe_lib.sh (docs/recipes.md).")

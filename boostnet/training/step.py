@@ -182,7 +182,7 @@ def check_graph_ready(network: BoostedNetwork, optimizer: torch.optim.Optimizer)
         raise ValueError("a CUDA-graph step cannot capture DistributedDataParallel; use 'compile'")
     if not isinstance(optimizer, torch.optim.SGD) or any(
             not group["fused"] or group["dampening"] != 0 for group in optimizer.param_groups):
-        raise ValueError("a CUDA-graph step needs fused SGD without dampening (utils.fast_step.make_sgd)")
+        raise ValueError("a CUDA-graph step needs fused SGD without dampening (boostnet.training.step.make_sgd)")
 
 
 def build_train_step(network: BoostedNetwork, objective: ExitObjective,
