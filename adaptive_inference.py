@@ -347,7 +347,7 @@ def _expected_costs(exit_counts: Tensor, cost_per_exit: Tensor, n_samples: int) 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Say what this library module is and which programs run it (it has no command of its own)."""
-    from args import OneLineParser  # only here: the library itself needs no command line
+    from utils.cli import OneLineParser
 
     parser = OneLineParser(
         prog="adaptive_inference.py", description=__doc__.splitlines()[0],

@@ -2,7 +2,7 @@
 
 The model comes from the model flags, from a paper recipe (`--recipe NAME`) or from a run
 directory's config.json (`--run-dir RUN_DIR`); typed flags override either. The counting
-itself is models/costs.py.
+itself is the backbone's own convention (models/costs.py for MSDNet and RANet).
 
     python op_counter.py --arch msdnet_ge --nBlocks 10 --step 2 --base 4 --json
     python op_counter.py --recipe ranet_imagenet_anytime
@@ -30,10 +30,10 @@ def format_table(costs: ExitCosts) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse and check the flags, then build the model and print its per-exit costs."""
-    args = parse_costs_args(argv, prog="op_counter.py")
-    from models.costs import costs_for_args  # torch: only once the flags are checked
-    costs = costs_for_args(args)
-    if args.json:
+    request = parse_costs_args(argv, prog="op_counter.py")
+    spec = request.model
+    costs = spec.backbone.cost(spec.build(), spec.inputs)  # torch: only once the flags are checked
+    if request.json:
         print(json_text({"macs": costs.macs, "params": costs.params, "true_macs": costs.true_macs},
                         indent=None))
     else:

@@ -11,9 +11,9 @@ from utils.errors import run_cli
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Parse the flags (CIFAR-100 by default) and train."""
-    args = parse_args(argv, prog="train_cifar100.py", dataset="cifar100")
+    job = parse_args(argv, prog="train_cifar100.py", dataset="cifar100")
     from boostnet.training.engine import run_training  # torch: only once the flags are checked
-    run_training(args)
+    run_training(job)
 
 
 if __name__ == "__main__":

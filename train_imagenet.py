@@ -7,7 +7,8 @@
 from fractions import Fraction
 from typing import Optional, Sequence
 
-from args import EpochFractions, parse_args
+from args import parse_args
+from boostnet.training.settings import EpochFractions
 from utils.errors import run_cli
 
 IMAGENET_EPOCHS = 90
@@ -16,10 +17,10 @@ IMAGENET_SCHEDULE = EpochFractions((Fraction(1, 3), Fraction(2, 3)))  # 30, 60 o
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Parse the flags (ImageNet, 90 epochs decayed after 1/3 and 2/3 of them by default) and train."""
-    args = parse_args(argv, prog="train_imagenet.py", dataset="imagenet", epochs=IMAGENET_EPOCHS,
+    job = parse_args(argv, prog="train_imagenet.py", dataset="imagenet", epochs=IMAGENET_EPOCHS,
                       lr_milestones=IMAGENET_SCHEDULE)
     from boostnet.training.engine import run_training  # torch: only once the flags are checked
-    run_training(args)
+    run_training(job)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ so that `--resume` continues the original run. docs/checkpoints.md describes it 
 """
 from __future__ import annotations
 
-import argparse
 import math
 import warnings
 from dataclasses import dataclass
@@ -19,18 +18,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from models import MultiExitNetwork, build_model, param_groups_by_stage
-from models.boosting import build_objective
+from models.multi_exit import MultiExitNetwork, param_groups_by_stage
+from models.objectives import objective
 from models.foreign import original_names
 from utils.checkpoint import (file_digest, first_mismatch, read_checkpoint, save_checkpoint,
                               strip_wrapper_prefixes)
 from boostnet.data.loaders import load_or_create_split, official_sets
-from boostnet.data.datasets import dataset_info
-from boostnet.training.engine import build_optimizer, build_scheduler, training_state
+from boostnet.training.engine import training_state
+from boostnet.training.optim import build_optimizer, build_scheduler
+from boostnet.training.settings import TrainingJob
 from utils.errors import UserError
 from utils.json_files import write_json
 from boostnet.runs.records import BEST_CHECKPOINT, LATEST_CHECKPOINT, write_config
-from boostnet.runs.layout import run_config
 
 BOOSTNET = "official BoostNet code"
 MSDNET_PYTORCH = "MSDNet-PyTorch"
@@ -100,12 +99,12 @@ def backbone_of(weights: dict[str, Tensor]) -> str | None:
     return None
 
 
-def check_backbone(foreign: ForeignCheckpoint, args: argparse.Namespace, path: Path) -> None:
+def check_backbone(foreign: ForeignCheckpoint, arch: str, path: Path) -> None:
     found = backbone_of(foreign.weights)
-    wanted = "ranet" if args.arch == "ranet" else "msdnet"
+    wanted = "ranet" if arch == "ranet" else "msdnet"
     if found is not None and found != wanted:
         prefixes = ", ".join(f"{prefix}*" for prefix in BACKBONE_PREFIXES[found])
-        raise UserError(f"--arch: {path} holds a {found} (keys {prefixes}) but --arch {args.arch} "
+        raise UserError(f"--arch: {path} holds a {found} (keys {prefixes}) but --arch {arch} "
                         f"builds a {wanted}; pass the model flags of the run that wrote it")
 
 
@@ -162,7 +161,7 @@ def source_momentum(model: MultiExitNetwork, foreign: ForeignCheckpoint, names: 
     return buffers, settings
 
 
-def resumable_optimizer(model: MultiExitNetwork, args: argparse.Namespace,
+def resumable_optimizer(model: MultiExitNetwork, job: TrainingJob,
                         foreign: ForeignCheckpoint, names: dict[str, str]
                         ) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.LRScheduler]:
     """Our optimiser holding the source's momentum buffers and our schedule after its epochs.
@@ -170,7 +169,8 @@ def resumable_optimizer(model: MultiExitNetwork, args: argparse.Namespace,
     Raises ValueError when the file's optimiser state does not carry over to these flags.
     """
     buffers, settings = source_momentum(model, foreign, names)
-    optimizer = build_optimizer(model, args, torch.device("cpu"))
+    optimizer = build_optimizer(model, job.train, job.model.backbone.per_exit_weight_decay,
+                                torch.device("cpu"))
     parameter_name = {id(p): names[name] for name, p in model.named_parameters()}
     for group in optimizer.param_groups:
         for p in group["params"]:
@@ -182,7 +182,7 @@ def resumable_optimizer(model: MultiExitNetwork, args: argparse.Namespace,
                                  f"--momentum)")
             if name in buffers:
                 optimizer.state[p]["momentum_buffer"] = buffers[name].clone()
-    scheduler = build_scheduler(optimizer, args)
+    scheduler = build_scheduler(optimizer, job.train)
     with warnings.catch_warnings():  # stepping the schedule without optimiser steps is the point
         warnings.simplefilter("ignore", UserWarning)
         for _ in range(foreign.epochs_done):
@@ -196,24 +196,25 @@ def check_out_dir(out: Path) -> None:
                         f"new run directory")
 
 
-def import_run(source: Path, out: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Convert `source` into the run directory `out` for the model `args` describes; returns the
-    note written to imported_from.json. Every check happens before anything is written."""
+def import_run(source: Path, job: TrainingJob) -> dict[str, Any]:
+    """Convert `source` into the run directory of `job` (`--out`) for the model it describes;
+    returns the note written to imported_from.json. Every check happens before anything is
+    written."""
+    out = job.run.result_dir
     check_out_dir(out)
     foreign = parse_foreign(read_checkpoint(source, FLAG), source)
-    check_backbone(foreign, args, source)
-    args = argparse.Namespace(**{**vars(args), "result_dir": str(out)})
-    model = build_model(args)
+    check_backbone(foreign, job.model.arch, source)
+    model = job.model.build()
     names = original_names(model)
     model.load_state_dict(mapped_weights(model, foreign, source, names))
-    config = run_config(args)
+    config = job.record
     # The original's held-out images are not in its checkpoint: --use-valid makes our split.
-    train_count = len(official_sets(args)[0]) if args.use_valid else None
+    train_count = len(official_sets(job.data)[0]) if job.train.use_valid else None
     resume_problem = None
     try:
         if foreign.epochs_done is None:
             raise ValueError("the file does not say how many epochs it trained")
-        optimizer, scheduler = resumable_optimizer(model, args, foreign, names)
+        optimizer, scheduler = resumable_optimizer(model, job, foreign, names)
     except ValueError as problem:
         resume_problem = str(problem)
     except (KeyError, TypeError, AttributeError) as problem:
@@ -224,14 +225,14 @@ def import_run(source: Path, out: Path, args: argparse.Namespace) -> dict[str, A
             **{f"source_{key}": value for key, value in foreign.extras.items()}}
     out.mkdir(parents=True, exist_ok=True)
     if train_count is not None:
-        load_or_create_split(out, dataset_info(args), args.seed, train_count)
+        load_or_create_split(out, job.data.dataset, job.train.seed, train_count)
     write_config(out, config)
     save_checkpoint({"model": model.state_dict(), "epoch": foreign.epochs_done or 0,
                      "config": config, "imported_from": note}, out / BEST_CHECKPOINT)
     if resume_problem is None:
-        objective = build_objective(args, model.num_exits)
+        losses = objective(job.objective.name).loss(job.objective, model.num_exits)
         scaler = torch.amp.GradScaler("cpu", enabled=False)
-        state = training_state(model, optimizer, scheduler, objective, scaler,
+        state = training_state(model, optimizer, scheduler, losses, scaler,
                                foreign.epochs_done, config, None)
         save_checkpoint({**state, "imported_from": note}, out / LATEST_CHECKPOINT)
     write_json(out / IMPORT_NOTE, note)

@@ -85,7 +85,7 @@ def entry_point_family(recipe: Recipe) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Print `FAMILY EVAL_FLAGS...` of the named recipe (for the shell scripts)."""
-    from args import OneLineParser  # here: args imports this module
+    from utils.cli import OneLineParser
 
     parser = OneLineParser(prog="python -m boostnet.recipes",
                            description="Print the training entry point's dataset family (cifar100 "

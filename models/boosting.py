@@ -8,7 +8,6 @@ which the earlier ensemble is a constant, and :class:`ExitObjective` turns them 
 """
 from __future__ import annotations
 
-import argparse
 from typing import Iterator, Optional, Sequence
 
 import torch
@@ -128,14 +127,3 @@ class ExitObjective(nn.Module):
         ema = torch.where(self.ema_initialised, self.loss_ema, current)
         return (losses * (ema.mean() / ema)).sum()
 
-
-def build_boosted(args: argparse.Namespace, backbone: nn.Module) -> BoostedNetwork:
-    """`backbone` read as `--loss` says: BoostNet's F_n with `--ensemble_reweight`, or joint f_n."""
-    num_exits = getattr(backbone, "module", backbone).num_exits
-    factors = reweight_factors(args.ensemble_reweight, num_exits) if args.loss == "boost" else None
-    return BoostedNetwork(backbone, factors)
-
-
-def build_objective(args: argparse.Namespace, num_exits: int) -> ExitObjective:
-    """The per-exit losses, equalised with `--loss_equal`."""
-    return ExitObjective(num_exits, loss_equal=args.loss_equal)

@@ -8,15 +8,14 @@ interpolation (4 multiply-adds per output element), which the MSDNet convention 
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from models import MultiExitNetwork, build_model
 from models.layers import Resize
-from boostnet.data.datasets import dataset_info
+from models.multi_exit import MultiExitNetwork
+from models.registry import InputSpec
 
 INTERPOLATION_MACS_PER_OUTPUT = 4
 
@@ -98,6 +97,6 @@ def count_exit_costs(model: MultiExitNetwork, input_size: int) -> ExitCosts:
     return costs
 
 
-def costs_for_args(args: argparse.Namespace) -> ExitCosts:
-    """Per-exit costs of the model that `args` describes, on one image of its dataset's size."""
-    return count_exit_costs(build_model(args), dataset_info(args).image_size)
+def msdnet_convention(model: MultiExitNetwork, inputs: InputSpec) -> ExitCosts:
+    """The MSDNet-convention costs of `model` on one image of the size it reads."""
+    return count_exit_costs(model, inputs.image_size)

@@ -1,37 +1,42 @@
-"""MSDNet (Huang et al., ICLR 2018) with optional gradient rescaling (MSDNet-GE; docs/architectures.md)."""
+"""MSDNet (Huang et al., ICLR 2018) with optional gradient rescaling (MSDNet-GE; docs/architectures.md).
+
+Registers the backbones `msdnet` and `msdnet_ge` (with gradient rescaling).
+"""
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from .layers import BottleneckConv, ConvBNReLU, ExitHead, dataset_stem, scale_gradient
+from .costs import msdnet_convention
+from .layers import (BottleneckConv, ConvBNReLU, DenseConfig, ExitHead, check_head_maps,
+                     dataset_stem, dense_fields, dense_flags, scale_gradient, width_factors)
 from .multi_exit import MultiExitNetwork
+from .registry import Backbone, InputSpec, register_backbone
+from utils.flags import COUNT, Flag
+
+GR_FACTOR = {False: (1, 2, 4), True: (1, 2, 4, 4)}  # default --grFactor by ImageNet-style inputs
 
 
 @dataclass(frozen=True)
-class MSDNetConfig:
-    nBlocks: int
-    base: int
-    step: int
-    stepmode: str
-    nChannels: int
-    growthRate: int
-    grFactor: Sequence[int]
-    bnFactor: Sequence[int]
+class MSDNetConfig(DenseConfig):
+    base: int = 4
+    grFactor: Sequence[int] = GR_FACTOR[False]
+    bnFactor: Sequence[int] = GR_FACTOR[False]
     prune: str = "max"
-    reduction: float = 0.5
-    bottleneck: bool = True
-    num_classes: int = 100
-    imagenet: bool = False
     gradient_rescale: bool = False
 
     @property
     def num_scales(self) -> int:
         return len(self.grFactor)
+
+    @property
+    def num_exits(self) -> int:
+        return self.nBlocks
 
     def block_layers(self) -> list[int]:
         """Number of layers in each block."""
@@ -180,3 +185,29 @@ class MSDNet(MultiExitNetwork):
     def stage_modules(self, n: int) -> list[nn.Module]:
         modules = [self.blocks[n], self.heads[n]]
         return [self.stem_layer] + modules if n == 0 else modules
+
+
+FLAGS = dense_flags(
+    "blocks, one exit each",
+    "even: every later block has --step layers; lin_grow: block i has step*i+1 layers",
+    "per-scale width factors, e.g. 1-2-4 (None: 1-2-4, on ImageNet-style inputs 1-2-4-4)") + (
+    Flag(("--base",), "layers in the first block", MSDNetConfig.base, int, range=COUNT),
+    Flag(("--prune",), "how scales are dropped along the depth", MSDNetConfig.prune,
+         choices=("max", "min")))
+
+
+def configure(values: dict[str, Any], inputs: InputSpec, gradient_rescale: bool) -> MSDNetConfig:
+    """The config the flag values describe for `inputs`; refuses heads that would not fit."""
+    growth, bottleneck = width_factors(values, GR_FACTOR[inputs.imagenet_style])
+    check_head_maps(inputs, len(growth), "--grFactor")
+    return MSDNetConfig(**dense_fields(values, inputs), base=values["base"], grFactor=growth,
+                        bnFactor=bottleneck, prune=values["prune"],
+                        gradient_rescale=gradient_rescale)
+
+
+register_backbone(Backbone("msdnet", "MSDNet", FLAGS,
+                           functools.partial(configure, gradient_rescale=False), MSDNet,
+                           msdnet_convention))
+register_backbone(Backbone("msdnet_ge", "MSDNet with gradient rescaling (MSDNet-GE)", FLAGS,
+                           functools.partial(configure, gradient_rescale=True), MSDNet,
+                           msdnet_convention))

@@ -1,5 +1,7 @@
 """RANet, resolution-adaptive networks (Yang et al., CVPR 2020; docs/architectures.md#ranet).
 
+Registers the backbone `ranet`.
+
 F flows run one after the other, lowest resolution first. Flow k has
 B_k = nBlocks + block_step*k dense blocks; its first B_{k-1} blocks are *fusion* blocks that
 also read the per-layer maps of the same-numbered block of flow k-1, the rest are *normal*
@@ -10,14 +12,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from .layers import BottleneckConv, ConvBNReLU, ExitHead, Resize, dataset_stem
+from .costs import msdnet_convention
+from .layers import (BottleneckConv, ConvBNReLU, DenseConfig, ExitHead, Resize, check_head_maps,
+                     dataset_stem, dense_fields, dense_flags, width_factors)
 from .msdnet import DenseUnit
 from .multi_exit import MultiExitNetwork
+from .registry import Backbone, ConfigError, InputSpec, register_backbone
+from utils.flags import COUNT, Flag, Range, int_list
+
+GR_FACTOR = {False: (4, 2, 1, 1), True: (4, 2, 2, 1)}  # default --grFactor by ImageNet-style inputs
+SCALE_LIST = {False: (1, 2, 3, 3), True: (1, 2, 3, 4)}  # default --scale-list likewise
 
 # Features between stages: "x" is the current flow's map, "maps" the per-layer maps of the
 # current flow's blocks (kept only while a later flow will fuse them), "pending" the stem
@@ -26,21 +35,17 @@ RANetFeatures = dict[str, object]
 
 
 @dataclass(frozen=True)
-class RANetConfig:
-    nBlocks: int
-    block_step: int
-    step: int
-    stepmode: str
-    nChannels: int
-    growthRate: int
-    grFactor: Sequence[int]
-    bnFactor: Sequence[int]
-    scale_list: Sequence[int]
+class RANetConfig(DenseConfig):
+    block_step: int = 2
+    grFactor: Sequence[int] = GR_FACTOR[False]
+    bnFactor: Sequence[int] = GR_FACTOR[False]
+    scale_list: Sequence[int] = SCALE_LIST[False]
     compress_factor: float = 0.25
-    reduction: float = 0.5
-    bottleneck: bool = True
-    num_classes: int = 100
-    imagenet: bool = False
+
+    @property
+    def num_exits(self) -> int:
+        """One exit per normal block: nBlocks in flow 0, block_step more in every later flow."""
+        return self.nBlocks + self.block_step * (self.num_flows - 1)
 
     @property
     def num_flows(self) -> int:
@@ -266,3 +271,39 @@ class RANet(MultiExitNetwork):
         stage = self.stages[n]
         modules = [self.flows[stage.flow][j] for j in stage.blocks] + [self.heads[n]]
         return [self.stem_layer] + modules if n == 0 else modules
+
+
+FLAGS = dense_flags(
+    "blocks of the lowest-resolution flow",
+    "even: every later block has --step layers; lin_grow: block i has step*i layers",
+    "per-scale width factors, e.g. 4-2-1-1 (None: 4-2-1-1, on ImageNet-style inputs 4-2-2-1)") + (
+    Flag(("--block-step",), "extra blocks per flow", RANetConfig.block_step, int, range=COUNT),
+    Flag(("--scale-list",), "resolution level of each flow, lowest first (None: 1-2-3-3, on "
+         "ImageNet-style inputs 1-2-3-4)", None, int_list, range=COUNT),
+    Flag(("--compress-factor",), "share of a fusion layer's growth taken from the lower flow",
+         RANetConfig.compress_factor, float, range=Range(lambda v: 0 < v < 1, "in (0, 1)")))
+
+
+def configure(values: dict[str, Any], inputs: InputSpec) -> RANetConfig:
+    """The config the flag values describe for `inputs`; refuses flows and heads that would not fit."""
+    growth, bottleneck = width_factors(values, GR_FACTOR[inputs.imagenet_style])
+    scales = tuple(values["scale_list"] or SCALE_LIST[inputs.imagenet_style])
+    if len(scales) != len(growth):
+        raise ConfigError(f"--scale-list has {len(scales)} values but --grFactor has "
+                          f"{len(growth)}; give one per flow")
+    if scales[0] != 1 or any(b - a not in (0, 1) for a, b in zip(scales, scales[1:])):
+        raise ConfigError(f"--scale-list must start at 1 and rise by at most 1 per flow, "
+                          f"got {'-'.join(map(str, scales))}")
+    fusing, growth_rate, compress = growth[1:], values["growthRate"], values["compress_factor"]
+    if fusing and math.floor(min(fusing) * growth_rate * compress) < 1:  # flow 0 fuses nothing
+        raise ConfigError(f"--growthRate {growth_rate} x --grFactor {min(fusing)} x "
+                          f"--compress-factor {compress} leaves a fusion layer no channels; "
+                          f"raise --growthRate or --compress-factor (below 1)")
+    check_head_maps(inputs, scales[-1], "--scale-list")
+    return RANetConfig(**dense_fields(values, inputs), block_step=values["block_step"],
+                       grFactor=growth, bnFactor=bottleneck, scale_list=scales,
+                       compress_factor=compress)
+
+
+register_backbone(Backbone("ranet", "RANet", FLAGS, configure, RANet,
+                           msdnet_convention, per_exit_weight_decay=False))

@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adaptive_inference import budgeted_sweep  # noqa: E402
-from args import OneLineParser  # noqa: E402
+from utils.cli import OneLineParser  # noqa: E402
 from utils.json_files import write_json  # noqa: E402
 
 

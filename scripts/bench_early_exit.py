@@ -24,10 +24,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adaptive_inference import apply_thresholds, thresholds_for_budget  # noqa: E402
-from args import OneLineParser, parse_args  # noqa: E402
-from models import build_model  # noqa: E402
-from models.boosting import build_boosted  # noqa: E402
-from models.costs import count_exit_costs  # noqa: E402
+from args import parse_args  # noqa: E402
+from utils.cli import OneLineParser  # noqa: E402
+from models.objectives import objective  # noqa: E402
 from boostnet.evaluation.early_exit import (Throughput, early_exit_predict, early_exit_throughput,  # noqa: E402
                               expected_cost)
 from utils.json_files import write_json  # noqa: E402
@@ -60,10 +59,10 @@ def parse_bench_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def benchmark(flags: list[str], bench: argparse.Namespace) -> tuple[dict, Throughput]:
     """Thresholds for expected cost <= 1/2 on the model's own outputs, then paired timings."""
     torch.manual_seed(bench.seed)
-    model_args = parse_args(flags)
-    model = build_model(model_args).eval()
-    network = build_boosted(model_args, model)
-    costs = count_exit_costs(model, 32).macs
+    job = parse_args(flags, prog="bench_early_exit.py")
+    model = job.model.build().eval()
+    network = objective(job.objective.name).network(model, job.objective, job.model.num_exits)
+    costs = job.model.backbone.cost(model, job.model.inputs).macs
     batches = [torch.randn(bench.batch_size, 3, 32, 32) for _ in range(bench.batches)]
 
     with torch.inference_mode():

@@ -32,8 +32,9 @@ from typing import Callable, Optional, Sequence
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from args import OneLineParser  # noqa: E402
-from boostnet.benchmarks.cases import MODELS  # noqa: E402
+from args import parse_args  # noqa: E402
+from utils.cli import OneLineParser  # noqa: E402
+from boostnet.benchmarks.cases import MODELS, QUICK_MODELS, BenchmarkOptions  # noqa: E402
 from utils.errors import run_cli  # noqa: E402
 
 SINGLE_IMAGES = 64  # images timed one at a time for batch 1 (--quick: 32)
@@ -49,7 +50,7 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def parse_options(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+def parse_options(argv: Optional[Sequence[str]]) -> tuple[BenchmarkOptions, list[str]]:
     """Benchmark flags, with step counts defaulting by --quick."""
     parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny models and few steps (CPU smoke run)")
@@ -79,20 +80,26 @@ def parse_options(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int_at_least(1), default=None,
                         help="recipes timed side by side in worker processes, each on its share "
                              "of the CPU threads (None: 1; with --quick on the CPU 2)")
-    options = parser.parse_args(argv)
-    options.compile_backend = options.compile_backend or ("aot_eager" if options.quick else "inductor")
-    options.steps = options.steps or (5 if options.quick else 50)
-    options.warmup = options.warmup if options.warmup is not None else (2 if options.quick else 10)
-    options.early_exit_warmup, options.early_exit_steps = (0, 1) if options.quick else (1, 3)
-    options.single_images = SINGLE_IMAGES // 2 if options.quick else SINGLE_IMAGES
-    return options
+    flags = parser.parse_args(argv)
+    quick = flags.quick
+    return BenchmarkOptions(
+        quick=quick, out=flags.out, device=flags.device,
+        modes=None if flags.modes is None else tuple(flags.modes),
+        steps=flags.steps or (5 if quick else 50),
+        warmup=flags.warmup if flags.warmup is not None else (2 if quick else 10),
+        compile_backend=flags.compile_backend or ("aot_eager" if quick else "inductor"),
+        amp=flags.amp, channels_last=flags.channels_last, early_exit=flags.early_exit,
+        jobs=flags.jobs, early_exit_warmup=0 if quick else 1, early_exit_steps=1 if quick else 3,
+        single_images=SINGLE_IMAGES // 2 if quick else SINGLE_IMAGES), flags.models
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     """Check the flags, then time everything, write the JSON, print the tables; returns the JSON dict."""
-    options = parse_options(argv)
+    options, models = parse_options(argv)
+    cases = [(recipe, parse_args(list(recipe.flags), prog=f"benchmark {recipe.name}"))
+             for recipe in (QUICK_MODELS if options.quick else MODELS) if recipe.name in models]
     from boostnet.benchmarks.timing import run_benchmark  # torch: only once the flags are checked
-    return run_benchmark(options)
+    return run_benchmark(options, cases)
 
 
 if __name__ == "__main__":

@@ -16,21 +16,16 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from args import build_parser, checked  # noqa: E402
+from args import parse_import_args  # noqa: E402
 from utils.errors import run_cli  # noqa: E402
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Parse SRC, --out and the model flags, import, and say what the run directory allows."""
-    parser = build_parser("import", prog="import_checkpoint.py")
-    parser.add_argument("source", metavar="SRC", type=Path,
-                        help="checkpoint written by the official BoostNet code or MSDNet-PyTorch")
-    parser.add_argument("--out", type=Path, required=True, help="new run directory to write")
-    args = checked(parser.parse_args(argv), parser)
-    source, out = args.source, args.out
-    del args.source, args.out
+    source, job = parse_import_args(argv, prog="import_checkpoint.py")
     from boostnet.interop import import_run  # torch: only once the flags are checked
-    note = import_run(source, out, args)
+    note = import_run(source, job)
+    out = job.run.result_dir
     print(f"imported {source} ({note['format']}, {note['epochs_done']} epoch(s) done) into {out}")
     if note["resumable"]:
         print(f"resume the original run with: --result_dir {out} --resume and the same flags")

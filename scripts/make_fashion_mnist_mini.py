@@ -16,7 +16,7 @@ from torchvision.datasets import FashionMNIST
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # also run as a file
 
-from args import OneLineParser  # noqa: E402
+from utils.cli import OneLineParser  # noqa: E402
 from boostnet.data.readers import FASHION_MNIST_MINI_FILE as MINI_FILE  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 

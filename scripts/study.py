@@ -25,11 +25,12 @@ from typing import Any, Optional, Sequence
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from args import OneLineParser, parse_args  # noqa: E402
+from args import parse_args  # noqa: E402
+from utils.cli import OneLineParser  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.json_files import json_text, read_json, write_json  # noqa: E402
-from utils.plots import ANYTIME_FILE, BUDGETED_FILE  # noqa: E402
-from boostnet.runs.layout import CONFIG_FILE, LATEST_CHECKPOINT, run_config  # noqa: E402
+from boostnet.reporting.plots import ANYTIME_FILE, BUDGETED_FILE  # noqa: E402
+from boostnet.runs.layout import CONFIG_FILE, LATEST_CHECKPOINT  # noqa: E402
 from boostnet.reporting.study_stats import DEFAULT_GRID_POINTS, aggregate, run_result  # noqa: E402
 
 REFERENCE = "boost"
@@ -156,7 +157,7 @@ def config_mismatch(run: Run, wanted: dict[str, Any]) -> Optional[str]:
 def check_runs(runs: Sequence[Run]) -> None:
     """Before any work: every run's flags parse, and no existing run was made with other flags."""
     for run in runs:
-        wanted = run_config(parse_args(run.train_flags, prog=f"study run {run.name}"))
+        wanted = parse_args(run.train_flags, prog=f"study run {run.name}").record
         reason = config_mismatch(run, wanted)
         if reason is not None:
             raise UserError(f"{run.run_dir} holds another run: {reason}; use another --out or "

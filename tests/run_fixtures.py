@@ -1,20 +1,20 @@
 """Tiny trained models and run directories (written per the run-directory contract) for evaluation tests."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from args import parse_args
-from models import MultiExitNetwork, build_model
-from models.boosting import ExitObjective, build_boosted, build_objective
+from boostnet.training.settings import TrainingJob
+from models.boosting import BoostedNetwork, ExitObjective
+from models.multi_exit import MultiExitNetwork
+from models.objectives import objective
 from tests.conftest import TINY_MSDNET
 from utils.checkpoint import save_checkpoint
 from boostnet.data.loaders import build_splits
 from boostnet.runs.records import BEST_CHECKPOINT, LATEST_CHECKPOINT, write_config
-from boostnet.runs.layout import run_config
 
 TINY_DIGITS = TINY_MSDNET + ["--dataset", "digits", "--workers", "0", "--device", "cpu",
                              "--eval-batch-size", "64"]
@@ -28,8 +28,19 @@ def file_states(run_dir: Path) -> dict[str, tuple[bytes, int]]:
             for p in run_dir.rglob("*") if p.is_file()}
 
 
-def tiny_args(*extra: str) -> argparse.Namespace:
+def tiny_job(*extra: str) -> TrainingJob:
+    """The training job of the tiny digits model, with `extra` flags."""
     return parse_args(TINY_DIGITS + list(extra))
+
+
+def network_of(job: TrainingJob, model: MultiExitNetwork) -> BoostedNetwork:
+    """`model` read as the job's objective reads it (F_n for boost, f_n for joint)."""
+    return objective(job.objective.name).network(model, job.objective, job.model.num_exits)
+
+
+def losses_of(job: TrainingJob) -> ExitObjective:
+    """The job's per-exit losses."""
+    return objective(job.objective.name).loss(job.objective, job.model.num_exits)
 
 
 def boosted_recurrence(logits: list[torch.Tensor], factors: list[float]) -> list[torch.Tensor]:
@@ -41,11 +52,11 @@ def boosted_recurrence(logits: list[torch.Tensor], factors: list[float]) -> list
 
 
 def train_briefly(model: MultiExitNetwork, objective: ExitObjective, dataset: Dataset,
-                  args: argparse.Namespace, steps: int = TRAIN_STEPS) -> None:
+                  job: TrainingJob, steps: int = TRAIN_STEPS) -> None:
     """A few SGD steps so the exits' confidences are spread like a trained model's; ends in eval mode."""
     torch.manual_seed(0)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    network = build_boosted(args, model)
+    network = network_of(job, model)
     model.train()
     done = 0
     while done < steps:
@@ -60,12 +71,12 @@ def train_briefly(model: MultiExitNetwork, objective: ExitObjective, dataset: Da
     model.eval()
 
 
-def save_run(run_dir: Path, args: argparse.Namespace, model: MultiExitNetwork,
+def save_run(run_dir: Path, job: TrainingJob, model: MultiExitNetwork,
              objective: ExitObjective) -> Path:
     """config.json, model_latest.pth and its copy model_best.pth, as training writes them after
     an epoch that is the best so far; returns the latest checkpoint's path."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    config = run_config(args)
+    config = job.record
     write_config(run_dir, config)
     checkpoint = run_dir / LATEST_CHECKPOINT
     save_checkpoint({"model": model.state_dict(), "optimizer": {}, "scheduler": {},
@@ -74,19 +85,19 @@ def save_run(run_dir: Path, args: argparse.Namespace, model: MultiExitNetwork,
     return checkpoint
 
 
-def trained_model(args: argparse.Namespace, dataset: Dataset) -> tuple[MultiExitNetwork, ExitObjective]:
-    torch.manual_seed(args.seed)
-    model = build_model(args)
-    objective = build_objective(args, model.num_exits)
-    train_briefly(model, objective, dataset, args)
-    return model, objective
+def trained_model(job: TrainingJob, dataset: Dataset) -> tuple[MultiExitNetwork, ExitObjective]:
+    torch.manual_seed(job.train.seed)
+    model = job.model.build()
+    losses = losses_of(job)
+    train_briefly(model, losses, dataset, job)
+    return model, losses
 
 
 def make_trained_run(run_dir: Path, *extra: str) -> Path:
     """A briefly trained tiny digits run with a validation split (split.json) in `run_dir`."""
-    args = tiny_args("--use-valid", "--result_dir", str(run_dir), *extra)
+    job = tiny_job("--use-valid", "--result_dir", str(run_dir), *extra)
     run_dir.mkdir(parents=True, exist_ok=True)
-    splits = build_splits(args, run_dir)
-    model, objective = trained_model(args, splits.train)
-    save_run(run_dir, args, model, objective)
+    splits = build_splits(job.data, job.train.use_valid, job.train.seed, run_dir)
+    model, losses = trained_model(job, splits.train)
+    save_run(run_dir, job, model, losses)
     return run_dir

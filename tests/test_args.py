@@ -8,20 +8,26 @@ import pytest
 
 import torch
 
-from args import build_parser, num_exits, parse_args, resolve_defaults
-from models import build_model
+from pathlib import Path
+
+from args import build_parser, parse_args
+from boostnet.data.datasets import dataset_info
+from models.layers import dense_fields
+from models.msdnet import MSDNetConfig
+from models.ranet import RANetConfig
+from models.registry import backbone
 
 
 def test_defaults_resolve_per_arch():
-    assert parse_args([]).grFactor == [1, 2, 4]
-    ranet = parse_args(["--arch", "ranet", "--nBlocks", "2"])
-    assert ranet.grFactor == [4, 2, 1, 1] and ranet.scale_list == [1, 2, 3, 3]
-    assert num_exits(ranet) == 2 + 2 * 3
+    assert parse_args([]).model.config.grFactor == (1, 2, 4)
+    ranet = parse_args(["--arch", "ranet", "--nBlocks", "2"]).model
+    assert ranet.config.grFactor == (4, 2, 1, 1) and ranet.config.scale_list == (1, 2, 3, 3)
+    assert ranet.num_exits == 2 + 2 * 3
 
 
 def test_reweight_list_of_every_exit_is_accepted():
-    args = parse_args(["--nBlocks", "4", "--ensemble_reweight", "0.1,0.2,0.3,0.4"])
-    assert args.ensemble_reweight == [0.1, 0.2, 0.3, 0.4]
+    job = parse_args(["--nBlocks", "4", "--ensemble_reweight", "0.1,0.2,0.3,0.4"])
+    assert job.objective.reweight == (0.1, 0.2, 0.3, 0.4)
 
 
 BAD_FLAGS = [
@@ -65,46 +71,66 @@ def test_bad_flag_from_a_real_process_has_no_traceback(repo_root):
 
 
 def test_imagenet_defaults_are_the_imagenet_recipes_scales():
-    assert parse_args(["--dataset", "imagenet"]).grFactor == [1, 2, 4, 4]
-    ranet = parse_args(["--dataset", "imagenet", "--arch", "ranet"])
-    assert ranet.scale_list == [1, 2, 3, 4] and ranet.grFactor == [4, 2, 2, 1]
+    assert parse_args(["--dataset", "imagenet"]).model.config.grFactor == (1, 2, 4, 4)
+    ranet = parse_args(["--dataset", "imagenet", "--arch", "ranet"]).model.config
+    assert ranet.scale_list == (1, 2, 3, 4) and ranet.grFactor == (4, 2, 2, 1)
 
 
-SCALE_FLAGS = ([("msdnet_ge", ["--grFactor", f, "--bnFactor", f]) for f in ("1-2", "1-2-4", "1-2-4-4",
-                                                                             "1-2-4-4-4")]
-               + [("ranet", ["--scale-list", s, "--grFactor", f, "--bnFactor", f])
+SCALE_FLAGS = ([("msdnet_ge", ["--base", "1", "--grFactor", f, "--bnFactor", f])
+                for f in ("1-2", "1-2-4", "1-2-4-4", "1-2-4-4-4")]
+               + [("ranet", ["--block-step", "1", "--scale-list", s, "--grFactor", f, "--bnFactor", f])
                   for s, f in (("1-2", "2-1"), ("1-2-3", "4-2-1"), ("1-2-3-4", "4-2-2-1"))])
+
+
+def unchecked_model(argv: list[str], arch: str, dataset: str) -> torch.nn.Module:
+    """The network `argv` describes, its config built straight from the parsed flag values,
+    without the checks of the backbone's `configure`."""
+    entry = backbone(arch)
+    values = vars(build_parser("train", entry=entry).parse_args(argv))
+    inputs = dataset_info(dataset).inputs
+    factors = {"grFactor": tuple(values["grFactor"]), "bnFactor": tuple(values["bnFactor"])}
+    if arch == "ranet":
+        config = RANetConfig(**dense_fields(values, inputs), **factors,
+                             block_step=values["block_step"], scale_list=tuple(values["scale_list"]),
+                             compress_factor=values["compress_factor"])
+    else:
+        config = MSDNetConfig(**dense_fields(values, inputs), **factors, base=values["base"],
+                              prune=values["prune"], gradient_rescale=arch == "msdnet_ge")
+    return entry.build(config)
 
 
 @pytest.mark.parametrize("dataset, size", [("cifar100", 32), ("imagenet", 224)])
 @pytest.mark.parametrize("arch, flags", SCALE_FLAGS)
 def test_scale_counts_are_accepted_exactly_when_the_network_runs(arch, flags, dataset, size):
-    argv = ["--dataset", dataset, "--arch", arch, "--nBlocks", "1", "--block-step", "1", "--step",
-            "1", "--base", "1", "--nChannels", "4", "--growthRate", "4", *flags]
+    argv = ["--dataset", dataset, "--arch", arch, "--nBlocks", "1", "--step", "1", "--nChannels",
+            "4", "--growthRate", "4", *flags]
     images = torch.randn(2, 3, size, size)
     try:
-        args = parse_args(argv)
+        job = parse_args(argv)
     except SystemExit as rejected:
         assert rejected.code == 2
-        model = build_model(resolve_defaults(build_parser().parse_args(argv))).eval()
+        model = unchecked_model(argv, arch, dataset).eval()
         with pytest.raises(RuntimeError):
             model(images)
         return
     with torch.no_grad():
-        outputs = build_model(args).eval()(images)
-    assert [o.shape for o in outputs] == [(2, 1000 if dataset == "imagenet" else 100)] * num_exits(args)
+        outputs = job.model.build().eval()(images)
+    assert [o.shape for o in outputs] == [(2, 1000 if dataset == "imagenet" else 100)] * job.model.num_exits
 
 
 def test_a_recipe_gives_its_flags_and_typed_flags_override_them():
-    args = parse_args(["--recipe", "msdnet_cifar100_budgeted"])
-    assert (args.dataset, args.arch, args.nBlocks, args.step, args.base, args.use_valid) == (
-        "cifar100", "msdnet_ge", 6, 2, 4, True)
-    assert (args.epochs, args.lr_milestones, args.ensemble_reweight) == (300, [150, 225], [0.5])
+    job = parse_args(["--recipe", "msdnet_cifar100_budgeted"])
+    config = job.model.config
+    assert (job.data.dataset.name, job.model.arch, config.nBlocks, config.step, config.base,
+            job.train.use_valid) == ("cifar100", "msdnet_ge", 6, 2, 4, True)
+    assert (job.train.epochs, job.train.lr_milestones, job.objective.reweight) == (
+        300, (150, 225), (0.5,))
     mine = parse_args(["--nBlocks", "4", "--recipe", "msdnet_cifar100_budgeted", "--epochs", "2",
                        "--lr_milestones", "1"])
-    assert (mine.nBlocks, mine.epochs, mine.step) == (4, 2, 2)
+    assert (mine.model.config.nBlocks, mine.train.epochs, mine.model.config.step) == (4, 2, 2)
     imagenet = parse_args(["--recipe", "ranet_imagenet_budgeted_c32"], dataset="cifar100", epochs=7)
-    assert (imagenet.dataset, imagenet.nChannels, imagenet.epochs) == ("imagenet", 32, 90)
+    assert (imagenet.data.dataset.name, imagenet.model.config.nChannels, imagenet.train.epochs) == (
+        "imagenet", 32, 90)
 
 
 @pytest.mark.parametrize("size, imagenet_style", [(224, True), (128, True), (32, False)])
@@ -112,7 +138,7 @@ def test_a_folder_dataset_gets_its_classes_and_the_stem_its_image_size_calls_for
     flags = ["--dataset", "folder", "--num-classes", "2", "--image-size", str(size)]
     if size == 128:
         flags += ["--grFactor", "1-2-4", "--bnFactor", "1-2-4"]  # 32x32 after the stem
-    model = build_model(parse_args(flags + ["--nBlocks", "2", "--nChannels", "4"]))
+    model = parse_args(flags + ["--nBlocks", "2", "--nChannels", "4"]).model.build()
     assert model.heads[0].linear.out_features == 2
     stem_conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
     assert stem_conv.kernel_size == ((7, 7) if imagenet_style else (3, 3))
@@ -135,10 +161,10 @@ def test_each_program_refuses_another_programs_flags_in_one_line(repo_root, scri
 
 
 def test_every_flag_takes_both_separator_spellings_and_no_prefix():
-    args = parse_args(["--lr-milestones", "2,3", "--result-dir", "x", "--lr-gamma", "0.5",
-                       "--weight_decay", "0", "--max_steps_per_epoch", "3", "--epochs", "4"])
-    assert (args.lr_milestones, args.result_dir, args.lr_gamma) == ([2, 3], "x", 0.5)
-    assert (args.weight_decay, args.max_steps_per_epoch) == ([0.0], 3)
+    job = parse_args(["--lr-milestones", "2,3", "--result-dir", "x", "--lr-gamma", "0.5",
+                      "--weight_decay", "0", "--max_steps_per_epoch", "3", "--epochs", "4"])
+    assert (job.train.lr_milestones, job.run.result_dir, job.train.lr_gamma) == ((2, 3), Path("x"), 0.5)
+    assert (job.train.weight_decay, job.train.max_steps_per_epoch) == ((0.0,), 3)
     with pytest.raises(SystemExit):
         parse_args(["--epoch", "5"])
 

@@ -111,7 +111,7 @@ def test_a_recipe_or_program_schedule_longer_than_the_typed_epochs_is_refused(ca
                    epochs=90, lr_milestones=[30, 60])
     assert "--lr_milestones 30,60 of train_imagenet.py" in capsys.readouterr().err
     assert parse_args(["--recipe", "msdnet_cifar100_anytime", "--epochs", "20",
-                       "--lr_milestones", "10,15"]).lr_milestones == [10, 15]
+                       "--lr_milestones", "10,15"]).train.lr_milestones == (10, 15)
 
 
 def test_ranet_with_two_weight_decays_is_refused_at_parse_time(capsys):

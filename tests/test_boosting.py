@@ -7,10 +7,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from args import parse_args
-from models import build_model
-from models.boosting import BoostedNetwork, ExitObjective, build_boosted, reweight_factors
+from models.boosting import BoostedNetwork, ExitObjective, reweight_factors
 from tests.conftest import TINY_MSDNET
-from tests.run_fixtures import boosted_recurrence
+from tests.run_fixtures import boosted_recurrence, network_of
 
 
 def _logits(n_exits=4, batch=5, classes=7, seed=0):
@@ -51,7 +50,7 @@ def test_joint_loss_is_sum_of_plain_cross_entropies():
 
 def test_loss_n_sends_no_gradient_into_earlier_heads():
     torch.manual_seed(0)
-    model = build_model(parse_args(TINY_MSDNET))
+    model = parse_args(TINY_MSDNET).model.build()
     network = BoostedNetwork(model, [0.5] * model.num_exits)
     x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 100, (4,))
     outputs = network.training_outputs(x)
@@ -90,8 +89,8 @@ def test_loss_equalisation_uses_running_average_weights():
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_boosted_network_follows_the_recurrence_with_varying_factors(mode):
     torch.manual_seed(0)
-    args = parse_args(TINY_MSDNET + ["--ensemble_reweight", "0.2,0.9"])
-    network = build_boosted(args, build_model(args))
+    job = parse_args(TINY_MSDNET + ["--ensemble_reweight", "0.2,0.9"])
+    network = network_of(job, job.model.build())
     getattr(network, mode)()
     factors = network.factors
     assert len(set(factors)) == network.num_exits  # non-constant
@@ -107,9 +106,10 @@ def test_boosted_network_follows_the_recurrence_with_varying_factors(mode):
 def test_early_exit_and_evaluation_read_outputs_from_the_boosted_network(monkeypatch):
     """Both consumers go through BoostedNetwork.combine: changing it changes what they see."""
     from boostnet.evaluation.early_exit import early_exit_predict
-    from boostnet.evaluation.evaluator import LoadedRun, SplitOutputs, split_outputs
-    args = parse_args(TINY_MSDNET + ["--ensemble_reweight", "0.2,0.9"])
-    network = build_boosted(args, build_model(args).eval())
+    from boostnet.evaluation.loading import LoadedRun
+    from boostnet.evaluation.results import SplitOutputs, split_outputs
+    job = parse_args(TINY_MSDNET + ["--ensemble_reweight", "0.2,0.9"])
+    network = network_of(job, job.model.build().eval())
     x = torch.randn(6, 3, 32, 32)
     calls = []
     combine = BoostedNetwork.combine
@@ -124,7 +124,7 @@ def test_early_exit_and_evaluation_read_outputs_from_the_boosted_network(monkeyp
     calls.clear()
     run = LoadedRun.__new__(LoadedRun)
     run.network = network
-    monkeypatch.setattr("boostnet.evaluation.evaluator.cached_logits",
+    monkeypatch.setattr("boostnet.evaluation.results.cached_logits",
                         lambda run, dataset, split: (torch.stack(network.backbone(x)), torch.zeros(6)))
     outputs = split_outputs(run, None, "test")
     assert isinstance(outputs, SplitOutputs) and calls == list(range(network.num_exits))

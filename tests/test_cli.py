@@ -11,17 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from args import PAPER_CIFAR_SCHEDULE, parse_args, parse_costs_args
+from args import PAPER_SCHEDULE, parse_args, parse_costs_args, parse_evaluation_args
 from tests.conftest import TINY_MSDNET
 from tests.run_fixtures import make_trained_run
 from train_cifar100 import main as train_main
 from train_imagenet import IMAGENET_SCHEDULE
-from models.costs import costs_for_args
 from utils.errors import run_cli
 from boostnet.recipes import RECIPES
 from boostnet.runs.records import write_config
-from boostnet.runs.layout import run_config
-import boostnet.evaluation.evaluator as evaluator
+from boostnet.evaluation.evaluator import evaluate
 
 PROGRAMS = [["train_cifar100.py"], ["train_imagenet.py"], ["eval_cifar100.py"], ["eval_imagenet.py"],
             ["op_counter.py"], ["scripts/study.py"], ["scripts/benchmark.py"],
@@ -54,21 +52,21 @@ def test_help_imports_neither_torch_nor_torchvision(repo_root, program):
 @pytest.mark.parametrize("epochs, milestones", [(300, [150, 225]), (30, [15, 22]), (4, [2, 3]),
                                                 (3, [1, 2]), (2, [1]), (1, [])])
 def test_the_default_schedule_decays_at_half_and_three_quarters_of_the_epochs(epochs, milestones):
-    args = parse_args(["--epochs", str(epochs)])
-    assert args.lr_milestones == milestones
-    assert args.default_lr_schedule == f"50%, 75% of --epochs {epochs}"
+    train = parse_args(["--epochs", str(epochs)]).train
+    assert train.lr_milestones == tuple(milestones)
+    assert train.schedule_note == f"50%, 75% of --epochs {epochs}"
 
 
 @pytest.mark.parametrize("epochs, milestones", [(90, [30, 60]), (9, [3, 6]), (2, [1]), (1, [])])
 def test_train_imagenet_decays_at_a_third_and_two_thirds_of_the_epochs(epochs, milestones):
-    args = parse_args(["--epochs", str(epochs)], prog="train_imagenet.py", dataset="imagenet",
-                      epochs=90, lr_milestones=IMAGENET_SCHEDULE)
-    assert args.lr_milestones == milestones
+    job = parse_args(["--epochs", str(epochs)], prog="train_imagenet.py", dataset="imagenet",
+                     epochs=90, lr_milestones=IMAGENET_SCHEDULE)
+    assert job.train.lr_milestones == tuple(milestones)
     assert parse_args([], dataset="imagenet", epochs=90,
-                      lr_milestones=IMAGENET_SCHEDULE).lr_milestones == [30, 60]
+                      lr_milestones=IMAGENET_SCHEDULE).train.lr_milestones == (30, 60)
 
 
-@pytest.mark.parametrize("schedule", [PAPER_CIFAR_SCHEDULE, IMAGENET_SCHEDULE])
+@pytest.mark.parametrize("schedule", [PAPER_SCHEDULE, IMAGENET_SCHEDULE])
 def test_default_milestones_always_rise_from_1_and_end_before_the_last_epoch(schedule):
     for epochs in range(1, 401):
         milestones = schedule.milestones(epochs)
@@ -78,16 +76,16 @@ def test_default_milestones_always_rise_from_1_and_end_before_the_last_epoch(sch
 
 @pytest.mark.parametrize("name", list(RECIPES))
 def test_every_recipe_keeps_its_own_milestones(name):
-    args = parse_args(["--recipe", name])
+    train = parse_args(["--recipe", name]).train
     written = RECIPES[name].flags[RECIPES[name].flags.index("--lr_milestones") + 1]
-    assert args.lr_milestones == [int(m) for m in written.split(",")]
-    assert args.default_lr_schedule is None
+    assert train.lr_milestones == tuple(int(m) for m in written.split(","))
+    assert train.schedule_note is None
 
 
 def test_typed_milestones_are_kept_and_no_help_key_is_recorded():
-    args = parse_args(["--epochs", "30", "--lr_milestones", "10,20"])
-    assert (args.lr_milestones, args.default_lr_schedule) == ([10, 20], None)
-    assert "help" not in run_config(args)
+    job = parse_args(["--epochs", "30", "--lr_milestones", "10,20"])
+    assert (job.train.lr_milestones, job.train.schedule_note) == ((10, 20), None)
+    assert "help" not in job.record
 
 
 def test_a_short_run_decays_logs_its_schedule_and_records_lr_and_threads(tmp_path, one_thread):
@@ -104,8 +102,8 @@ def test_a_short_run_decays_logs_its_schedule_and_records_lr_and_threads(tmp_pat
     assert "help" not in config and config["lr_milestones"] == [1]
     assert config["threads"] == 2 and config["provenance"][-1]["torch_threads"] == 2
     resumed = parse_args(["--resume", "--result_dir", str(run), "--epochs", "4"])
-    assert resumed.lr_milestones == [1]  # the run's own schedule, not 2,3 of the new --epochs
-    assert resumed.default_lr_schedule == "50%, 75% of --epochs 2"
+    assert resumed.train.lr_milestones == (1,)  # the run's own schedule, not 2,3 of the new --epochs
+    assert resumed.train.schedule_note == "50%, 75% of --epochs 2"
 
 
 def test_threads_below_1_is_one_line_and_evaluation_uses_the_count(tmp_path, one_thread, capsys):
@@ -115,7 +113,8 @@ def test_threads_below_1_is_one_line_and_evaluation_uses_the_count(tmp_path, one
         parse_args(["--threads", "0"])
     assert refused.value.code == 2
     assert capsys.readouterr().err == "error: --threads must be at least 1, got 0\n"
-    evaluator.main(["--evaluate-from", str(run), "--evalmode", "anytime", "--threads", "2"])
+    evaluate(parse_evaluation_args(["--evaluate-from", str(run), "--evalmode", "anytime",
+                                    "--threads", "2"]))
     assert torch.get_num_threads() == 2
 
 
@@ -152,31 +151,25 @@ def test_folder_flags_on_a_built_in_dataset_name_what_it_has(argv, message, caps
     assert err.count("\n") == 1 and message in err
 
 
-MODEL_KEYS = ("dataset", "arch", "nBlocks", "base", "step", "stepmode", "nChannels", "growthRate",
-              "grFactor", "bnFactor", "prune", "reduction", "bottleneck", "block_step", "scale_list",
-              "compress_factor")
-
-
-def model_flags(args) -> dict:
-    return {key: getattr(args, key) for key in MODEL_KEYS}
-
-
 @pytest.mark.parametrize("name", ["msdnet_cifar100_anytime", "ranet_imagenet_budgeted_c32"])
 def test_op_counter_takes_a_recipes_model(name):
-    assert model_flags(parse_costs_args(["--recipe", name])) == model_flags(parse_args(["--recipe", name]))
-    assert parse_costs_args(["--recipe", name, "--nBlocks", "1"]).nBlocks == 1
+    # the model: its arch, every backbone setting (typed config) and the dataset's inputs
+    assert parse_costs_args(["--recipe", name]).model == parse_args(["--recipe", name]).model
+    assert parse_costs_args(["--recipe", name, "--nBlocks", "1"]).model.config.nBlocks == 1
 
 
 def test_op_counter_counts_the_model_of_a_run_directory(repo_root, tmp_path):
     flags = [*TINY_MSDNET, "--dataset", "digits", "--nBlocks", "2"]
     run = tmp_path / "run"
     run.mkdir()
-    write_config(run, run_config(parse_args(flags)))
-    assert model_flags(parse_costs_args(["--run-dir", str(run)])) == model_flags(parse_args(flags))
+    job = parse_args(flags)
+    write_config(run, job.record)
+    assert parse_costs_args(["--run-dir", str(run)]).model == job.model
     done = subprocess.run([sys.executable, "op_counter.py", "--run-dir", str(run), "--json"],
                           cwd=repo_root, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["macs"] == costs_for_args(parse_args(flags)).macs
+    spec = job.model
+    assert json.loads(done.stdout)["macs"] == spec.backbone.cost(spec.build(), spec.inputs).macs
 
 
 @pytest.mark.parametrize("argv, message", [

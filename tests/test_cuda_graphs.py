@@ -9,15 +9,14 @@ import torch
 from torch import Tensor
 
 from args import parse_args
-from models import build_model
-from models.boosting import build_boosted, build_objective
 from tests.conftest import TINY_MSDNET
 from tests.graph_stand_in import fake_capture
 import utils.cuda_graphs
 from utils.cuda_graphs import ShapeGraphs, require_cuda
-from boostnet.training.engine import parameter_groups
+from boostnet.training.optim import parameter_groups
 from boostnet.training.step import (CapturedStep, EagerStep, build_train_step, make_forward, make_sgd,
                              memory_format_for, tensor_learning_rates, training_state_of)
+from tests.run_fixtures import losses_of, network_of
 
 
 @pytest.fixture
@@ -95,11 +94,12 @@ def test_graphs_refuse_the_cpu_naming_the_alternative():
 def tiny_training(step_kind: str):
     """A tiny MSDNet-GE, its objective and fused SGD; the step is eager or captured (stand-in)."""
     torch.manual_seed(0)
-    args = parse_args(TINY_MSDNET + ["--dataset", "digits"])
-    model = build_model(args)
-    objective = build_objective(args, model.num_exits)
-    optimizer = make_sgd(parameter_groups(model, args), 0.01, 0.9, torch.device("cpu"))
-    network = build_boosted(args, model)
+    job = parse_args(TINY_MSDNET + ["--dataset", "digits"])
+    model = job.model.build()
+    objective = losses_of(job)
+    groups = parameter_groups(model, job.train.weight_decay, job.model.backbone.per_exit_weight_decay)
+    optimizer = make_sgd(groups, 0.01, 0.9, torch.device("cpu"))
+    network = network_of(job, model)
     if step_kind == "eager":
         return model, build_train_step(network, objective, optimizer, "eager")
     rates = tensor_learning_rates(optimizer, torch.device("cpu"))

@@ -26,8 +26,13 @@ DIGITS_COUNT = 1797
 CPU = torch.device("cpu")
 
 
-def digits_args(*extra: str):
+def digits_job(*extra: str):
     return parse_args(["--dataset", "digits", "--workers", "0", *extra])
+
+
+def splits_of(job, run_dir):
+    """The datasets `job` trains on, with its validation split saved in `run_dir`."""
+    return data.build_splits(job.data, job.train.use_valid, job.train.seed, run_dir)
 
 
 def test_every_loader_is_a_known_dataset_and_folder_datasets_have_none():
@@ -42,7 +47,7 @@ def test_digits_are_32x32_rgb_uint8_with_a_fixed_test_fifth():
     assert images.shape == (DIGITS_COUNT, 3, 32, 32) and images.dtype == torch.uint8
     assert torch.equal(images[:, 0], images[:, 2]) and images.max() == 255
     assert set(labels.tolist()) == set(range(10))
-    splits = data.build_splits(digits_args("--seed", "3"), None)
+    splits = splits_of(digits_job("--seed", "3"), None)
     assert len(splits.test) == 359 and len(splits.train) == DIGITS_COUNT - 359
     assert splits.val is None and splits.num_classes == 10
     test_indices = registry.digits_test_indices(DIGITS_COUNT)
@@ -50,27 +55,27 @@ def test_digits_are_32x32_rgb_uint8_with_a_fixed_test_fifth():
 
 
 def test_validation_split_is_saved_disjoint_and_reused(tmp_path):
-    splits = data.build_splits(digits_args("--use-valid", "--seed", "1"), tmp_path)
+    splits = splits_of(digits_job("--use-valid", "--seed", "1"), tmp_path)
     saved = json.loads((tmp_path / "split.json").read_text())
     train, val = set(saved["train_indices"]), set(saved["val_indices"])
     assert saved["dataset"] == "digits" and saved["seed"] == 1
     assert not train & val and train | val == set(range(DIGITS_COUNT - 359))
     assert len(val) == len(splits.val) == round(0.1 * (DIGITS_COUNT - 359))
     assert list(splits.train.indices) == saved["train_indices"]
-    again = data.build_splits(digits_args("--use-valid", "--seed", "2"), tmp_path)
+    again = splits_of(digits_job("--use-valid", "--seed", "2"), tmp_path)
     assert list(again.val.indices) == saved["val_indices"]
 
 
 def test_saved_split_of_another_dataset_is_refused(tmp_path):
-    data.build_splits(digits_args("--use-valid"), tmp_path)
+    splits_of(digits_job("--use-valid"), tmp_path)
     saved = json.loads((tmp_path / "split.json").read_text())
     (tmp_path / "split.json").write_text(json.dumps({**saved, "dataset": "cifar100"}))
     with pytest.raises(UserError, match="split.json was made for --dataset cifar100"):
-        data.build_splits(digits_args("--use-valid"), tmp_path)
+        splits_of(digits_job("--use-valid"), tmp_path)
 
 
 def test_validation_uses_test_time_transforms_and_training_augments():
-    splits = data.build_splits(digits_args("--use-valid"), None)
+    splits = splits_of(digits_job("--use-valid"), None)
     raw_image = splits.val.dataset.images[splits.val.indices[5]]
     expected = data.tensor_transforms(facts.DATASETS["digits"], train=False)(raw_image)
     assert torch.equal(splits.val[5][0], expected) and torch.equal(splits.val[5][0], expected)
@@ -80,11 +85,12 @@ def test_validation_uses_test_time_transforms_and_training_augments():
 
 
 def test_epoch_shuffling_depends_only_on_seed_and_epoch():
-    args = digits_args("--batch-size", "8")
-    dataset = data.build_splits(args, None).train
+    job = digits_job("--batch-size", "8")
+    dataset = splits_of(job, None).train
 
     def first_batch(epoch: int) -> torch.Tensor:
-        loader = data.train_loader(dataset, args, DistInfo(), CPU)
+        loader = data.train_loader(dataset, job.train.batch_size, job.data.workers,
+                                   job.train.seed, DistInfo(), CPU)
         data.start_epoch(loader, seed=0, epoch=epoch, rank=0)
         return next(iter(loader))[0]
 
@@ -112,7 +118,7 @@ def write_fake_cifar100(root: Path, count: int) -> None:
 def test_cifar100_loads_from_data_root_without_pil(tmp_path, monkeypatch):
     write_fake_cifar100(tmp_path, count=6)
     monkeypatch.setattr(datasets.cifar, "check_integrity", lambda *args, **kwargs: True)
-    splits = data.build_splits(parse_args(["--data-root", str(tmp_path)]), None)
+    splits = splits_of(parse_args(["--data-root", str(tmp_path)]), None)
     image, label = splits.train[0]
     assert len(splits.train) == len(splits.test) == 6 and splits.num_classes == 100
     assert image.shape == (3, 32, 32) and image.dtype == torch.float32 and 0 <= int(label) < 100
@@ -123,7 +129,7 @@ def test_cifar100_absent_and_offline_names_where_to_put_it(tmp_path, monkeypatch
         raise URLError("no network")
     monkeypatch.setattr(datasets.CIFAR100, "download", offline)
     with pytest.raises(UserError, match=f"{tmp_path / 'cifar-100-python'}.*put the extracted"):
-        data.build_splits(parse_args(["--data-root", str(tmp_path)]), None)
+        splits_of(parse_args(["--data-root", str(tmp_path)]), None)
 
 
 def write_image_folder(path: Path) -> None:
@@ -134,19 +140,19 @@ def write_image_folder(path: Path) -> None:
 
 
 def test_imagenet_folders_give_224_crops_and_a_missing_split_names_its_path(tmp_path):
-    args = parse_args(["--dataset", "imagenet", "--data-root", str(tmp_path)])
+    job = parse_args(["--dataset", "imagenet", "--data-root", str(tmp_path)])
     write_image_folder(tmp_path / "train")
     with pytest.raises(UserError, match=f"no ImageNet folder at {tmp_path / 'val'}"):
-        data.build_splits(args, None)
+        splits_of(job, None)
     write_image_folder(tmp_path / "val")
     with pytest.raises(UserError, match="has 2 class folders but --dataset imagenet has 1000 "
                                         "classes; use --dataset folder --num-classes 2"):
-        data.build_splits(args, None)
+        splits_of(job, None)
     folder = parse_args(["--dataset", "folder", "--num-classes", "2", "--image-size", "224",
                          "--data-root", str(tmp_path)])
-    splits = data.build_splits(folder, None)
+    splits = splits_of(folder, None)
     assert splits.train[0][0].shape == splits.test[0][0].shape == (3, 224, 224)
-    assert facts.dataset_info(args).image_size == 224 and splits.num_classes == 2
+    assert job.data.dataset.image_size == 224 and splits.num_classes == 2
 
 
 def test_checkpoint_round_trip_is_atomic_and_strips_wrapper_prefixes(tmp_path):

@@ -11,10 +11,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from adaptive_inference import apply_thresholds, exit_fractions, find_thresholds
-from models import MultiExitNetwork
-from models.boosting import BoostedNetwork, build_boosted
+from models.boosting import BoostedNetwork
+from models.multi_exit import MultiExitNetwork
 from tests.graph_stand_in import fake_capture
-from tests.run_fixtures import tiny_args, trained_model
+from tests.run_fixtures import network_of, tiny_job, trained_model
 import utils.cuda_graphs
 import boostnet.evaluation.early_exit
 from boostnet.data.loaders import build_splits
@@ -42,9 +42,9 @@ class Case:
 
 @pytest.fixture(scope="module")
 def boosted_model():
-    args = tiny_args()
-    splits = build_splits(args, None)
-    model, _ = trained_model(args, splits.train)
+    job = tiny_job()
+    splits = build_splits(job.data, job.train.use_valid, job.train.seed, None)
+    model, _ = trained_model(job, splits.train)
     images, targets = next(iter(DataLoader(splits.test, batch_size=TEST_IMAGES)))
     return model.double(), images.double(), targets
 
@@ -53,7 +53,7 @@ def boosted_model():
 def case(boosted_model, request) -> Case:
     """The same weights read as a boosted ensemble (F_n) or as independent exits (f_n)."""
     model, images, targets = boosted_model
-    network = build_boosted(tiny_args("--loss", request.param), model)
+    network = network_of(tiny_job("--loss", request.param), model)
     with torch.no_grad():
         probs = network.probabilities(model(images))
     return Case(network, images, targets, probs)

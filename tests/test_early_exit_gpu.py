@@ -7,9 +7,8 @@ import pytest
 import torch
 
 from args import parse_args
-from models import build_model
-from models.boosting import build_boosted
 from tests.conftest import TINY_MSDNET
+from tests.run_fixtures import network_of
 from boostnet.evaluation.early_exit import GraphedExitStages, early_exit_predict, exit_stage
 
 
@@ -31,10 +30,10 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 def tiny_cuda_case():
     """A tiny boosted MSDNet on the GPU, 64 random images and per-exit median-confidence thresholds."""
     torch.manual_seed(0)
-    args = parse_args(TINY_MSDNET + ["--dataset", "digits"])
-    model = build_model(args).cuda().eval()
+    job = parse_args(TINY_MSDNET + ["--dataset", "digits"])
+    model = job.model.build().cuda().eval()
     images = torch.randn(64, 3, 32, 32, device="cuda")
-    network = build_boosted(args, model)
+    network = network_of(job, model)
     with torch.no_grad():
         outputs = network(images)
     thresholds = [torch.softmax(o, 1).max(1).values.median().item() for o in outputs]

@@ -3,7 +3,6 @@ flags override the run's config, the checkpoint read is named, and bad input is 
 exit status 2."""
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import json
@@ -19,20 +18,22 @@ import torch
 from torch.utils.data import DataLoader
 
 import boostnet.evaluation.evaluator as evaluator
+import boostnet.evaluation.results as results
 import utils.plots as plots
 from adaptive_inference import apply_thresholds, budgeted_sweep
-from models import build_model
 from models.boosting import reweight_factors
+from models.costs import ExitCosts
+from models.registry import ModelSpec, backbone
 from tests.reference_metrics import reference_ece, reference_made, reference_nll
-from tests.run_fixtures import boosted_recurrence, file_states, make_trained_run, tiny_args
+from tests.run_fixtures import boosted_recurrence, file_states, make_trained_run, tiny_job
 from utils.checkpoint import load_checkpoint, save_checkpoint
-from models.costs import costs_for_args
+from boostnet.data.datasets import DataSettings, dataset_info
 from boostnet.data.loaders import build_splits
 from utils.errors import run_cli
-from args import build_parser, explicit_flags, parse_typed
-from boostnet.evaluation.evaluator import with_run_config
+from utils.flags import values_of
+from args import build_parser, parse_evaluation_args, parse_typed
 from utils.json_files import json_floats, read_json
-from boostnet.runs.records import locate_checkpoint
+from boostnet.runs.records import locate_checkpoint, write_config
 from utils.metrics import expected_calibration_error, negative_log_likelihood
 
 EVAL_FLAGS = ["--workers", "0", "--device", "cpu", "--eval-batch-size", "64"]
@@ -41,12 +42,23 @@ OUTPUTS = {"anytime.csv", "anytime.json", "budgeted.csv", "budgeted.json", "budg
 LEVELS = 39
 
 
+def evaluator_main(argv) -> None:
+    """What eval_cifar100.py runs (without its CIFAR-100 default): parse, then evaluate."""
+    evaluator.evaluate(parse_evaluation_args(argv, prog="eval_cifar100.py"))
+
+
 def evaluate(run_dir: Path, *flags: str) -> None:
-    evaluator.main(["--evaluate-from", str(run_dir), *EVAL_FLAGS, *flags], prog="eval_cifar100.py")
+    evaluator_main(["--evaluate-from", str(run_dir), *EVAL_FLAGS, *flags])
+
+
+def tiny_costs() -> ExitCosts:
+    """Per-exit costs of the tiny digits model, as its backbone counts them."""
+    job = tiny_job()
+    return job.model.backbone.cost(job.model.build(), job.model.inputs)
 
 
 def budget_between_exits() -> float:
-    costs = costs_for_args(tiny_args()).macs
+    costs = tiny_costs().macs
     return (costs[0] + costs[-1]) / 2
 
 
@@ -79,11 +91,14 @@ def run_copy(evaluated_run, tmp_path) -> Path:
 def direct_probs(run_dir: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-exit probabilities and targets computed here from the checkpoint, without the evaluator."""
     config = json.loads((run_dir / "config.json").read_text())
-    args = argparse.Namespace(**config)
-    model = build_model(args).eval()
+    info, entry = dataset_info(config["dataset"]), backbone(config["arch"])
+    spec = ModelSpec(config["arch"], entry.configure(values_of(entry.flags, config), info.inputs),
+                     info.inputs)
+    model = spec.build().eval()
     model.load_state_dict(torch.load(run_dir / "model_best.pth", weights_only=True)["model"])
-    dataset = getattr(build_splits(args, run_dir), split)
-    factors = reweight_factors(args.ensemble_reweight, model.num_exits)
+    data = DataSettings(info, Path(config["data_root"]), config["workers"], config["eval_batch_size"])
+    dataset = getattr(build_splits(data, config["use_valid"], config["seed"], run_dir), split)
+    factors = reweight_factors(config["ensemble_reweight"], model.num_exits)
     probs, targets = [], []
     with torch.no_grad():
         for images, labels in DataLoader(dataset, batch_size=64):
@@ -106,22 +121,24 @@ def early_exit_reference(probs: torch.Tensor, targets: torch.Tensor, thresholds:
 
 
 def test_explicit_flags_are_exactly_the_typed_ones():
-    typed = explicit_flags(build_parser("evaluate"),
+    _, typed = parse_typed(build_parser("evaluate", entry=backbone("msdnet_ge")),
                            ["--evaluate-from", "runs/x", "--nBlocks", "10", "--flat_curve", "-j", "0"])
     assert typed == {"evaluate_from": "runs/x", "nBlocks": 10, "flat_curve": True, "workers": 0}
 
 
-def test_config_gives_training_flags_and_typed_flags_override_it():
-    config = {**vars(tiny_args("--ensemble_reweight", "0.5")), "evalmode": "anytime",
+def test_config_gives_training_flags_and_typed_flags_override_it(tmp_path):
+    config = {**tiny_job("--ensemble_reweight", "0.5").record, "evalmode": "anytime",
               "budget": 1.0, "num_exits": 3}
-    parser = build_parser("evaluate", "eval_cifar100.py")
-    parser.set_defaults(dataset="cifar100")
-    argv = ["--evaluate-from", "x", "--ensemble_reweight", "1.0", "--nChannels", "4"]
-    args = with_run_config(parser, *parse_typed(parser, argv), config)
-    assert (args.nBlocks, args.dataset, args.base, args.grFactor) == (3, "digits", 2, [1, 2, 2])
-    assert (args.workers, args.eval_batch_size, args.device) == (0, 64, "cpu")
-    assert args.ensemble_reweight == [1.0]
-    assert (args.evalmode, args.budget) == ("both", None)
+    write_config(tmp_path, config)
+    (tmp_path / "model_best.pth").write_bytes(b"")  # config.json gives the flags; never read
+    argv = ["--evaluate-from", str(tmp_path), "--ensemble_reweight", "1.0", "--nChannels", "4"]
+    job = parse_evaluation_args(argv, "eval_cifar100.py", dataset="cifar100")
+    model = job.model.config
+    assert (model.nBlocks, job.data.dataset.name, model.base, list(model.grFactor)) == (
+        3, "digits", 2, [1, 2, 2])
+    assert (job.data.workers, job.data.eval_batch_size, job.runtime.device) == (0, 64, "cpu")
+    assert list(job.objective.reweight) == [1.0]
+    assert (job.evaluation.evalmode, job.evaluation.budget) == ("both", None)
 
 
 def test_anytime_matches_direct_computation(evaluated_run, direct):
@@ -131,7 +148,7 @@ def test_anytime_matches_direct_computation(evaluated_run, direct):
     top1 = ((probs.argmax(dim=2) == targets).sum(dim=1).double() * 100.0 / len(targets)).tolist()
     top5 = ((probs.topk(5, dim=2).indices == targets[None, :, None]).any(dim=2).sum(dim=1).double()
             * 100.0 / len(targets)).tolist()
-    costs = costs_for_args(tiny_args())
+    costs = tiny_costs()
 
     assert columns == ["exit", "macs", "params", "top1", "top5", "nll", "ece"]
     assert [float(row["top1"]) for row in rows] == pytest.approx(top1, abs=1e-9)
@@ -212,8 +229,8 @@ def test_cache_is_keyed_by_checkpoint_content(run_copy, monkeypatch):
         f"logits_test_{digest}.pt", f"logits_val_{digest}.pt"]
     before = (run_copy / "anytime.csv").read_text()
     computed = []
-    compute_logits = evaluator.compute_logits
-    monkeypatch.setattr(evaluator, "compute_logits",
+    compute_logits = results.compute_logits
+    monkeypatch.setattr(results, "compute_logits",
                         lambda *a, **k: computed.append(a[-1]) or compute_logits(*a, **k))
 
     evaluate(run_copy, "--evalmode", "both")
@@ -234,8 +251,8 @@ def test_cache_is_keyed_by_checkpoint_content(run_copy, monkeypatch):
 
 
 def test_real_exit_agrees_with_simulation_and_touches_only_outputs(run_copy, monkeypatch):
-    monkeypatch.setattr(evaluator, "TIMED_BATCHES", 2)
-    monkeypatch.setattr(evaluator, "TIMING_REPEATS", 1)
+    monkeypatch.setattr(results, "TIMED_BATCHES", 2)
+    monkeypatch.setattr(results, "TIMING_REPEATS", 1)
     before = file_states(run_copy)
     budget = budget_between_exits()
 
@@ -268,7 +285,7 @@ def test_init_from_run_dir_takes_latest_else_best(tmp_path):
 def cli_error(argv: list[str], capsys) -> str:
     """Run the evaluator's CLI in-process; assert exit status 2 and return its one stderr line."""
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(lambda args: evaluator.main(args, prog="eval_cifar100.py"), argv)
+        run_cli(evaluator_main, argv)
     lines = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 2
     assert len(lines) == 1 and lines[0].startswith("error: ")
@@ -320,7 +337,7 @@ def test_real_exit_needs_a_budget(run_copy, capsys):
 def test_budget_below_the_first_exit_fails_before_any_file_is_written(run_copy, capsys):
     before = file_states(run_copy)
     message = cli_error(["--evaluate-from", str(run_copy), *EVAL_FLAGS, "--budget", "1000"], capsys)
-    cheapest = costs_for_args(tiny_args()).macs[0]
+    cheapest = tiny_costs().macs[0]
     assert message.startswith("error: --budget 1000:") and f"{cheapest:g}" in message
     assert file_states(run_copy) == before
 
@@ -373,7 +390,7 @@ def test_logits_dump_round_trips(run_copy, direct, tmp_path):
     assert dump["val_indices"].tolist() == json.loads((run_copy / "split.json").read_text())["val_indices"]
     top1 = (torch.from_numpy(dump["logits"]).argmax(dim=2) == direct["test"][1]).double().mean(dim=1) * 100
     assert top1.tolist() == pytest.approx([exit["top1"] for exit in anytime["exits"]], abs=1e-9)
-    assert dump["costs"].dtype == np.int64 and dump["costs"].tolist() == costs_for_args(tiny_args()).macs
+    assert dump["costs"].dtype == np.int64 and dump["costs"].tolist() == tiny_costs().macs
     assert (str(dump["split"]), int(dump["num_classes"]), str(dump["checkpoint_sha256"])) == ("test", 10, digest)
     assert (str(dump["arch"]), str(dump["loss"]), str(dump["dataset"])) == ("msdnet_ge", "boost", "digits")
 
@@ -450,7 +467,7 @@ def test_evalmode_both_without_validation_split_runs_anytime_and_says_why(run_co
     for name in OUTPUTS:
         (run_copy / name).unlink(missing_ok=True)
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(lambda args: evaluator.main(args, prog="eval_cifar100.py"),
+        run_cli(evaluator_main,
                 ["--evaluate-from", str(run_copy), *EVAL_FLAGS, "--evalmode", "both"])
     output = capsys.readouterr()
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from args import parse_evaluation_args
 from tests.conftest import ROOT, TINY_MSDNET
 from train_cifar100 import main as train_main
 from boostnet.evaluation import evaluator
@@ -45,7 +46,8 @@ def one_line_error(main, argv, capsys) -> str:
 def test_evaluating_a_text_file_says_it_is_no_pytorch_file(tmp_path, capsys, text):
     notes = tmp_path / "notes.txt"
     notes.write_text(text)
-    message = one_line_error(lambda argv: evaluator.main(argv, prog="eval_cifar100.py"),
+    message = one_line_error(lambda argv: evaluator.evaluate(
+                                 parse_evaluation_args(argv, prog="eval_cifar100.py")),
                              ["--evaluate-from", str(notes)], capsys)
     assert message == (f"error: --evaluate-from: {notes} is not a readable checkpoint: it is not "
                        f"a PyTorch file (torch.save writes a zip archive, or a pickle before "

@@ -57,9 +57,9 @@ def test_reader_gives_the_full_set_padded_to_32x32_rgb(full_set):
 
 
 def test_use_valid_holds_out_5000_training_images_by_a_saved_split(full_set, tmp_path):
-    args = parse_args(["--dataset", "fashion_mnist", "--data-root", str(FASHION_ROOT),
-                       "--use-valid", "--seed", "4", "--workers", "0"])
-    splits = build_splits(args, tmp_path)
+    job = parse_args(["--dataset", "fashion_mnist", "--data-root", str(FASHION_ROOT),
+                      "--use-valid", "--seed", "4", "--workers", "0"])
+    splits = build_splits(job.data, job.train.use_valid, job.train.seed, tmp_path)
     saved = json.loads((tmp_path / "split.json").read_text())
     assert len(splits.val) == len(saved["val_indices"]) == DATASETS["fashion_mnist"].val_size == 5000
     assert len(splits.train) == 55_000 and len(splits.test) == 10_000

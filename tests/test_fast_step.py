@@ -15,9 +15,9 @@ import torch
 from torch import Tensor, nn
 
 from args import parse_args
-from models import build_model
-from models.boosting import build_boosted, build_objective
-from boostnet.training.engine import parameter_groups
+from boostnet.training.optim import parameter_groups
+from boostnet.training.settings import TrainingJob
+from tests.run_fixtures import losses_of, network_of
 from utils.errors import UserError
 from boostnet.training.step import (StepOutput, build_eval_forward, build_train_step, keep_learning_rates,
                              make_sgd, resolve_step_mode, restore_state, snapshot,
@@ -51,16 +51,21 @@ def learnable_batches(device: torch.device, partial_last: bool = False) -> list[
     return batches
 
 
+def groups_of(job: TrainingJob, model: nn.Module) -> list[dict]:
+    """The job's weight-decay parameter groups of `model` (per exit where the backbone allows)."""
+    return parameter_groups(model, job.train.weight_decay, job.model.backbone.per_exit_weight_decay)
+
+
 def train(mode: str, device: torch.device, lr_drop: bool = True,
           partial_last: bool = False) -> tuple[nn.Module, list[StepOutput]]:
     """STEPS steps of `mode` from the same initial weights; steps after the drop may not recompile."""
-    args = parse_args(TINY)
+    job = parse_args(TINY)
     torch.manual_seed(0)
-    model = build_model(args).to(device)
-    objective = build_objective(args, model.num_exits).to(device)
-    optimizer = make_sgd(parameter_groups(model, args), LR, 0.9, device)
+    model = job.model.build().to(device)
+    objective = losses_of(job).to(device)
+    optimizer = make_sgd(groups_of(job, model), LR, 0.9, device)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[1], gamma=0.1)
-    step = build_train_step(build_boosted(args, model), objective, optimizer, mode)
+    step = build_train_step(network_of(job, model), objective, optimizer, mode)
     batches = learnable_batches(device, partial_last)
     outputs = [step(*batches[i % len(batches)]) for i in range(LR_DROP_AFTER)]
     if lr_drop:
@@ -131,14 +136,14 @@ def test_learning_rates_replaced_by_load_state_dict_are_pinned_again():
 def test_undoing_the_warm_up_makes_the_next_step_a_first_step():
     """What a captured step relies on: warm-up steps undone, the momentum they created zeroed."""
     cpu = torch.device("cpu")
-    args = parse_args(TINY)
+    job = parse_args(TINY)
     steps, models = [], []
     for _ in range(2):
         torch.manual_seed(0)
-        model = build_model(args)
-        objective = build_objective(args, model.num_exits)
-        optimizer = make_sgd(parameter_groups(model, args), LR, 0.9, cpu)
-        steps.append((build_train_step(build_boosted(args, model), objective, optimizer, "eager"),
+        model = job.model.build()
+        objective = losses_of(job)
+        optimizer = make_sgd(groups_of(job, model), LR, 0.9, cpu)
+        steps.append((build_train_step(network_of(job, model), objective, optimizer, "eager"),
                       training_state_of(model, objective, optimizer)))
         models.append(model)
     (warmed, state), (fresh, _) = steps
@@ -161,14 +166,13 @@ def test_the_saved_training_state_holds_no_autograd_graph():
 
 
 def test_cuda_graph_step_on_the_cpu_is_a_clear_error():
-    args = parse_args(TINY)
-    model = build_model(args)
-    optimizer = make_sgd(parameter_groups(model, args), LR, 0.9, torch.device("cpu"))
+    job = parse_args(TINY)
+    model = job.model.build()
+    optimizer = make_sgd(groups_of(job, model), LR, 0.9, torch.device("cpu"))
     with pytest.raises(RuntimeError, match="CUDA device"):
-        build_train_step(build_boosted(args, model), build_objective(args, model.num_exits),
-                         optimizer, "cuda_graph")
+        build_train_step(network_of(job, model), losses_of(job), optimizer, "cuda_graph")
     with pytest.raises(UserError, match="--cuda-graph needs a CUDA device"):
-        resolve_step_mode(parse_args(TINY + ["--cuda-graph"]), torch.device("cpu"))
+        resolve_step_mode(parse_args(TINY + ["--cuda-graph"]).speed, torch.device("cpu"))
 
 
 @pytest.mark.parametrize("flags, device, world_size, mode", [
@@ -176,14 +180,14 @@ def test_cuda_graph_step_on_the_cpu_is_a_clear_error():
     (["--compile"], "cuda", 1, "compiled_cuda_graph"), (["--compile"], "cuda", 2, "compile"),
     (["--cuda-graph"], "cuda", 1, "cuda_graph"), (["--amp", "fp16"], "cuda", 1, "eager")])
 def test_one_switch_picks_the_step_for_the_device(flags, device, world_size, mode):
-    args = parse_args(TINY + flags)
-    assert resolve_step_mode(args, torch.device(device), world_size) == mode
+    job = parse_args(TINY + flags)
+    assert resolve_step_mode(job.speed, torch.device(device), world_size) == mode
 
 
 @pytest.mark.parametrize("flags", [["--cuda-graph"], ["--compile", "--amp", "fp16"]])
 def test_impossible_fast_steps_are_one_line_errors(flags):
     with pytest.raises(UserError):
-        resolve_step_mode(parse_args(TINY + flags), torch.device("cuda"), world_size=2)
+        resolve_step_mode(parse_args(TINY + flags).speed, torch.device("cuda"), world_size=2)
 
 
 @needs_cuda

@@ -40,6 +40,11 @@ def reference_batch(images: Tensor, offsets: Tensor, flips: Tensor) -> Tensor:
     return TF.normalize(TF.to_dtype(torch.stack(out), torch.float32, scale=True), CIFAR_MEAN, CIFAR_STD)
 
 
+def gpu_data_of(job, device: torch.device) -> bool:
+    """Whether `job` (its --gpu-data and dataset) trains from device-resident batches on `device`."""
+    return use_gpu_data(job.speed.gpu_data, job.data.dataset, device)
+
+
 def epoch_batches(data: GpuBatches, epoch: int) -> list[tuple[Tensor, Tensor]]:
     return list(data.epoch(epoch))
 
@@ -106,11 +111,11 @@ def test_bad_inputs_are_clear_errors():
     with pytest.raises(UserError, match="--gpu-data"):
         uint8_arrays([(torch.zeros(3, 8, 8), 0)])
     with pytest.raises(UserError, match="--gpu-data"):
-        use_gpu_data(parse_args(["--dataset", "imagenet", "--gpu-data"]), torch.device("cuda"))
+        gpu_data_of(parse_args(["--dataset", "imagenet", "--gpu-data"]), torch.device("cuda"))
 
 
 @pytest.mark.parametrize("flags, device, expected", [
     ([], "cuda", True), ([], "cpu", False), (["--dataset", "imagenet"], "cuda", False),
     (["--no-gpu-data"], "cuda", False), (["--gpu-data"], "cpu", True)])
 def test_gpu_data_defaults_to_on_for_cifar_sized_sets_on_a_gpu(flags, device, expected):
-    assert use_gpu_data(parse_args(flags), torch.device(device)) is expected
+    assert gpu_data_of(parse_args(flags), torch.device(device)) is expected

@@ -21,18 +21,17 @@ from torch import nn
 
 import boostnet.evaluation.evaluator as evaluator
 import utils.plots as plots
-from args import parse_args
-from models import MultiExitNetwork, build_model, param_groups_by_stage
+from args import parse_args, parse_evaluation_args
+from models.multi_exit import MultiExitNetwork, param_groups_by_stage
 from models.foreign import original_names
 from tests.conftest import ROOT, TINY_MSDNET, TINY_RANET
 from train_cifar100 import main as train_main
 from utils.checkpoint import load_checkpoint
-from models.costs import costs_for_args
 from boostnet.data.loaders import build_splits, eval_loader
 from utils.distributed import DistInfo
 from utils.errors import UserError, run_cli
-from boostnet.training.engine import parameter_groups
-from boostnet.evaluation.evaluator import compute_logits
+from boostnet.training.optim import parameter_groups
+from boostnet.evaluation.results import compute_logits
 
 DATA = ROOT / "tests" / "foreign_keys"
 RECORDED = {"msdnet_ge": "boostnet_msdnet_ge_cifar100", "ranet": "boostnet_ranet_cifar100",
@@ -117,6 +116,16 @@ def save_msdnet_pytorch(path: Path, weights: dict, optimizer: dict) -> Path:
     return path
 
 
+def build_model(flags: list[str]) -> MultiExitNetwork:
+    """A freshly initialised model of the training flags `flags`."""
+    return parse_args(flags).model.build()
+
+
+def evaluator_main(argv) -> None:
+    """What eval_cifar100.py runs (without its CIFAR-100 default): parse, then evaluate."""
+    evaluator.evaluate(parse_evaluation_args(argv, prog="eval_cifar100.py"))
+
+
 def run_import(*argv: str) -> int:
     with pytest.raises(SystemExit) as exit_info:
         run_cli(import_script.main, list(argv))
@@ -139,7 +148,7 @@ def logits(model: MultiExitNetwork, images: torch.Tensor) -> list[torch.Tensor]:
 @pytest.mark.parametrize("name", RECORDED)
 def test_original_names_reproduce_the_recorded_files(name):
     flags, rows = recorded(name)
-    model = build_model(parse_args(flags))
+    model = build_model(flags)
     names = original_names(model)
     prefix = "module." if name == "imagenet" else ""
     ours = [(prefix + names[key], list(t.shape)) for key, t in model.state_dict().items()]
@@ -162,7 +171,7 @@ CASES = {  # name: (recorded configuration, writer, per-exit optimiser groups, k
 def test_import_gives_identical_logits_and_the_original_run_state(case, tmp_path):
     config, save, per_exit, prefix = CASES[case]
     flags, rows = recorded(config)
-    source_model = randomised(build_model(parse_args(flags)))
+    source_model = randomised(build_model(flags))
     order = [key.removeprefix("module.") for key, _ in rows]
     weights = foreign_weights(source_model, order, prefix)
     optimizer, buffers = foreign_optimizer(source_model, weights, per_exit, prefix)
@@ -172,7 +181,7 @@ def test_import_gives_identical_logits_and_the_original_run_state(case, tmp_path
         assert isinstance(optimizer["param_groups"][0]["weight_decay"], np.float64)
     assert run_import(str(source), "--out", str(out), *flags) == 0
 
-    imported = build_model(parse_args(flags))
+    imported = build_model(flags)
     imported.load_state_dict(load_checkpoint(out / "model_best.pth")["model"])
     size = 224 if config == "imagenet" else 32
     images = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
@@ -182,14 +191,16 @@ def test_import_gives_identical_logits_and_the_original_run_state(case, tmp_path
     note = json.loads((out / "imported_from.json").read_text())
     assert note["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
     assert note["epochs_done"] == SOURCE_EPOCH + 1 and note["resumable"]
-    assert json.loads((out / "config.json").read_text())["arch"] == parse_args(flags).arch
+    assert json.loads((out / "config.json").read_text())["arch"] == parse_args(flags).model.arch
     latest = load_checkpoint(out / "model_latest.pth")
     assert latest["epoch"] == SOURCE_EPOCH + 1
     assert latest["scheduler"]["last_epoch"] == SOURCE_EPOCH + 1
     names = original_names(imported)
     key_of = {id(p): key for key, p in imported.named_parameters()}
-    ordered = [key_of[id(p)] for group in parameter_groups(imported, parse_args(flags))
-               for p in group["params"]]
+    job = parse_args(flags)
+    groups = parameter_groups(imported, job.train.weight_decay,
+                              job.model.backbone.per_exit_weight_decay)
+    ordered = [key_of[id(p)] for group in groups for p in group["params"]]
     state = latest["optimizer"]["state"]
     assert len(ordered) == len(state) == len(buffers)
     for i, key in enumerate(ordered):  # our optimiser numbers parameters group by group
@@ -200,7 +211,7 @@ def tiny_source(tmp_path: Path, arch_flags: list[str], per_exit: bool,
                 seed: int = 1) -> tuple[Path, MultiExitNetwork, list[str]]:
     """A tiny digits model saved in the official BoostNet layout, its model and its flags."""
     flags = arch_flags + DIGITS
-    model = randomised(build_model(parse_args(flags)), seed)
+    model = randomised(build_model(flags), seed)
     weights = foreign_weights(model)
     optimizer, _ = foreign_optimizer(model, weights, per_exit)
     return save_boostnet(tmp_path / "source.pth", weights, optimizer), model, flags
@@ -320,7 +331,7 @@ def test_truncated_unknown_and_own_files_are_one_line_errors(tmp_path, capsys):
 def test_evaluating_a_foreign_file_points_to_the_importer(tmp_path, capsys):
     source, _, _ = tiny_source(tmp_path, TINY_MSDNET, per_exit=True)
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(lambda argv: evaluator.main(argv, prog="eval_cifar100.py"),
+        run_cli(evaluator_main,
                 ["--evaluate-from", str(source), *TINY_MSDNET, *DIGITS])
     assert exit_info.value.code == 2
     message = one_line_error(capsys)
@@ -332,11 +343,12 @@ def test_an_imported_run_evaluates_to_the_source_models_logits(arch_flags, tmp_p
     source, model, flags = tiny_source(tmp_path, arch_flags, per_exit=arch_flags is TINY_MSDNET)
     run = tmp_path / "run"
     assert run_import(str(source), "--out", str(run), *flags) == 0
-    evaluator.main(["--evaluate-from", str(run), "--evalmode", "anytime", "--device", "cpu",
-                    "--workers", "0", "--eval-batch-size", "64"], prog="eval_cifar100.py")
+    evaluator_main(["--evaluate-from", str(run), "--evalmode", "anytime", "--device", "cpu",
+                    "--workers", "0", "--eval-batch-size", "64"])
     cached = list((run / "cache").glob("logits_test_*.pt"))
     assert len(cached) == 1 and (run / "anytime.json").is_file()
-    test_set = build_splits(parse_args(flags), None).test
+    job = parse_args(flags)
+    test_set = build_splits(job.data, job.train.use_valid, job.train.seed, None).test
     expected, targets = compute_logits(model, eval_loader(test_set, 64, 0, DistInfo(),
                                                           torch.device("cpu")),
                                        torch.device("cpu"), "direct")
@@ -348,10 +360,11 @@ def test_an_imported_run_with_a_validation_split_gives_every_evaluation_mode(tmp
     source, _, flags = tiny_source(tmp_path, TINY_MSDNET, per_exit=True)
     run = tmp_path / "run"
     assert run_import(str(source), "--out", str(run), *flags, "--use-valid") == 0
-    costs = costs_for_args(parse_args(flags)).macs
-    evaluator.main(["--evaluate-from", str(run), "--evalmode", "both", "--device", "cpu",
+    job = parse_args(flags)
+    costs = job.model.backbone.cost(job.model.build(), job.model.inputs).macs
+    evaluator_main(["--evaluate-from", str(run), "--evalmode", "both", "--device", "cpu",
                     "--workers", "0", "--eval-batch-size", "64", "--budget",
-                    str((costs[0] + costs[-1]) / 2), "--real-exit"], prog="eval_cifar100.py")
+                    str((costs[0] + costs[-1]) / 2), "--real-exit"])
     for name in ("split.json", "anytime.json", "budgeted.json", "budget.json", "real_exit.json"):
         assert (run / name).is_file(), name
     assert json.loads((run / "real_exit.json").read_text())["accuracy"] >= 0
@@ -402,7 +415,7 @@ def test_the_original_run_resumes_where_it_stopped(tmp_path):
 
 
 def test_without_optimiser_state_the_import_is_not_resumable(tmp_path, capsys):
-    model = randomised(build_model(parse_args(TINY_MSDNET + DIGITS)))
+    model = randomised(build_model(TINY_MSDNET + DIGITS))
     source = tmp_path / "weights_only.pth.tar"
     torch.save({"epoch": 2, "arch": "msdnet", "state_dict": foreign_weights(model, prefix="module."),
                 "best_prec1": torch.tensor(50.0)}, source)

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from args import parse_args
-from models import build_model
 from tests.conftest import TINY_MSDNET
 
 C100 = ["--arch", "msdnet_ge", "--stepmode", "even", "--step", "2", "--base", "4", "--nChannels", "16"]
@@ -21,7 +20,7 @@ IMAGENET = ["--dataset", "imagenet", "--arch", "msdnet_ge", "--nBlocks", "5", "-
     (IMAGENET + ["--step", "5", "--base", "5"], 5, 224, 1000),
 ])
 def test_recipe_models_forward(argv, exits, size, classes):
-    model = build_model(parse_args(argv)).eval()
+    model = parse_args(argv).model.build().eval()
     batch = 2 if size == 32 else 1
     with torch.no_grad():
         logits = model(torch.randn(batch, 3, size, size))
@@ -52,7 +51,7 @@ def _gradients_around_exit(model, block: int, pick_loss) -> dict[str, list[torch
 @pytest.mark.parametrize("block", [0, 1])
 def test_gradient_rescaling_factors(arch, block):
     torch.manual_seed(0)
-    model = build_model(parse_args(TINY_MSDNET + ["--arch", arch])).eval()
+    model = parse_args(TINY_MSDNET + ["--arch", arch]).model.build().eval()
     n = model.num_exits
     rescaled = arch == "msdnet_ge"
     from_head = _gradients_around_exit(model, block, lambda logits: logits[block].sum())
@@ -69,8 +68,8 @@ def test_gradient_rescaling_factors(arch, block):
 
 def test_forward_identical_with_and_without_rescaling():
     torch.manual_seed(0)
-    ge = build_model(parse_args(TINY_MSDNET)).eval()
-    plain = build_model(parse_args(TINY_MSDNET + ["--arch", "msdnet"])).eval()
+    ge = parse_args(TINY_MSDNET).model.build().eval()
+    plain = parse_args(TINY_MSDNET + ["--arch", "msdnet"]).model.build().eval()
     plain.load_state_dict(ge.state_dict())
     x = torch.randn(2, 3, 32, 32)
     for a, b in zip(ge(x), plain(x)):
@@ -78,7 +77,7 @@ def test_forward_identical_with_and_without_rescaling():
 
 
 def test_up_to_exit_k_runs_no_later_module():
-    model = build_model(parse_args(TINY_MSDNET)).eval()
+    model = parse_args(TINY_MSDNET).model.build().eval()
     calls: dict[str, int] = {}
     hooks = [m.register_forward_hook(lambda mod, _i, _o, name=name: calls.__setitem__(name, 1))
              for name, m in model.named_modules() if name]
@@ -92,7 +91,7 @@ def test_up_to_exit_k_runs_no_later_module():
 
 
 def test_iter_exits_can_stop_early():
-    model = build_model(parse_args(TINY_MSDNET)).eval()
+    model = parse_args(TINY_MSDNET).model.build().eval()
     with torch.no_grad():
         first_logits, features = next(model.iter_exits(torch.randn(3, 3, 32, 32)))
     assert first_logits.shape == (3, 100)

@@ -1,4 +1,4 @@
-"""utils.plots: curves read from the evaluator's JSON, figures written, results.md holds the same
+"""utils.plots (the command) and boostnet.reporting.plots (the library): curves read from the evaluator's JSON, figures written, results.md holds the same
 numbers, and both say what they were measured on (dataset, test split, samples, checkpoint)."""
 from __future__ import annotations
 
@@ -8,13 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.image
+import matplotlib.pyplot
 import pytest
 
-from utils import plots
+from boostnet.reporting import plots
+from boostnet.reporting.plots import (REFERENCES, anytime_curves, budgeted_curves, load_results,
+                                      run_labels, wilson_interval)
 from utils.errors import run_cli
 from utils.json_files import write_json
-from utils.plots import (REFERENCES, anytime_curves, budgeted_curves, load_results, main, run_labels,
-                         wilson_interval)
+from utils.plots import main, plot_parser
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -67,7 +69,7 @@ def refusal(argv: list[str], capsys) -> str:
 def drawn_figures(monkeypatch) -> list:
     """The figures `draw` closes from now on, kept to be inspected."""
     closed = []
-    monkeypatch.setattr(plots.plt, "close", closed.append)
+    monkeypatch.setattr(matplotlib.pyplot, "close", closed.append)
     return closed
 
 
@@ -286,7 +288,7 @@ def test_runs_on_different_test_sets_are_refused(tmp_path, capsys):
 
 
 def test_help_documents_every_flag(capsys):
-    parser = plots.plot_parser()
+    parser = plot_parser()
     actions = [action for action in parser._actions if action.dest != "help"]
     assert {action.dest for action in actions} == {"runs", "out", "reference", "labels", "title", "formats"}
     with pytest.raises(SystemExit):

@@ -8,10 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from args import num_exits, parse_args
-from models import build_model, select_samples
+from args import parse_args
+from models.multi_exit import select_samples
 from models.ranet import RANetConfig
-from models.costs import costs_for_args
 from tests.conftest import TINY_RANET
 
 RANET_C100 = ["--arch", "ranet", "--nBlocks", "2", "--stepmode", "even", "--step", "4",
@@ -37,7 +36,8 @@ def stage_leaves(model, stages: range) -> set[int]:
 
 
 def test_ranet_cifar100_golden():
-    costs = costs_for_args(parse_args(RANET_C100))
+    spec = parse_args(RANET_C100).model
+    costs = spec.backbone.cost(spec.build(), spec.inputs)
     assert costs.macs == [15826020, 31306440, 44690220, 50404752, 60712628, 63717656,
                            90255228, 94997472]
     assert costs.params == [482052, 1097000, 1511586, 1914854, 2223662, 2523154, 2952906,
@@ -50,33 +50,32 @@ def test_ranet_cifar100_golden():
 @pytest.mark.parametrize("argv", [RANET_C100] + RANET_C100_BUDGETED,
                          ids=["anytime", "budgeted-1-2-3", "budgeted-1-2-2-3", "budgeted-1-2-3-3"])
 def test_cifar_recipes_forward(argv):
-    args = parse_args(argv)
-    model = build_model(args)
+    job = parse_args(argv)
+    model = job.model.build()
     logits = model(torch.randn(2, 3, 32, 32))
-    assert model.num_exits == num_exits(args) == len(logits)
+    assert model.num_exits == job.model.num_exits == len(logits)
     assert all(out.shape == (2, 100) for out in logits)
 
 
 @pytest.mark.parametrize("channels", ["64", "32"])
 def test_imagenet_recipes_forward(channels):
-    args = parse_args(RANET_IMAGENET + ["--nChannels", channels])
-    model = build_model(args).eval()
+    job = parse_args(RANET_IMAGENET + ["--nChannels", channels])
+    model = job.model.build().eval()
     with torch.no_grad():
         logits = model(torch.randn(1, 3, 224, 224))
-    assert len(logits) == num_exits(args) == 8
+    assert len(logits) == job.model.num_exits == 8
     assert all(out.shape == (1, 1000) for out in logits)
 
 
 def test_down_sampling_blocks_follow_the_spec_example():
-    args = parse_args(RANET_C100)
-    cfg = build_model(args).cfg
+    cfg = parse_args(RANET_C100).model.build().cfg
     downs = [{j for j in range(1, cfg.fusion_blocks(k) + 1) if cfg.is_down_block(k, j)}
              for k in range(cfg.num_flows)]
     assert downs == [set(), {2}, {2, 4}, {4, 6}]
 
 
 def test_every_normal_block_runs_at_the_lowest_resolution():
-    model = build_model(parse_args(RANET_C100)).eval()
+    model = parse_args(RANET_C100).model.build().eval()
     with torch.no_grad():
         sizes = [tuple(feats["x"].shape[-2:]) for _, feats in
                  model.iter_exits(torch.randn(1, 3, 32, 32))]
@@ -85,7 +84,7 @@ def test_every_normal_block_runs_at_the_lowest_resolution():
 
 @pytest.mark.parametrize("max_exit", [1, 2, 3, 4])
 def test_max_exit_runs_exactly_the_earlier_stages(max_exit):
-    model = build_model(parse_args(TINY_RANET)).eval()
+    model = parse_args(TINY_RANET).model.build().eval()
     assert model.num_exits == 4
     ran: set[int] = set()
     handles = [leaf.register_forward_hook(lambda m, i, o: ran.add(id(m)))
@@ -100,7 +99,7 @@ def test_max_exit_runs_exactly_the_earlier_stages(max_exit):
 
 
 def test_stage_modules_partition_the_parameters():
-    model = build_model(parse_args(TINY_RANET))
+    model = parse_args(TINY_RANET).model.build()
     per_stage = [{id(p) for m in model.stage_modules(n) for p in m.parameters()}
                  for n in range(model.num_exits)]
     assert all(per_stage)
@@ -110,7 +109,7 @@ def test_stage_modules_partition_the_parameters():
 
 def test_samples_can_be_dropped_between_exits():
     torch.manual_seed(0)
-    model = build_model(parse_args(TINY_RANET)).eval()
+    model = parse_args(TINY_RANET).model.build().eval()
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         full = model(x)
@@ -123,7 +122,7 @@ def test_samples_can_be_dropped_between_exits():
 
 def test_flows_and_heads_use_ranet_init_but_the_stem_keeps_the_default():
     torch.manual_seed(0)
-    model = build_model(parse_args(RANET_C100))
+    model = parse_args(RANET_C100).model.build()
     flow_conv = model.flows[0][0].layers[0].same[1][0]
     out_channels, kernel = flow_conv.out_channels, flow_conv.kernel_size[0]
     expected_std = math.sqrt(2 / (kernel * kernel * out_channels))

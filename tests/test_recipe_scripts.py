@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from args import num_exits, parse_args
+from args import parse_args
 from tests.conftest import ROOT, TINY_MSDNET
 
 STUB = """#!/usr/bin/env bash
@@ -71,10 +71,11 @@ def test_recipe_trains_the_spec_model_then_evaluates_its_run(script_args, tmp_pa
     entry = f"train_{suffix}.py"
     assert train[0] == ("torchrun" if dataset == "imagenet" else "python") and entry in train
     flags = train[train.index(entry) + 1:]
-    args = parse_args(flags, dataset=dataset)
-    assert (args.dataset, args.arch, num_exits(args), args.use_valid) == (dataset, arch, exits,
-                                                                          use_valid)
-    assert args.result_dir == f"runs/{run_name}" and args.loss == "boost" and args.batch_size == 64
+    job = parse_args(flags, dataset=dataset)
+    assert (job.data.dataset.name, job.model.arch, job.model.num_exits, job.train.use_valid) == (
+        dataset, arch, exits, use_valid)
+    assert job.run.result_dir == Path(f"runs/{run_name}")
+    assert job.objective.name == "boost" and job.train.batch_size == 64
     flat_curve = ["--flat_curve"] if use_valid else []  # budgeted recipes, as the original evaluates
     assert evaluate == ["python", f"eval_{suffix}.py", "--evaluate-from", f"runs/{run_name}",
                         "--evalmode", evalmode, *flat_curve]
@@ -82,8 +83,8 @@ def test_recipe_trains_the_spec_model_then_evaluates_its_run(script_args, tmp_pa
 
 def test_extra_flags_reach_training_and_a_bad_model_number_is_refused(tmp_path):
     train, _ = recorded_commands(("ranet_cifar100_budgeted.sh", "1", "--loss", "joint"), tmp_path)
-    args = parse_args(train[2:])
-    assert args.loss == "joint" and args.scale_list == [1, 2, 3]
+    job = parse_args(train[2:])
+    assert job.objective.name == "joint" and job.model.config.scale_list == (1, 2, 3)
     done = subprocess.run(["bash", str(ROOT / "scripts" / "ranet_cifar100_budgeted.sh"), "4"],
                           capture_output=True, text=True)
     assert done.returncode == 2 and "usage" in done.stderr

@@ -20,7 +20,7 @@ import boostnet.runs.recovery
 from tests.conftest import ROOT, TINY_MSDNET
 from tests.test_training import SHORT, assert_one_line_error, load, train
 from utils.errors import EXIT_PREEMPTED
-from boostnet.runs.recovery import StopSignals
+from utils.signals import StopSignals
 
 FLAGS = [*TINY_MSDNET, *SHORT, "--use-valid", "--lr_milestones", "1"]
 NO_SPACE = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -12,9 +12,8 @@ import torch
 
 import models.boosting
 from args import parse_args
-from models import build_model
-from models.boosting import build_boosted
 from tests.conftest import ROOT, TINY_MSDNET, TINY_RANET
+from tests.run_fixtures import network_of
 from train_cifar100 import main
 from boostnet.data.loaders import build_splits
 from utils.errors import run_cli
@@ -53,13 +52,13 @@ def assert_one_line_error(capsys, *fragments: str) -> None:
 
 def last_exit_test_accuracy(run_dir: Path, flags: list[str]) -> float:
     """Top-1 accuracy (%) of model_best.pth's last exit (eval-time output) on the digits test set."""
-    args = parse_args(flags)
-    model = build_model(args)
+    job = parse_args(flags)
+    model = job.model.build()
     model.load_state_dict(load(run_dir / "model_best.pth")["model"])
-    test_set = build_splits(args, None).test
+    test_set = build_splits(job.data, job.train.use_valid, job.train.seed, None).test
     images, labels = zip(*(test_set[i] for i in range(len(test_set))))
     with torch.no_grad():
-        final = build_boosted(args, model.eval())(torch.stack(images))[-1]
+        final = network_of(job, model.eval())(torch.stack(images))[-1]
     return 100 * (final.argmax(1) == torch.stack(labels)).float().mean().item()
 
 

@@ -1,16 +1,38 @@
 """The recipe models scripts/benchmark.py times (docs/recipes.md), at their real sizes and
 shrunk for `--quick`. Torch-free, so that the benchmark's --help and flag checks are instant;
-the timing itself is boostnet/benchmarks/timing.py.
+the timing itself is boostnet/benchmarks/timing.py, which gets each case with its flags
+parsed into a training job by the script.
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import asdict, dataclass
-from typing import Optional
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
 
-from args import parse_args
-from boostnet.data.datasets import dataset_info
 from boostnet.recipes import RECIPES
+
+if TYPE_CHECKING:
+    from boostnet.training.settings import TrainingJob
+
+
+@dataclass(frozen=True)
+class BenchmarkOptions:
+    """How scripts/benchmark.py times (its flags, defaults resolved by --quick)."""
+
+    quick: bool
+    out: Path
+    device: str
+    modes: Optional[tuple[str, ...]]
+    steps: int
+    warmup: int
+    compile_backend: str
+    amp: Optional[str]
+    channels_last: bool
+    early_exit: bool
+    jobs: Optional[int]  # None: 1, or 2 for --quick on the CPU
+    early_exit_warmup: int
+    early_exit_steps: int
+    single_images: int  # images timed one at a time for batch 1
 
 
 @dataclass(frozen=True)
@@ -32,15 +54,15 @@ class Benchmarked:
     def gpus(self) -> int:
         return RECIPES[self.recipe].gpus
 
-    def steps_per_epoch(self, args: argparse.Namespace) -> int:
-        return dataset_info(args).train_size // (args.batch_size * self.gpus)
+    def steps_per_epoch(self, job: TrainingJob) -> int:
+        return job.data.dataset.train_size // (job.train.batch_size * self.gpus)
 
-    def record(self) -> dict:
-        """What the JSON says about the model: its flags and how its recipe trains."""
-        args = parse_args(list(self.flags))
-        return {**asdict(self), "flags": list(self.flags), "epochs": args.epochs,
-                "train_images": dataset_info(args).train_size, "batch": args.batch_size,
-                "gpus": self.gpus, "steps_per_epoch": self.steps_per_epoch(args)}
+    def record(self, job: TrainingJob) -> dict:
+        """What the JSON says about the model (`job`: its flags parsed): the flags and how its
+        recipe trains."""
+        return {**asdict(self), "flags": list(self.flags), "epochs": job.train.epochs,
+                "train_images": job.data.dataset.train_size, "batch": job.train.batch_size,
+                "gpus": self.gpus, "steps_per_epoch": self.steps_per_epoch(job)}
 
 
 MODELS = (Benchmarked("msdnet_cifar100", "msdnet_cifar100_anytime"),

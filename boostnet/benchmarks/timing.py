@@ -3,33 +3,31 @@ forwards, eager and fast, real early exit, and the device-resident loader, on sy
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import multiprocessing
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable, Optional, Sequence
 
 import torch
 
 from adaptive_inference import exit_fractions, find_thresholds
-from args import num_exits, parse_args
-from models import build_model
-from models.boosting import BoostedNetwork, ExitObjective, build_boosted, build_objective
-from boostnet.benchmarks.cases import MODELS, QUICK_MODELS, Benchmarked
-from models.costs import count_exit_costs
-from boostnet.data.datasets import DATASETS, dataset_info
+from models.boosting import BoostedNetwork
+from models.objectives import objective
+from boostnet.benchmarks.cases import BenchmarkOptions, Benchmarked
+from boostnet.data.datasets import DATASETS
+from boostnet.training.settings import TrainingJob
 from utils.distributed import DistInfo, resolve_device
 from boostnet.evaluation.early_exit import (GraphedExitStages, early_exit_predict, exit_stage, expected_cost,
                               synchronize)
-from boostnet.training.engine import parameter_groups
+from boostnet.training.optim import parameter_groups
 from utils.errors import UserError
 from boostnet.training.step import build_eval_forward, build_train_step, make_sgd
 from boostnet.data.gpu_batches import GpuBatches
 from utils.json_files import write_json
-from utils.plots import markdown_table
+from boostnet.reporting.markdown import markdown_table
 
 EARLY_EXIT_LEVEL = 10  # budget level k of docs/evaluation.md: exit shares p_n = q^n / sum q^m with q = 0.5
 EARLY_EXIT_BATCHES = (1, 256)
@@ -81,44 +79,51 @@ def wall_durations(call: Callable[[], object], steps: int) -> list[float]:
     return durations
 
 
-def build(recipe: Benchmarked, device: torch.device) -> tuple[argparse.Namespace, BoostedNetwork,
-                                                          ExitObjective]:
-    """The recipe's network (seeded) and objective on `device`."""
-    args = parse_args(list(recipe.flags))
+Case = tuple[Benchmarked, TrainingJob]  # a timed model and its recipe's flags, parsed
+
+
+def build(job: TrainingJob, device: torch.device) -> tuple[BoostedNetwork, torch.nn.Module]:
+    """The recipe's network (seeded) and its losses on `device`."""
     torch.manual_seed(0)
-    network = build_boosted(args, build_model(args).to(device))
-    return args, network, build_objective(args, network.num_exits).to(device)
+    method, exits = objective(job.objective.name), job.model.num_exits
+    network = method.network(job.model.build().to(device), job.objective, exits)
+    return network, method.loss(job.objective, exits).to(device)
 
 
-def synthetic_batch(args: argparse.Namespace, batch: int, device: torch.device
+def synthetic_batch(job: TrainingJob, batch: int, device: torch.device
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Seeded random images of the recipe's input size and random labels, on `device`."""
-    size, classes = dataset_info(args).image_size, dataset_info(args).num_classes
+    size, classes = job.model.inputs.image_size, job.model.inputs.num_classes
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(batch, 3, size, size, generator=generator)
     return images.to(device), torch.randint(0, classes, (batch,), generator=generator).to(device)
 
 
-def time_mode(recipe: Benchmarked, mode: str, device: torch.device, options: argparse.Namespace
-              ) -> dict:
+def time_mode(case: Case, mode: str, device: torch.device, options: BenchmarkOptions) -> dict:
     """Train-step and eval-forward timings of one recipe model in one step mode."""
-    args, network, objective = build(recipe, device)
-    optimizer = make_sgd(parameter_groups(network.network, args), args.lr_f, args.momentum, device)
-    step = build_train_step(network, objective, optimizer, mode, amp=options.amp,
+    recipe, job = case
+    network, losses = build(job, device)
+    train_settings = job.train
+    optimizer = make_sgd(parameter_groups(network.network, train_settings.weight_decay,
+                                          job.model.backbone.per_exit_weight_decay),
+                         train_settings.lr, train_settings.momentum, device)
+    step = build_train_step(network, losses, optimizer, mode, amp=options.amp,
                             channels_last=options.channels_last,
                             compile_backend=options.compile_backend)
-    images, targets = synthetic_batch(args, args.batch_size, device)
+    batch = train_settings.batch_size
+    images, targets = synthetic_batch(job, batch, device)
     network.train()
     train = time_calls(lambda: step(images, targets), device, options.warmup, options.steps)
     network.eval()
     forward = build_eval_forward(network, mode, amp=options.amp, channels_last=options.channels_last,
                                  compile_backend=options.compile_backend)
-    eval_images, _ = synthetic_batch(args, recipe.eval_batch, device)
+    eval_images, _ = synthetic_batch(job, recipe.eval_batch, device)
     evaluate = time_calls(lambda: forward(eval_images), device, options.warmup, options.steps)
-    return {"model": recipe.name, "mode": mode, "batch": args.batch_size,
-            "eval_batch": recipe.eval_batch, "train": summary(train, args.batch_size),
+    return {"model": recipe.name, "mode": mode, "batch": batch,
+            "eval_batch": recipe.eval_batch, "train": summary(train, batch),
             "eval": summary(evaluate, recipe.eval_batch),
-            "projected_recipe_hours": args.epochs * recipe.steps_per_epoch(args) * train.ms / 3.6e6}
+            "projected_recipe_hours": (train_settings.epochs * recipe.steps_per_epoch(job) * train.ms
+                                       / 3.6e6)}
 
 
 def summary(timing: Timing, batch: int) -> dict:
@@ -135,7 +140,7 @@ def add_speedups(rows: list[dict]) -> None:
         row["eval_speedup"] = base["eval"]["ms"] / row["eval"]["ms"]
 
 
-def time_early_exit(recipe: Benchmarked, device: torch.device, options: argparse.Namespace) -> list[dict]:
+def time_early_exit(case: Case, device: torch.device, options: BenchmarkOptions) -> list[dict]:
     """Real early exit vs the full network at batch 1 and 256, and against its cost ratio's promise.
 
     Thresholds put the shares p_n of the budget level (docs/evaluation.md) EARLY_EXIT_LEVEL of 256 images
@@ -143,10 +148,11 @@ def time_early_exit(recipe: Benchmarked, device: torch.device, options: argparse
     timed images. On a GPU both paths replay CUDA graphs (the full network one per batch,
     early exit one per exit stage wherever the sub-batch still has the batch's size).
     """
-    args, network, _ = build(recipe, device)
+    recipe, job = case
+    network, _ = build(job, device)
     network.eval()
-    costs = count_exit_costs(copy.deepcopy(network.network).cpu(), dataset_info(args).image_size).macs
-    images, _ = synthetic_batch(args, max(EARLY_EXIT_BATCHES), device)
+    costs = job.model.backbone.cost(copy.deepcopy(network.network).cpu(), job.model.inputs).macs
+    images, _ = synthetic_batch(job, max(EARLY_EXIT_BATCHES), device)
     with torch.no_grad():
         probs = network.probabilities(network.backbone(images))
     thresholds = find_thresholds(probs.cpu(), exit_fractions(network.num_exits, EARLY_EXIT_LEVEL)).tolist()
@@ -204,10 +210,9 @@ def results_tables(rows: list[dict], early_exit: list[dict]) -> str:
     return "\n\n".join(tables)
 
 
-def wants_early_exit(recipe: Benchmarked, device: torch.device, options: argparse.Namespace) -> bool:
+def wants_early_exit(job: TrainingJob, device: torch.device, options: BenchmarkOptions) -> bool:
     """Early exit is timed unless switched off; on the CPU only at CIFAR size (256 ImageNet images are slow)."""
-    return options.early_exit and (device.type == "cuda" or not dataset_info(
-        parse_args(list(recipe.flags))).imagenet_style)
+    return options.early_exit and (device.type == "cuda" or not job.model.inputs.imagenet_style)
 
 
 def fast_modes(device: torch.device, requested: Optional[Sequence[str]]) -> list[str]:
@@ -217,29 +222,29 @@ def fast_modes(device: torch.device, requested: Optional[Sequence[str]]) -> list
     return ["cuda_graph", "compiled_cuda_graph"] if device.type == "cuda" else ["compile"]
 
 
-def time_recipe(recipe: Benchmarked, device: torch.device, options: argparse.Namespace
+def time_recipe(case: Case, device: torch.device, options: BenchmarkOptions
                 ) -> tuple[list[dict], list[dict]]:
     """One recipe model's step-mode rows and early-exit rows."""
-    rows = [time_mode(recipe, mode, device, options)
+    rows = [time_mode(case, mode, device, options)
             for mode in ["eager", *fast_modes(device, options.modes)]]
-    early_exit = (time_early_exit(recipe, device, options)
-                  if wants_early_exit(recipe, device, options) else [])
+    early_exit = (time_early_exit(case, device, options)
+                  if wants_early_exit(case[1], device, options) else [])
     return rows, early_exit
 
 
-def threads_per_job(options: argparse.Namespace) -> int:
+def threads_per_job(options: BenchmarkOptions) -> int:
     """CPU threads each timing process uses: the machine's threads shared out between the jobs."""
     return max(1, torch.get_num_threads() // options.jobs)
 
 
-def time_in_job(recipe: Benchmarked, device: torch.device, options: argparse.Namespace
+def time_in_job(case: Case, device: torch.device, options: BenchmarkOptions
                 ) -> tuple[list[dict], list[dict]]:
     """`time_recipe` in a worker process, on its share of the CPU threads."""
     torch.set_num_threads(threads_per_job(options))
-    return time_recipe(recipe, device, options)
+    return time_recipe(case, device, options)
 
 
-def time_in_workers(recipes: Sequence[Benchmarked], device: torch.device, options: argparse.Namespace
+def time_in_workers(cases: Sequence[Case], device: torch.device, options: BenchmarkOptions
                     ) -> list[tuple[list[dict], list[dict]]]:
     """`time_recipe` for every recipe, `options.jobs` recipes at a time in worker processes.
 
@@ -254,30 +259,30 @@ def time_in_workers(recipes: Sequence[Benchmarked], device: torch.device, option
     fork = threads_per_job(options) == 1 and "fork" in methods
     context = multiprocessing.get_context("fork" if fork else "spawn")
     with ProcessPoolExecutor(options.jobs, mp_context=context) as pool:
-        futures = {recipe.name: pool.submit(time_in_job, recipe, device, options)
-                   for recipe in sorted(recipes, key=trace_size, reverse=True)}
-        return [futures[recipe.name].result() for recipe in recipes]
+        futures = {case[0].name: pool.submit(time_in_job, case, device, options)
+                   for case in sorted(cases, key=trace_size, reverse=True)}
+        return [futures[recipe.name].result() for recipe, _ in cases]
 
 
-def trace_size(recipe: Benchmarked) -> int:
+def trace_size(case: Case) -> int:
     """Exits x scales of the recipe's model: roughly how long tracing it takes."""
-    args = parse_args(list(recipe.flags))
-    return num_exits(args) * len(args.grFactor)
+    config = case[1].model.config
+    return config.num_exits * len(config.grFactor)
 
 
-def run_benchmark(options: argparse.Namespace) -> dict:
-    """Time everything `options` (scripts/benchmark.py's flags) asks for, write the JSON, print
+def run_benchmark(options: BenchmarkOptions, cases: Sequence[Case]) -> dict:
+    """Time the `cases` as `options` (scripts/benchmark.py's flags) ask, write the JSON, print
     the tables; returns the JSON dict."""
     device = resolve_device(options.device, DistInfo())
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    recipes = [r for r in (QUICK_MODELS if options.quick else MODELS) if r.name in options.models]
-    options.jobs = options.jobs or (2 if options.quick and device.type == "cpu" else 1)
+    options = replace(options, jobs=options.jobs or (2 if options.quick and device.type == "cpu"
+                                                     else 1))
     if options.jobs > 1 and device.type == "cuda":
         raise UserError("--jobs > 1 would share one GPU between timings; use --jobs 1")
     started = time.perf_counter()
-    timed = time_in_workers(recipes, device, options) if options.jobs > 1 else [
-        time_recipe(recipe, device, options) for recipe in recipes]
+    timed = time_in_workers(cases, device, options) if options.jobs > 1 else [
+        time_recipe(case, device, options) for case in cases]
     rows = [row for recipe_rows, _ in timed for row in recipe_rows]
     early_exit = [row for _, recipe_rows in timed for row in recipe_rows]
     add_speedups(rows)
@@ -288,7 +293,7 @@ def run_benchmark(options: argparse.Namespace) -> dict:
               "jobs": options.jobs,
               "tf32": {"cudnn": torch.backends.cudnn.allow_tf32,
                        "matmul": torch.backends.cuda.matmul.allow_tf32},
-              "recipes": [r.record() for r in recipes],
+              "recipes": [recipe.record(job) for recipe, job in cases],
               "results": rows, "early_exit": early_exit,
               "gpu_data": time_gpu_data(device, options.quick, options.steps)}
     result["wall_s"] = time.perf_counter() - started

@@ -13,11 +13,12 @@ there.
 """
 from __future__ import annotations
 
-import argparse
-import math
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
 
-IMAGENET_STYLE_MIN_SIZE = 96
+from models.registry import IMAGENET_STYLE_MIN_SIZE, InputSpec
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CIFAR_MEAN = (0.5071, 0.4867, 0.4408)
@@ -45,13 +46,13 @@ class DatasetInfo:
 
     @property
     def imagenet_style(self) -> bool:
-        """ImageNet-style stem (7x7 stride-2 conv, max-pool) and heads, for large inputs."""
+        """Large inputs: ImageNet-style augmentation (and, in the models, stem and heads)."""
         return self.image_size >= IMAGENET_STYLE_MIN_SIZE
 
     @property
-    def stem_size(self) -> int:
-        """Side of the map the stem gives the finest scale (the ImageNet stem divides by 4)."""
-        return math.ceil(math.ceil(self.image_size / 2) / 2) if self.imagenet_style else self.image_size
+    def inputs(self) -> InputSpec:
+        """What a network trained on this dataset reads and predicts."""
+        return InputSpec(self.image_size, self.num_classes, self.channels)
 
     def held_out(self, train_count: int) -> int:
         """How many training images `--use-valid` holds out."""
@@ -86,8 +87,19 @@ def folder_dataset(num_classes: int, image_size: int, val_size: int | float | No
                        mean=IMAGENET_MEAN, std=IMAGENET_STD, flip=True, train_size=0)
 
 
-def dataset_info(args: argparse.Namespace) -> DatasetInfo:
-    """The entry `--dataset` names (for `folder`, built from --num-classes/--image-size/--val-size)."""
-    if args.dataset == FOLDER:
-        return folder_dataset(args.num_classes, args.image_size, getattr(args, "val_size", None))
-    return DATASETS[args.dataset]
+def dataset_info(name: str, num_classes: Optional[int] = None, image_size: Optional[int] = None,
+                 val_size: int | float | None = None) -> DatasetInfo:
+    """The entry `--dataset name` selects (`folder`: built from the three folder values)."""
+    if name == FOLDER:
+        return folder_dataset(num_classes, image_size, val_size)
+    return DATASETS[name]
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """Where a dataset is read from and how: what the data layer needs besides the batch size."""
+
+    dataset: DatasetInfo
+    root: Path
+    workers: int = 4
+    eval_batch_size: int = 256

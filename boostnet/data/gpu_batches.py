@@ -11,7 +11,6 @@ Works with CPU tensors too.
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -23,22 +22,22 @@ from torch import Tensor
 from torch.utils.data import Dataset, DistributedSampler, Subset
 
 from boostnet.data.loaders import InMemoryImages, epoch_seed
-from boostnet.data.datasets import CIFAR_MEAN, CIFAR_STD, dataset_info
+from boostnet.data.datasets import CIFAR_MEAN, CIFAR_STD, DatasetInfo
 from boostnet.data.readers import in_memory_loader
 from utils.errors import UserError
 
 Batch = tuple[Tensor, Tensor]
 
 
-def use_gpu_data(args: argparse.Namespace, device: torch.device) -> bool:
-    """`--gpu-data`, defaulting to on when training an in-memory dataset on a GPU."""
-    in_memory = in_memory_loader(dataset_info(args)) is not None
-    if args.gpu_data and not in_memory:
+def use_gpu_data(requested: bool | None, dataset: DatasetInfo, device: torch.device) -> bool:
+    """`--gpu-data` (`requested`), defaulting to on when training an in-memory dataset on a GPU."""
+    in_memory = in_memory_loader(dataset) is not None
+    if requested and not in_memory:
         raise UserError(f"--gpu-data keeps the whole training set on the device, which only "
-                        f"in-memory datasets allow; drop it for --dataset {args.dataset}")
-    if args.gpu_data is None:
+                        f"in-memory datasets allow; drop it for --dataset {dataset.name}")
+    if requested is None:
         return device.type == "cuda" and in_memory
-    return args.gpu_data
+    return requested
 
 
 def nchw_uint8(images: Tensor | np.ndarray) -> Tensor:

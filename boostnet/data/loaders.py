@@ -8,7 +8,6 @@ validation split always uses the test-time transforms.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import signal
 from dataclasses import dataclass
@@ -22,12 +21,12 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 from torchvision import datasets
 from torchvision.transforms import v2
 
-from boostnet.data.datasets import DatasetInfo, dataset_info
+from boostnet.data.datasets import DatasetInfo, DataSettings
 from boostnet.data.readers import in_memory_loader
 from utils.distributed import DistInfo, launch_info
 from utils.errors import UserError
 from utils.json_files import read_json, write_json
-from boostnet.runs.recovery import STOP_SIGNALS
+from utils.signals import STOP_SIGNALS
 
 SPLIT_FILE = "split.json"
 CIFAR_PADDING = 4
@@ -113,9 +112,9 @@ def image_folder(path: Path, info: DatasetInfo, train: bool) -> datasets.ImageFo
     return folder
 
 
-def official_sets(args: argparse.Namespace) -> tuple[Dataset, Dataset, Dataset]:
+def official_sets(data: DataSettings) -> tuple[Dataset, Dataset, Dataset]:
     """(training set with train transforms, same set with test transforms, test set)."""
-    info, root = dataset_info(args), Path(args.data_root)
+    info, root = data.dataset, data.root
     load = in_memory_loader(info)
     if load is None:
         # "no ImageNet folder", but "no folder" for --dataset folder (its label is "image folder")
@@ -175,19 +174,21 @@ def load_or_create_split(run_dir: Optional[Path], info: DatasetInfo, seed: int,
     return split
 
 
-def build_splits(args: argparse.Namespace, run_dir: Optional[Path]) -> DataSplits:
-    """The datasets of a run: train (minus the validation split with --use-valid), val, test."""
-    train, train_eval, test = official_sets(args)
-    info = dataset_info(args)
-    if not args.use_valid:
+def build_splits(data: DataSettings, use_valid: bool, seed: int, run_dir: Optional[Path]
+                 ) -> DataSplits:
+    """The datasets of a run: train (minus the validation split of `seed` with `use_valid`,
+    saved in `run_dir`), val, test."""
+    train, train_eval, test = official_sets(data)
+    info = data.dataset
+    if not use_valid:
         return DataSplits(train=train, val=None, test=test, num_classes=info.num_classes)
-    split = load_or_create_split(run_dir, info, args.seed, len(train))
+    split = load_or_create_split(run_dir, info, seed, len(train))
     return DataSplits(train=Subset(train, split["train_indices"]),
                       val=Subset(train_eval, split["val_indices"]), test=test,
                       num_classes=info.num_classes)
 
 
-def train_loader(dataset: Dataset, args: argparse.Namespace, info: DistInfo,
+def train_loader(dataset: Dataset, batch_size: int, workers: int, seed: int, info: DistInfo,
                  device: torch.device) -> DataLoader:
     """Shuffled training batches of this rank's shard; call :func:`start_epoch` before each epoch.
 
@@ -195,9 +196,9 @@ def train_loader(dataset: Dataset, args: argparse.Namespace, info: DistInfo,
     no sample is counted twice); shuffling depends only on (seed, epoch).
     """
     sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank,
-                                 shuffle=True, seed=args.seed, drop_last=True)
-    return DataLoader(dataset, batch_size=args.batch_size, sampler=sampler,
-                      num_workers=args.workers, pin_memory=device.type == "cuda",
+                                 shuffle=True, seed=seed, drop_last=True)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
+                      num_workers=workers, pin_memory=device.type == "cuda",
                       generator=torch.Generator(), worker_init_fn=leave_stop_signals_to_main)
 
 

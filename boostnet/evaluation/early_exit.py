@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from models import select_samples
+from models.multi_exit import select_samples
 from models.boosting import BoostedNetwork
 from models.multi_exit import Features
 from utils.cuda_graphs import ShapeGraphs, require_cuda, tensor_leaves

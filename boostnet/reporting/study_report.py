@@ -14,9 +14,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from utils.checkpoint import write_text_atomically  # noqa: E402
-from boostnet.evaluation.evaluator import write_csv  # noqa: E402
+from boostnet.evaluation.outputs import write_csv  # noqa: E402
 from utils.json_files import write_json  # noqa: E402
-from utils.plots import markdown_table  # noqa: E402
+from boostnet.reporting.markdown import markdown_table  # noqa: E402
 
 MISSING = "n/a"
 BAND_ALPHA = 0.2

@@ -2,51 +2,20 @@
 or on a stop signal), the signals that ask for it, and which checkpoint a resume starts from."""
 from __future__ import annotations
 
-import signal
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any, Optional, Union
 
 import torch
 from torch.distributed import ReduceOp
 
-from args import interval_parts
 from utils import distributed
 from utils.checkpoint import load_checkpoint, restore_rng_state
 from utils.errors import EXIT_PREEMPTED, Preempted, UserError
-from boostnet.runs.records import LATEST_CHECKPOINT, RESUMABLE_CHECKPOINTS
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
-MID_EPOCH_MUST_MATCH = ("batch_size", "max_steps_per_epoch")
-
-
-class StopSignals:
-    """While entered, SIGTERM, SIGUSR1 and the first Ctrl-C only record a stop request (the
-    loop then finishes its step and saves); a second Ctrl-C raises KeyboardInterrupt at once.
-    Off the main thread, where Python allows no signal handlers, it installs nothing."""
-
-    def __init__(self):
-        self.requested: Optional[str] = None
-        self.previous: dict[int, Any] = {}
-
-    def __enter__(self) -> "StopSignals":
-        if threading.current_thread() is threading.main_thread():
-            self.previous = {number: signal.signal(number, self._record) for number in STOP_SIGNALS}
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        for number, handler in self.previous.items():
-            signal.signal(number, handler)
-        self.previous = {}
-
-    def _record(self, number: int, frame: Optional[FrameType]) -> None:
-        self.requested = signal.Signals(number).name
-        if number == signal.SIGINT:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-
+from boostnet.runs.layout import LATEST_CHECKPOINT, RESUMABLE_CHECKPOINTS
+from boostnet.runs.settings import interval_parts
+from utils.signals import StopSignals
 
 class RecoveryTrigger:
     """Decides after each training step whether to write a recovery checkpoint: the
@@ -98,19 +67,15 @@ class PartialEpoch:
     seconds: float
 
     @classmethod
-    def from_checkpoint(cls, path: Path, checkpoint: dict, config: dict,
-                        world_size: int) -> "PartialEpoch":
-        """The position a recovery checkpoint holds, if these flags and this many processes make
-        the same batches (same batch size, epoch length and sharding); else a UserError."""
-        def describe(values: dict) -> str:
-            return ", ".join(f"{key}={value}" for key, value in values.items())
-        written = {**{key: checkpoint["config"].get(key) for key in MID_EPOCH_MUST_MATCH},
-                   "processes": checkpoint["world_size"]}
-        wanted = {**{key: config[key] for key in MID_EPOCH_MUST_MATCH}, "processes": world_size}
-        if written != wanted:
-            raise UserError(f"--resume: {path} stopped inside epoch {checkpoint['epoch'] + 1} "
-                            f"with {describe(written)}, now {describe(wanted)}; resume with the "
-                            f"former, or delete {path} to redo that epoch from {LATEST_CHECKPOINT}")
+    def from_checkpoint(cls, path: Path, checkpoint: dict, world_size: int) -> "PartialEpoch":
+        """The position a recovery checkpoint holds, if this many processes shard the epoch as
+        its did (the batch size and epoch length are flags a resume may not change); else a
+        UserError."""
+        if checkpoint["world_size"] != world_size:
+            raise UserError(f"--resume: {path} stopped inside epoch {checkpoint['epoch'] + 1} with "
+                            f"{checkpoint['world_size']} process(es), now {world_size}; resume with "
+                            f"the former, or delete {path} to redo that epoch from "
+                            f"{LATEST_CHECKPOINT}")
         return cls(checkpoint["step"], checkpoint["ranks"], checkpoint["epoch_seconds"])
 
     def restore_rng(self, rank: int) -> None:

@@ -36,7 +36,6 @@ in place, like every other buffer.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Optional, Sequence
@@ -45,6 +44,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils._pytree import register_dataclass
 
+from boostnet.training.settings import SpeedSettings
 from models.boosting import BoostedNetwork, ExitObjective
 from utils.cuda_graphs import ShapeGraphs, require_cuda
 from utils.errors import UserError
@@ -74,21 +74,21 @@ TrainStep = Callable[[Tensor, Tensor], StepOutput]
 EvalForward = Callable[[Tensor], list[Tensor]]
 
 
-def resolve_step_mode(args: argparse.Namespace, device: torch.device, world_size: int = 1) -> str:
+def resolve_step_mode(speed: SpeedSettings, device: torch.device, world_size: int = 1) -> str:
     """The step mode `--compile` / `--cuda-graph` ask for on this device (one switch per device).
 
     `--compile` means the compiled step captured as one CUDA graph on a single GPU, and plain
     torch.compile on the CPU or under torchrun (a captured step cannot hold DDP's all-reduces).
     """
-    fast_flag = "--cuda-graph" if args.cuda_graph else "--compile" if args.compile else None
-    require_eager_for_fp16(args.amp, fast_flag, UserError)
-    if args.cuda_graph:
+    fast_flag = "--cuda-graph" if speed.cuda_graph else "--compile" if speed.compile else None
+    require_eager_for_fp16(speed.amp, fast_flag, UserError)
+    if speed.cuda_graph:
         require_cuda(device, "--cuda-graph", "use --compile on the CPU", UserError)
         if world_size > 1:
             raise UserError("--cuda-graph captures a single-process step; under torchrun use "
                             "--compile")
         return "cuda_graph"
-    if args.compile:
+    if speed.compile:
         return "compiled_cuda_graph" if device.type == "cuda" and world_size == 1 else "compile"
     return "eager"
 

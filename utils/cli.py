@@ -1,0 +1,49 @@
+"""The argument parser every program uses: errors are one line, near misses get a "did you
+mean", defaults show in --help. A generic tool (args.py declares the project's flags with it)."""
+from __future__ import annotations
+
+import argparse
+import difflib
+import sys
+from typing import Any, NoReturn, Sequence
+
+SUGGESTION_CUTOFF = 0.75  # difflib similarity from which an unknown flag gets a "did you mean"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are one line on stderr (exit status 2), with no prefix
+    matching of long flags, a "did you mean" for a near-miss flag, and every default shown in
+    --help."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        """argparse's parse_args, with the unknown arguments reported by :meth:`unrecognized`."""
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            self.error(self.unrecognized(unknown))
+        return parsed
+
+    def unrecognized(self, unknown: Sequence[str]) -> str:
+        """The error for arguments no flag takes: the closest spelling of this program's flags
+        for each unknown one (case-insensitive), else where the flags are listed."""
+        spelled = {name.lower(): name for action in self._actions for name in action.option_strings}
+        guesses = {}
+        for name in (word.split("=", 1)[0] for word in unknown if word.startswith("-")):
+            close = difflib.get_close_matches(name.lower(), spelled, n=1, cutoff=SUGGESTION_CUTOFF)
+            if close:
+                guesses[name] = spelled[close[0]]
+        message = f"unrecognized arguments: {' '.join(unknown)}"
+        if len(guesses) == 1:
+            return f"{message}; did you mean {next(iter(guesses.values()))}?"
+        if guesses:
+            return f"{message}; did you mean " + ", ".join(
+                f"{right} for {wrong}" for wrong, right in guesses.items()) + "?"
+        return f"{message} ({self.prog} --help lists the flags)"
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"error: {message}\n")
+        sys.exit(2)
