@@ -13,6 +13,7 @@ float32 accumulation, so they can differ from its printout in the last float32 d
 Confidences are compared in the probabilities' dtype: the original stored float32
 probabilities, so pass float32 to reproduce it.
 """
+
 from __future__ import annotations
 
 import math
@@ -79,8 +80,9 @@ def find_thresholds(val_probs: Tensor, fractions: Tensor) -> Tensor:
     return _thresholds(confidence, quotas)[0]
 
 
-def apply_thresholds(probs: Tensor, targets: Tensor, thresholds: Union[Sequence[float], Tensor],
-                     costs: Costs) -> tuple[float, float, Tensor]:
+def apply_thresholds(
+    probs: Tensor, targets: Tensor, thresholds: Union[Sequence[float], Tensor], costs: Costs
+) -> tuple[float, float, Tensor]:
     """Accuracy (percent), expected cost and per-exit exit counts of early exit at `thresholds`."""
     confidence, correct = _scores(probs, targets, "probs")
     cost_per_exit = _per_exit_costs(costs, confidence.shape[0])
@@ -97,9 +99,15 @@ def exit_indices(probs: Tensor, thresholds: Union[Sequence[float], Tensor]) -> T
     return _exit_indices(confidence, _threshold_row(thresholds, confidence))[0]
 
 
-def budgeted_sweep(val_probs: Tensor, val_targets: Tensor, test_probs: Tensor, test_targets: Tensor,
-                   costs: Costs, flat_curve: bool = False,
-                   levels: Iterable[int] = PROTOCOL_LEVELS) -> list[BudgetLevel]:
+def budgeted_sweep(
+    val_probs: Tensor,
+    val_targets: Tensor,
+    test_probs: Tensor,
+    test_targets: Tensor,
+    costs: Costs,
+    flat_curve: bool = False,
+    levels: Iterable[int] = PROTOCOL_LEVELS,
+) -> list[BudgetLevel]:
     """The budgeted-batch protocol: thresholds per level on validation, applied to the test split."""
     val_confidence, val_correct = _scores(val_probs, val_targets, "val_probs")
     test_confidence, test_correct = _scores(test_probs, test_targets, "test_probs")
@@ -116,19 +124,31 @@ def budgeted_sweep(val_probs: Tensor, val_targets: Tensor, test_probs: Tensor, t
     val_costs = _expected_costs(val_counts, cost_per_exit, n_val).tolist()
     test_costs = _expected_costs(test_counts, cost_per_exit, n_test).tolist()
     points = [
-        BudgetLevel(level=level, q=level / LEVEL_TO_RATIO, thresholds=thresholds[i].tolist(),
-                    val_accuracy=_accuracy(val_n_correct[i], n_val),
-                    val_expected_cost=val_costs[i],
-                    val_exit_counts=val_counts[i].tolist(),
-                    test_accuracy=_accuracy(test_n_correct[i], n_test),
-                    expected_cost=test_costs[i],
-                    exit_counts=test_counts[i].tolist(), accuracy_level=level)
-        for i, level in enumerate(levels)]
+        BudgetLevel(
+            level=level,
+            q=level / LEVEL_TO_RATIO,
+            thresholds=thresholds[i].tolist(),
+            val_accuracy=_accuracy(val_n_correct[i], n_val),
+            val_expected_cost=val_costs[i],
+            val_exit_counts=val_counts[i].tolist(),
+            test_accuracy=_accuracy(test_n_correct[i], n_test),
+            expected_cost=test_costs[i],
+            exit_counts=test_counts[i].tolist(),
+            accuracy_level=level,
+        )
+        for i, level in enumerate(levels)
+    ]
     return _flattened(points) if flat_curve else points
 
 
-def thresholds_for_budget(val_probs: Tensor, val_targets: Tensor, costs: Costs, budget: float,
-                          grid_size: int = 512, bisection_steps: int = 30) -> BudgetChoice:
+def thresholds_for_budget(
+    val_probs: Tensor,
+    val_targets: Tensor,
+    costs: Costs,
+    budget: float,
+    grid_size: int = 512,
+    bisection_steps: int = 30,
+) -> BudgetChoice:
     """The most accurate validation setting of the protocol's family whose validation cost is <= budget.
 
     The family is p_n proportional to q^n for q > 0, with its limits q = 0 (everyone leaves at
@@ -144,8 +164,10 @@ def thresholds_for_budget(val_probs: Tensor, val_targets: Tensor, costs: Costs, 
     candidates = _CandidateSet(confidence, correct, _per_exit_costs(costs, n_exits), budget)
     first = candidates.add(_search_ratios(n_exits, n_samples, grid_size))
     if not first.feasible.any():
-        raise ValueError(f"budget {budget:.6g} is below the cheapest setting (every sample leaving at "
-                         f"exit 1), which costs {first.cost.min().item():.6g} on validation")
+        raise ValueError(
+            f"budget {budget:.6g} is below the cheapest setting (every sample leaving at "
+            f"exit 1), which costs {first.cost.min().item():.6g} on validation"
+        )
     candidates.bisect_crossings(bisection_steps)
     return candidates.best()
 
@@ -204,10 +226,13 @@ class _CandidateSet:
         n_correct = evaluated.n_correct.masked_fill(~evaluated.feasible, -1)
         cost = evaluated.cost.masked_fill(n_correct != n_correct.max(), math.inf)
         pick = cost.argmin()
-        return BudgetChoice(q=evaluated.q[pick].item(), thresholds=evaluated.thresholds[pick].tolist(),
-                            val_accuracy=_accuracy(evaluated.n_correct[pick], self.confidence.shape[1]),
-                            val_expected_cost=evaluated.cost[pick].item(),
-                            val_exit_counts=evaluated.exit_counts[pick].tolist())
+        return BudgetChoice(
+            q=evaluated.q[pick].item(),
+            thresholds=evaluated.thresholds[pick].tolist(),
+            val_accuracy=_accuracy(evaluated.n_correct[pick], self.confidence.shape[1]),
+            val_expected_cost=evaluated.cost[pick].item(),
+            val_exit_counts=evaluated.exit_counts[pick].tolist(),
+        )
 
     def _merged(self) -> _Evaluated:
         """All candidates so far, sorted by q."""
@@ -220,8 +245,9 @@ class _CandidateSet:
 def _search_ratios(n_exits: int, n_samples: int, grid_size: int) -> Tensor:
     """Both limits, the protocol's q = k/20 and a log grid from 0.1/V to 10 V (where q^N fits float32)."""
     protocol = torch.tensor([level / LEVEL_TO_RATIO for level in PROTOCOL_LEVELS], dtype=torch.float64)
-    grid = torch.logspace(math.log10(0.1 / n_samples), math.log10(10.0 * n_samples), grid_size,
-                          dtype=torch.float64)
+    grid = torch.logspace(
+        math.log10(0.1 / n_samples), math.log10(10.0 * n_samples), grid_size, dtype=torch.float64
+    )
     largest_finite = torch.finfo(torch.float32).max ** (1.0 / n_exits) / 2
     limits = torch.tensor([0.0, math.inf], dtype=torch.float64)
     return torch.cat([limits, protocol, grid[grid < largest_finite]])
@@ -257,11 +283,11 @@ def _thresholds(confidence: Tensor, quotas: Tensor) -> Tensor:
     present = torch.ones(n_settings, n_samples, dtype=torch.bool, device=confidence.device)
     for n in range(n_exits - 1):
         present_so_far = present[:, order[n]].cumsum(dim=1)
-        quota = quotas[:, n:n + 1].contiguous().to(confidence.device)
+        quota = quotas[:, n : n + 1].contiguous().to(confidence.device)
         place = torch.searchsorted(present_so_far, quota).clamp(max=n_samples - 1)
         reached = (quota >= 1) & (quota <= present_so_far[:, -1:])
-        thresholds[:, n:n + 1] = torch.where(reached, ranked[n][place], math.inf)
-        present &= confidence[n] < thresholds[:, n:n + 1]
+        thresholds[:, n : n + 1] = torch.where(reached, ranked[n][place], math.inf)
+        present &= confidence[n] < thresholds[:, n : n + 1]
     thresholds[:, -1] = -math.inf
     return thresholds
 
@@ -278,7 +304,7 @@ def _exit_indices(confidence: Tensor, thresholds: Tensor) -> Tensor:
     n_exits, n_samples = confidence.shape
     exit_index = torch.full((thresholds.shape[0], n_samples), n_exits - 1, device=confidence.device)
     for n in reversed(range(n_exits - 1)):
-        exit_index = torch.where(confidence[n] >= thresholds[:, n:n + 1], n, exit_index)
+        exit_index = torch.where(confidence[n] >= thresholds[:, n : n + 1], n, exit_index)
     return exit_index
 
 
@@ -299,8 +325,14 @@ def _flattened(points: list[BudgetLevel]) -> list[BudgetLevel]:
     for point in points:
         if best is None or point.val_accuracy > best.val_accuracy:
             best = point
-        flat.append(replace(point, val_accuracy=best.val_accuracy, test_accuracy=best.test_accuracy,
-                            accuracy_level=best.level))
+        flat.append(
+            replace(
+                point,
+                val_accuracy=best.val_accuracy,
+                test_accuracy=best.test_accuracy,
+                accuracy_level=best.level,
+            )
+        )
     return flat
 
 
@@ -309,8 +341,9 @@ def _scores(probs: Tensor, targets: Tensor, name: str) -> tuple[Tensor, Tensor]:
     _check_probs(probs, name)
     targets = torch.as_tensor(targets, device=probs.device).long()
     if targets.shape != probs.shape[1:2]:
-        raise ValueError(f"{name} has {probs.shape[1]} samples but its targets have shape "
-                         f"{tuple(targets.shape)}")
+        raise ValueError(
+            f"{name} has {probs.shape[1]} samples but its targets have shape {tuple(targets.shape)}"
+        )
     confidence, prediction = probs.max(dim=2)
     return confidence, prediction == targets
 
@@ -318,8 +351,9 @@ def _scores(probs: Tensor, targets: Tensor, name: str) -> tuple[Tensor, Tensor]:
 def _check_probs(probs: Tensor, name: str) -> None:
     """Reject probabilities that are not a non-empty exits x samples x classes tensor."""
     if probs.dim() != 3 or 0 in probs.shape:
-        raise ValueError(f"{name} must be a non-empty exits x samples x classes tensor, got shape "
-                         f"{tuple(probs.shape)}")
+        raise ValueError(
+            f"{name} must be a non-empty exits x samples x classes tensor, got shape {tuple(probs.shape)}"
+        )
 
 
 def _per_exit_costs(costs: Costs, n_exits: int) -> Tensor:
@@ -350,10 +384,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     from utils.cli import OneLineParser
 
     parser = OneLineParser(
-        prog="adaptive_inference.py", description=__doc__.splitlines()[0],
+        prog="adaptive_inference.py",
+        description=__doc__.splitlines()[0],
         epilog="This file is a library with no command of its own. The budgeted-batch "
-               "evaluation runs in `python eval_cifar100.py --evaluate-from RUN_DIR --evalmode "
-               "dynamic` (or eval_imagenet.py); see docs/evaluation.md.")
+        "evaluation runs in `python eval_cifar100.py --evaluate-from RUN_DIR --evalmode "
+        "dynamic` (or eval_imagenet.py); see docs/evaluation.md.",
+    )
     parser.parse_args(argv)
     parser.print_help()
 

@@ -3,6 +3,7 @@
 
     python eval_cifar100.py --evaluate-from runs/msdnet_c100 --evalmode both --budget 40e6
 """
+
 from typing import Optional, Sequence
 
 from args import parse_evaluation_args
@@ -13,6 +14,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     """Parse the flags (CIFAR-100 unless the run says otherwise) and evaluate."""
     flags = parse_evaluation_args(argv, prog="eval_cifar100.py", dataset="cifar100")
     from boostnet.evaluation.evaluator import evaluate  # torch: only once the flags are parsed
+
     evaluate(flags)
 
 

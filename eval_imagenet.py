@@ -1,7 +1,8 @@
 """Evaluate an ImageNet run: anytime accuracy, budgeted batch, real early exit (docs/evaluation.md).
 
-    python eval_imagenet.py --evaluate-from runs/msdnet_imagenet --data-root /data/imagenet
+python eval_imagenet.py --evaluate-from runs/msdnet_imagenet --data-root /data/imagenet
 """
+
 from typing import Optional, Sequence
 
 from args import parse_evaluation_args
@@ -12,6 +13,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     """Parse the flags (ImageNet unless the run says otherwise) and evaluate."""
     flags = parse_evaluation_args(argv, prog="eval_imagenet.py", dataset="imagenet")
     from boostnet.evaluation.evaluator import evaluate  # torch: only once the flags are parsed
+
     evaluate(flags)
 
 

@@ -8,6 +8,7 @@ itself is the backbone's own convention (models/costs.py for MSDNet and RANet).
     python op_counter.py --recipe ranet_imagenet_anytime
     python op_counter.py --run-dir runs/msdnet_c100
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence
@@ -34,8 +35,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     spec = request.model
     costs = spec.backbone.cost(spec.build(), spec.inputs)  # torch: only once the flags are checked
     if request.json:
-        print(json_text({"macs": costs.macs, "params": costs.params, "true_macs": costs.true_macs},
-                        indent=None))
+        print(
+            json_text({"macs": costs.macs, "params": costs.params, "true_macs": costs.true_macs}, indent=None)
+        )
     else:
         print(format_table(costs))
 

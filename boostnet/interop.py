@@ -3,9 +3,10 @@
 `import_run` reads such a file safely (see :func:`utils.checkpoint.read_checkpoint`), detects
 its layout, renames every tensor onto the model the flags build (:mod:`models.foreign`),
 refuses any misfit, and writes a run directory: config.json, model_best.pth and
-imported_from.json (split.json with --use-valid), plus model_latest.pth when the file's optimiser state can be carried over
-so that `--resume` continues the original run. docs/checkpoints.md describes it all.
+imported_from.json (split.json with --use-valid), plus model_latest.pth when the file's optimiser
+state can be carried over so that `--resume` continues the original run. docs/checkpoints.md describes it all.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,24 +19,31 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from models.multi_exit import MultiExitNetwork, param_groups_by_stage
-from models.objectives import objective
-from models.foreign import original_names
-from utils.checkpoint import (file_digest, first_mismatch, read_checkpoint, save_checkpoint,
-                              strip_wrapper_prefixes)
 from boostnet.data.loaders import load_or_create_split, official_sets
+from boostnet.runs.records import BEST_CHECKPOINT, LATEST_CHECKPOINT, write_config
 from boostnet.training.engine import training_state
 from boostnet.training.optim import build_optimizer, build_scheduler
 from boostnet.training.settings import TrainingJob
+from models.foreign import original_names
+from models.multi_exit import MultiExitNetwork, param_groups_by_stage
+from models.objectives import objective
+from utils.checkpoint import (
+    file_digest,
+    first_mismatch,
+    read_checkpoint,
+    save_checkpoint,
+    strip_wrapper_prefixes,
+)
 from utils.errors import UserError
 from utils.json_files import write_json
-from boostnet.runs.records import BEST_CHECKPOINT, LATEST_CHECKPOINT, write_config
 
 BOOSTNET = "official BoostNet code"
 MSDNET_PYTORCH = "MSDNet-PyTorch"
-UNDERSTOOD = ("the official BoostNet code's {'epoch', 'state_dict': {'model': weights}, "
-              "'optimizer', 'scheduler'} and MSDNet-PyTorch's {'epoch', 'arch', 'state_dict': "
-              "weights, 'best_prec1', 'optimizer'}")
+UNDERSTOOD = (
+    "the official BoostNet code's {'epoch', 'state_dict': {'model': weights}, "
+    "'optimizer', 'scheduler'} and MSDNet-PyTorch's {'epoch', 'arch', 'state_dict': "
+    "weights, 'best_prec1', 'optimizer'}"
+)
 BACKBONE_PREFIXES = {"ranet": ("scale_flows.", "FirstLayer."), "msdnet": ("blocks.", "classifier.")}
 IMPORT_NOTE = "imported_from.json"
 FLAG = "SRC"
@@ -53,15 +61,20 @@ class ForeignCheckpoint:
 
 
 def is_weights(value: Any) -> bool:
-    return isinstance(value, dict) and bool(value) and all(
-        isinstance(key, str) and isinstance(tensor, Tensor) for key, tensor in value.items())
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        and all(isinstance(key, str) and isinstance(tensor, Tensor) for key, tensor in value.items())
+    )
 
 
 def parse_foreign(checkpoint: Any, path: Path) -> ForeignCheckpoint:
     """Detect the layout of a loaded checkpoint; anything but the two understood ones: UserError."""
     if isinstance(checkpoint, dict) and "model" in checkpoint:
-        raise UserError(f"{FLAG}: {path} is already a checkpoint of this project: evaluate it "
-                        f"with --evaluate-from or fine-tune it with --init-from")
+        raise UserError(
+            f"{FLAG}: {path} is already a checkpoint of this project: evaluate it "
+            f"with --evaluate-from or fine-tune it with --init-from"
+        )
     state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
     if isinstance(state, dict) and is_weights(state.get("model")):
         layout, weights = BOOSTNET, state["model"]
@@ -69,15 +82,21 @@ def parse_foreign(checkpoint: Any, path: Path) -> ForeignCheckpoint:
         layout, weights = MSDNET_PYTORCH, state
     else:
         entries = sorted(map(str, checkpoint)) if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise UserError(f"{FLAG}: {path} is in no checkpoint format understood here (it holds "
-                        f"{entries}); understood are {UNDERSTOOD}")
+        raise UserError(
+            f"{FLAG}: {path} is in no checkpoint format understood here (it holds "
+            f"{entries}); understood are {UNDERSTOOD}"
+        )
     epoch = checkpoint.get("epoch")
     # Both codebases store the 0-based index of the last finished epoch; we count epochs done.
     epochs_done = int(epoch) + 1 if isinstance(epoch, (int, np.integer)) else None
     optimizer = checkpoint.get("optimizer")
-    return ForeignCheckpoint(layout, strip_wrapper_prefixes(weights), epochs_done,
-                             optimizer if isinstance(optimizer, dict) else None,
-                             source_details(checkpoint))
+    return ForeignCheckpoint(
+        layout,
+        strip_wrapper_prefixes(weights),
+        epochs_done,
+        optimizer if isinstance(optimizer, dict) else None,
+        source_details(checkpoint),
+    )
 
 
 def source_details(checkpoint: dict[str, Any]) -> dict[str, Any]:
@@ -104,24 +123,30 @@ def check_backbone(foreign: ForeignCheckpoint, arch: str, path: Path) -> None:
     wanted = "ranet" if arch == "ranet" else "msdnet"
     if found is not None and found != wanted:
         prefixes = ", ".join(f"{prefix}*" for prefix in BACKBONE_PREFIXES[found])
-        raise UserError(f"--arch: {path} holds a {found} (keys {prefixes}) but --arch {arch} "
-                        f"builds a {wanted}; pass the model flags of the run that wrote it")
+        raise UserError(
+            f"--arch: {path} holds a {found} (keys {prefixes}) but --arch {arch} "
+            f"builds a {wanted}; pass the model flags of the run that wrote it"
+        )
 
 
-def mapped_weights(model: MultiExitNetwork, foreign: ForeignCheckpoint, path: Path,
-                   names: dict[str, str]) -> dict[str, Tensor]:
+def mapped_weights(
+    model: MultiExitNetwork, foreign: ForeignCheckpoint, path: Path, names: dict[str, str]
+) -> dict[str, Tensor]:
     """Our state dict from the original's tensors, by name; every tensor used and filled, or stop."""
     expected = {names[key]: tensor for key, tensor in model.state_dict().items()}
     mismatch = first_mismatch(expected, foreign.weights)
     if mismatch is not None:
-        raise UserError(f"{FLAG}: {path} does not fit the model these flags describe (check "
-                        f"--dataset, --nBlocks, --step, --growthRate, --grFactor, --scale-list, "
-                        f"...); in the original's names, {mismatch}")
+        raise UserError(
+            f"{FLAG}: {path} does not fit the model these flags describe (check "
+            f"--dataset, --nBlocks, --step, --growthRate, --grFactor, --scale-list, "
+            f"...); in the original's names, {mismatch}"
+        )
     return {ours: foreign.weights[theirs] for ours, theirs in names.items()}
 
 
-def original_optimizer_order(model: MultiExitNetwork, foreign: ForeignCheckpoint,
-                             names: dict[str, str], groups: int) -> list[list[str]]:
+def original_optimizer_order(
+    model: MultiExitNetwork, foreign: ForeignCheckpoint, names: dict[str, str], groups: int
+) -> list[list[str]]:
     """The original's parameter names in the order its optimiser numbered them.
 
     One group: the model's parameters in module order, which is the file's order. One group
@@ -134,8 +159,9 @@ def original_optimizer_order(model: MultiExitNetwork, foreign: ForeignCheckpoint
     return [[parameter_name[id(p)] for p in stage] for stage in param_groups_by_stage(model)]
 
 
-def source_momentum(model: MultiExitNetwork, foreign: ForeignCheckpoint, names: dict[str, str]
-                    ) -> tuple[dict[str, Tensor], dict[str, tuple[float, float]]]:
+def source_momentum(
+    model: MultiExitNetwork, foreign: ForeignCheckpoint, names: dict[str, str]
+) -> tuple[dict[str, Tensor], dict[str, tuple[float, float]]]:
     """(momentum buffer, (weight decay, momentum)) of every parameter, by original name.
 
     Raises ValueError saying why the optimiser state cannot be matched to the parameters.
@@ -146,40 +172,47 @@ def source_momentum(model: MultiExitNetwork, foreign: ForeignCheckpoint, names: 
         raise ValueError("the file holds no optimiser state")
     order = original_optimizer_order(model, foreign, names, len(groups))
     if [len(group["params"]) for group in groups] != [len(group) for group in order]:
-        raise ValueError(f"its optimiser's {len(groups)} parameter group(s) do not hold the "
-                         f"parameters the way the original code groups them")
+        raise ValueError(
+            f"its optimiser's {len(groups)} parameter group(s) do not hold the "
+            f"parameters the way the original code groups them"
+        )
     buffers, settings = {}, {}
     for group, group_names in zip(groups, order):
         for index, name in zip(group["params"], group_names):
             buffer = state.get(index, {}).get("momentum_buffer")
             if buffer is not None:
                 if buffer.shape != foreign.weights[name].shape:
-                    raise ValueError(f"its optimiser's parameter {index} has shape "
-                                     f"{tuple(buffer.shape)}, not that of {name}")
+                    raise ValueError(
+                        f"its optimiser's parameter {index} has shape "
+                        f"{tuple(buffer.shape)}, not that of {name}"
+                    )
                 buffers[name] = buffer
             settings[name] = (float(group["weight_decay"]), float(group["momentum"]))
     return buffers, settings
 
 
-def resumable_optimizer(model: MultiExitNetwork, job: TrainingJob,
-                        foreign: ForeignCheckpoint, names: dict[str, str]
-                        ) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.LRScheduler]:
+def resumable_optimizer(
+    model: MultiExitNetwork, job: TrainingJob, foreign: ForeignCheckpoint, names: dict[str, str]
+) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.LRScheduler]:
     """Our optimiser holding the source's momentum buffers and our schedule after its epochs.
 
     Raises ValueError when the file's optimiser state does not carry over to these flags.
     """
     buffers, settings = source_momentum(model, foreign, names)
-    optimizer = build_optimizer(model, job.train, job.model.backbone.per_exit_weight_decay,
-                                torch.device("cpu"))
+    optimizer = build_optimizer(
+        model, job.train, job.model.backbone.per_exit_weight_decay, torch.device("cpu")
+    )
     parameter_name = {id(p): names[name] for name, p in model.named_parameters()}
     for group in optimizer.param_groups:
         for p in group["params"]:
             name = parameter_name[id(p)]
             ours = (float(group["weight_decay"]), float(group["momentum"]))
             if not all(math.isclose(a, b, rel_tol=1e-9) for a, b in zip(ours, settings[name])):
-                raise ValueError(f"the source trained {name} with weight decay, momentum "
-                                 f"{settings[name]} but these flags give {ours} (--weight-decay, "
-                                 f"--momentum)")
+                raise ValueError(
+                    f"the source trained {name} with weight decay, momentum "
+                    f"{settings[name]} but these flags give {ours} (--weight-decay, "
+                    f"--momentum)"
+                )
             if name in buffers:
                 optimizer.state[p]["momentum_buffer"] = buffers[name].clone()
     scheduler = build_scheduler(optimizer, job.train)
@@ -192,8 +225,9 @@ def resumable_optimizer(model: MultiExitNetwork, job: TrainingJob,
 
 def check_out_dir(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"--out: {out} already exists and is not an empty directory; choose a "
-                        f"new run directory")
+        raise UserError(
+            f"--out: {out} already exists and is not an empty directory; choose a new run directory"
+        )
 
 
 def import_run(source: Path, job: TrainingJob) -> dict[str, Any]:
@@ -219,21 +253,32 @@ def import_run(source: Path, job: TrainingJob) -> dict[str, Any]:
         resume_problem = str(problem)
     except (KeyError, TypeError, AttributeError) as problem:
         resume_problem = f"its optimiser state is not one of SGD ({type(problem).__name__}: {problem})"
-    note = {"source": str(source.resolve()), "sha256": file_digest(source),
-            "format": foreign.layout, "epochs_done": foreign.epochs_done,
-            "resumable": resume_problem is None, "not_resumable_because": resume_problem,
-            **{f"source_{key}": value for key, value in foreign.extras.items()}}
+    note = {
+        "source": str(source.resolve()),
+        "sha256": file_digest(source),
+        "format": foreign.layout,
+        "epochs_done": foreign.epochs_done,
+        "resumable": resume_problem is None,
+        "not_resumable_because": resume_problem,
+        **{f"source_{key}": value for key, value in foreign.extras.items()},
+    }
     out.mkdir(parents=True, exist_ok=True)
     if train_count is not None:
         load_or_create_split(out, job.data.dataset, job.train.seed, train_count)
     write_config(out, config)
-    save_checkpoint({"model": model.state_dict(), "epoch": foreign.epochs_done or 0,
-                     "config": config, "imported_from": note}, out / BEST_CHECKPOINT)
+    save_checkpoint(
+        {
+            "model": model.state_dict(),
+            "epoch": foreign.epochs_done or 0,
+            "config": config,
+            "imported_from": note,
+        },
+        out / BEST_CHECKPOINT,
+    )
     if resume_problem is None:
         losses = objective(job.objective.name).loss(job.objective, model.num_exits)
         scaler = torch.amp.GradScaler("cpu", enabled=False)
-        state = training_state(model, optimizer, scheduler, losses, scaler,
-                               foreign.epochs_done, config, None)
+        state = training_state(model, optimizer, scheduler, losses, scaler, foreign.epochs_done, config, None)
         save_checkpoint({**state, "imported_from": note}, out / LATEST_CHECKPOINT)
     write_json(out / IMPORT_NOTE, note)
     return note

@@ -6,27 +6,101 @@ training entry point takes the recipe's flags as defaults; flags typed on the co
 override them. `python -m boostnet.recipes NAME` prints the training entry point's dataset
 family and the evaluation flags, one line, for scripts/recipe_lib.sh.
 """
+
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-CIFAR_TRAINING = ("--loss", "boost", "--ensemble_reweight", "0.5", "--batch-size", "64",
-                  "--epochs", "300", "--lr", "0.1", "--lr_milestones", "150,225",
-                  "--lr_gamma", "0.1", "--momentum", "0.9", "--weight-decay", "1e-4")
-IMAGENET_TRAINING = ("--loss", "boost", "--ensemble_reweight", "0.5", "--batch-size", "64",
-                     "--epochs", "90", "--lr", "0.1", "--lr_milestones", "30,60",
-                     "--lr_gamma", "0.1", "--momentum", "0.9", "--weight-decay", "1e-4")
-MSDNET_C100 = ("--arch", "msdnet_ge", "--stepmode", "even", "--step", "2", "--base", "4",
-               "--nChannels", "16")
-RANET_C100_BUDGETED = ("--arch", "ranet", "--nBlocks", "2", "--stepmode", "lin_grow", "--step", "2",
-                       "--nChannels", "16", "--use-valid")
-MSDNET_IMAGENET = ("--arch", "msdnet_ge", "--nBlocks", "5", "--stepmode", "even", "--nChannels",
-                   "32", "--growthRate", "16", "--grFactor", "1-2-4-4", "--bnFactor", "1-2-4-4")
-RANET_IMAGENET = ("--arch", "ranet", "--nBlocks", "2", "--stepmode", "even", "--step", "8",
-                  "--growthRate", "16", "--scale-list", "1-2-3-4", "--grFactor", "4-2-2-1",
-                  "--bnFactor", "4-2-2-1")
+CIFAR_TRAINING = (
+    "--loss",
+    "boost",
+    "--ensemble_reweight",
+    "0.5",
+    "--batch-size",
+    "64",
+    "--epochs",
+    "300",
+    "--lr",
+    "0.1",
+    "--lr_milestones",
+    "150,225",
+    "--lr_gamma",
+    "0.1",
+    "--momentum",
+    "0.9",
+    "--weight-decay",
+    "1e-4",
+)
+IMAGENET_TRAINING = (
+    "--loss",
+    "boost",
+    "--ensemble_reweight",
+    "0.5",
+    "--batch-size",
+    "64",
+    "--epochs",
+    "90",
+    "--lr",
+    "0.1",
+    "--lr_milestones",
+    "30,60",
+    "--lr_gamma",
+    "0.1",
+    "--momentum",
+    "0.9",
+    "--weight-decay",
+    "1e-4",
+)
+MSDNET_C100 = ("--arch", "msdnet_ge", "--stepmode", "even", "--step", "2", "--base", "4", "--nChannels", "16")
+RANET_C100_BUDGETED = (
+    "--arch",
+    "ranet",
+    "--nBlocks",
+    "2",
+    "--stepmode",
+    "lin_grow",
+    "--step",
+    "2",
+    "--nChannels",
+    "16",
+    "--use-valid",
+)
+MSDNET_IMAGENET = (
+    "--arch",
+    "msdnet_ge",
+    "--nBlocks",
+    "5",
+    "--stepmode",
+    "even",
+    "--nChannels",
+    "32",
+    "--growthRate",
+    "16",
+    "--grFactor",
+    "1-2-4-4",
+    "--bnFactor",
+    "1-2-4-4",
+)
+RANET_IMAGENET = (
+    "--arch",
+    "ranet",
+    "--nBlocks",
+    "2",
+    "--stepmode",
+    "even",
+    "--step",
+    "8",
+    "--growthRate",
+    "16",
+    "--scale-list",
+    "1-2-3-4",
+    "--grFactor",
+    "4-2-2-1",
+    "--bnFactor",
+    "4-2-2-1",
+)
 # Budgeted-batch runs are evaluated like the original code's budgeted scripts: flat curve.
 ANYTIME = ("--evalmode", "anytime")
 BUDGETED = ("--evalmode", "both", "--flat_curve")
@@ -52,30 +126,79 @@ def cifar100(name: str, *flags: str, budgeted: bool = False) -> Recipe:
 
 
 def imagenet(name: str, *flags: str, budgeted: bool = False) -> Recipe:
-    return Recipe(name, "imagenet", (*IMAGENET_TRAINING, *flags, *(("--use-valid",) if budgeted else ())),
-                  BUDGETED if budgeted else ANYTIME, gpus=4)
+    return Recipe(
+        name,
+        "imagenet",
+        (*IMAGENET_TRAINING, *flags, *(("--use-valid",) if budgeted else ())),
+        BUDGETED if budgeted else ANYTIME,
+        gpus=4,
+    )
 
 
-RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in (
-    cifar100("msdnet_cifar100_anytime", *MSDNET_C100, "--nBlocks", "10"),
-    cifar100("msdnet_cifar100_budgeted", *MSDNET_C100, "--nBlocks", "6", "--use-valid",
-             budgeted=True),
-    cifar100("ranet_cifar100_anytime", "--arch", "ranet", "--nBlocks", "2", "--stepmode", "even",
-             "--step", "4", "--nChannels", "16", "--scale-list", "1-2-3-3", "--grFactor",
-             "4-2-1-1", "--bnFactor", "4-2-1-1"),
-    cifar100("ranet_cifar100_budgeted_model1", *RANET_C100_BUDGETED, "--scale-list", "1-2-3",
-             "--grFactor", "4-2-1", "--bnFactor", "4-2-1", budgeted=True),
-    cifar100("ranet_cifar100_budgeted_model2", *RANET_C100_BUDGETED, "--scale-list", "1-2-2-3",
-             "--grFactor", "4-2-2-1", "--bnFactor", "4-2-2-1", budgeted=True),
-    cifar100("ranet_cifar100_budgeted_model3", *RANET_C100_BUDGETED, "--scale-list", "1-2-3-3",
-             "--grFactor", "4-2-1-1", "--bnFactor", "4-2-1-1", budgeted=True),
-    imagenet("msdnet_imagenet_anytime", *MSDNET_IMAGENET, "--step", "7", "--base", "7"),
-    imagenet("msdnet_imagenet_budgeted", *MSDNET_IMAGENET, "--step", "5", "--base", "5",
-             budgeted=True),
-    imagenet("ranet_imagenet_anytime", *RANET_IMAGENET, "--nChannels", "64"),
-    imagenet("ranet_imagenet_budgeted_c32", *RANET_IMAGENET, "--nChannels", "32", budgeted=True),
-    imagenet("ranet_imagenet_budgeted_c64", *RANET_IMAGENET, "--nChannels", "64", budgeted=True),
-)}
+RECIPES: dict[str, Recipe] = {
+    recipe.name: recipe
+    for recipe in (
+        cifar100("msdnet_cifar100_anytime", *MSDNET_C100, "--nBlocks", "10"),
+        cifar100("msdnet_cifar100_budgeted", *MSDNET_C100, "--nBlocks", "6", "--use-valid", budgeted=True),
+        cifar100(
+            "ranet_cifar100_anytime",
+            "--arch",
+            "ranet",
+            "--nBlocks",
+            "2",
+            "--stepmode",
+            "even",
+            "--step",
+            "4",
+            "--nChannels",
+            "16",
+            "--scale-list",
+            "1-2-3-3",
+            "--grFactor",
+            "4-2-1-1",
+            "--bnFactor",
+            "4-2-1-1",
+        ),
+        cifar100(
+            "ranet_cifar100_budgeted_model1",
+            *RANET_C100_BUDGETED,
+            "--scale-list",
+            "1-2-3",
+            "--grFactor",
+            "4-2-1",
+            "--bnFactor",
+            "4-2-1",
+            budgeted=True,
+        ),
+        cifar100(
+            "ranet_cifar100_budgeted_model2",
+            *RANET_C100_BUDGETED,
+            "--scale-list",
+            "1-2-2-3",
+            "--grFactor",
+            "4-2-2-1",
+            "--bnFactor",
+            "4-2-2-1",
+            budgeted=True,
+        ),
+        cifar100(
+            "ranet_cifar100_budgeted_model3",
+            *RANET_C100_BUDGETED,
+            "--scale-list",
+            "1-2-3-3",
+            "--grFactor",
+            "4-2-1-1",
+            "--bnFactor",
+            "4-2-1-1",
+            budgeted=True,
+        ),
+        imagenet("msdnet_imagenet_anytime", *MSDNET_IMAGENET, "--step", "7", "--base", "7"),
+        imagenet("msdnet_imagenet_budgeted", *MSDNET_IMAGENET, "--step", "5", "--base", "5", budgeted=True),
+        imagenet("ranet_imagenet_anytime", *RANET_IMAGENET, "--nChannels", "64"),
+        imagenet("ranet_imagenet_budgeted_c32", *RANET_IMAGENET, "--nChannels", "32", budgeted=True),
+        imagenet("ranet_imagenet_budgeted_c64", *RANET_IMAGENET, "--nChannels", "64", budgeted=True),
+    )
+}
 
 
 def entry_point_family(recipe: Recipe) -> str:
@@ -87,12 +210,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     """Print `FAMILY EVAL_FLAGS...` of the named recipe (for the shell scripts)."""
     from utils.cli import OneLineParser
 
-    parser = OneLineParser(prog="python -m boostnet.recipes",
-                           description="Print the training entry point's dataset family (cifar100 "
-                                       "or imagenet) and the evaluation flags of a paper recipe, "
-                                       "one line, for scripts/recipe_lib.sh (docs/recipes.md).")
-    parser.add_argument("name", metavar="NAME", choices=list(RECIPES),
-                        help=f"the recipe, one of {', '.join(RECIPES)}")
+    parser = OneLineParser(
+        prog="python -m boostnet.recipes",
+        description="Print the training entry point's dataset family (cifar100 "
+        "or imagenet) and the evaluation flags of a paper recipe, "
+        "one line, for scripts/recipe_lib.sh (docs/recipes.md).",
+    )
+    parser.add_argument(
+        "name", metavar="NAME", choices=list(RECIPES), help=f"the recipe, one of {', '.join(RECIPES)}"
+    )
     recipe = RECIPES[parser.parse_args(sys.argv[1:] if argv is None else argv).name]
     print(" ".join((entry_point_family(recipe), *recipe.eval_flags)))
 

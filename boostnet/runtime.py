@@ -1,4 +1,5 @@
 """Where a program runs: the device and the CPU thread count (torch-free settings)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

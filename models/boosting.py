@@ -6,6 +6,7 @@ own interface (all exits, up to exit k, exit by exit); the joint baseline is the
 without factors, predicting f_n. Training reads :meth:`BoostedNetwork.training_outputs`, in
 which the earlier ensemble is a constant, and :class:`ExitObjective` turns them into losses.
 """
+
 from __future__ import annotations
 
 from typing import Iterator, Optional, Sequence
@@ -85,8 +86,7 @@ class BoostedNetwork(nn.Module):
         """
         return self.ensemble(self.backbone(x), detach_previous=True)
 
-    def iter_exits(self, x: Tensor, max_exit: Optional[int] = None
-                   ) -> Iterator[tuple[Tensor, Features]]:
+    def iter_exits(self, x: Tensor, max_exit: Optional[int] = None) -> Iterator[tuple[Tensor, Features]]:
         """Yield (output of exit n, its features) exit by exit; stop iterating to skip the rest."""
         previous: Optional[Tensor] = None
         for n, (logits, features) in enumerate(self.network.iter_exits(x, max_exit)):
@@ -126,4 +126,3 @@ class ExitObjective(nn.Module):
             self.ema_initialised.fill_(True)
         ema = torch.where(self.ema_initialised, self.loss_ema, current)
         return (losses * (ema.mean() / ema)).sum()
-

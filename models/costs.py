@@ -6,6 +6,7 @@ including head n, earlier heads included. The "true" count also charges bilinear
 interpolation (4 multiply-adds per output element), which the MSDNet convention ignores.
 `op_counter.py` is the command line over this module.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -41,8 +42,7 @@ def module_macs(module: nn.Module, inputs: tuple, output: torch.Tensor) -> tuple
     """(MSDNet-convention MACs, interpolation MACs) of one call of a leaf module, batch 1."""
     if isinstance(module, nn.Conv2d):
         kh, kw = module.kernel_size
-        return (module.in_channels * module.out_channels * kh * kw * _spatial(output)
-                // module.groups, 0)
+        return (module.in_channels * module.out_channels * kh * kw * _spatial(output) // module.groups, 0)
     if isinstance(module, nn.ReLU):
         return output[0].numel(), 0
     if isinstance(module, (nn.AvgPool2d, nn.MaxPool2d)):

@@ -23,6 +23,7 @@ Both
     bottleneck conv A.I (A: 0 = 1x1, 1 = 3x3; I: 0 = conv, 1 = BN)
                                      net.(3A+I), the original's flat (conv, BN, ReLU, conv, BN, ReLU)
 """
+
 from __future__ import annotations
 
 import re
@@ -48,24 +49,27 @@ def _net(a: str, i: str) -> str:
 def _stem(prefix: str, imagenet: bool) -> Callable[..., str]:
     """Scale s of the stem: ConvBasic `.net` in the original, but its ImageNet 7x7 stem
     (conv with bias, BN, ReLU, max-pool) is a plain Sequential."""
+
     def rename(s: str, i: str, leaf: str) -> str:
         net = "" if imagenet and s == "0" else "net."
         return f"{prefix}.{s}.{net}{i}.{leaf}"
+
     return rename
 
 
 def _head_rules() -> list[Rule]:
     return [
-        _rule(r"heads\.(?P<n>\d+)\.features\.(?P<i>\d+)\.(?P<j>\d+)\.{leaf}",
-              lambda n, i, j, leaf: f"classifier.{n}.m.{i}.net.{j}.{leaf}"),
-        _rule(r"heads\.(?P<n>\d+)\.linear\.{leaf}",
-              lambda n, leaf: f"classifier.{n}.linear.{leaf}"),
+        _rule(
+            r"heads\.(?P<n>\d+)\.features\.(?P<i>\d+)\.(?P<j>\d+)\.{leaf}",
+            lambda n, i, j, leaf: f"classifier.{n}.m.{i}.net.{j}.{leaf}",
+        ),
+        _rule(r"heads\.(?P<n>\d+)\.linear\.{leaf}", lambda n, leaf: f"classifier.{n}.linear.{leaf}"),
     ]
 
 
-def _msdnet_layer(b: str, l: str) -> str:
-    """The original's index of our layer `l` of block `b` (its block 0 starts with the stem)."""
-    return f"blocks.{b}.{int(l) + 1 if b == '0' else l}"
+def _msdnet_layer(b: str, layer: str) -> str:
+    """The original's index of our layer `layer` of block `b` (its block 0 starts with the stem)."""
+    return f"blocks.{b}.{int(layer) + 1 if b == '0' else layer}"
 
 
 MSDNET_UNIT = {"same": "conv_normal", "down": "conv_down"}
@@ -75,30 +79,40 @@ RANET_LAYER_CONV = {"same": "conv_normal", "own": "conv_normal", "lower": "conv_
 def msdnet_rules(imagenet: bool) -> list[Rule]:
     """Renaming rules from our MSDNet keys to the original's."""
     return [
-        _rule(r"stem_layer\.scales\.(?P<s>\d+)\.(?P<i>\d+)\.{leaf}",
-              _stem("blocks.0.0.layers", imagenet)),
-        _rule(r"blocks\.(?P<b>\d+)\.(?P<l>\d+)\.units\.(?P<s>\d+)\.(?P<conv>same|down)"
-              r"\.(?P<a>\d+)\.(?P<i>\d+)\.{leaf}",
-              lambda b, l, s, conv, a, i, leaf:
-              f"{_msdnet_layer(b, l)}.layers.{s}.{MSDNET_UNIT[conv]}.net.{_net(a, i)}.{leaf}"),
-        _rule(r"blocks\.(?P<b>\d+)\.(?P<l>\d+)\.convs\.(?P<s>\d+)\.(?P<i>\d+)\.{leaf}",
-              lambda b, l, s, i, leaf: f"{_msdnet_layer(b, l)}.m.{s}.net.{i}.{leaf}"),
+        _rule(r"stem_layer\.scales\.(?P<s>\d+)\.(?P<i>\d+)\.{leaf}", _stem("blocks.0.0.layers", imagenet)),
+        _rule(
+            r"blocks\.(?P<b>\d+)\.(?P<layer>\d+)\.units\.(?P<s>\d+)\.(?P<conv>same|down)"
+            r"\.(?P<a>\d+)\.(?P<i>\d+)\.{leaf}",
+            lambda b, layer, s, conv, a, i, leaf: (
+                f"{_msdnet_layer(b, layer)}.layers.{s}.{MSDNET_UNIT[conv]}.net.{_net(a, i)}.{leaf}"
+            ),
+        ),
+        _rule(
+            r"blocks\.(?P<b>\d+)\.(?P<layer>\d+)\.convs\.(?P<s>\d+)\.(?P<i>\d+)\.{leaf}",
+            lambda b, layer, s, i, leaf: f"{_msdnet_layer(b, layer)}.m.{s}.net.{i}.{leaf}",
+        ),
     ] + _head_rules()
 
 
 def ranet_rules(imagenet: bool) -> list[Rule]:
     """Renaming rules from our RANet keys to the original's."""
     return [
-        _rule(r"stem_layer\.layers\.(?P<s>\d+)\.(?P<i>\d+)\.{leaf}",
-              _stem("FirstLayer.layers", imagenet)),
-        _rule(r"flows\.(?P<k>\d+)\.(?P<j>\d+)\.layers\.(?P<l>\d+)\.(?P<conv>same|own|lower)"
-              r"\.(?P<a>\d+)\.(?P<i>\d+)\.{leaf}",
-              lambda k, j, l, conv, a, i, leaf:
-              f"scale_flows.{k}.{j}.layers.{l}.{RANET_LAYER_CONV[conv]}.net.{_net(a, i)}.{leaf}"),
-        _rule(r"flows\.(?P<k>\d+)\.(?P<j>\d+)\.closing\.(?P<i>\d+)\.{leaf}",
-              lambda k, j, i, leaf: f"scale_flows.{k}.{j}.conv_last.net.{i}.{leaf}"),
-        _rule(r"flows\.(?P<k>\d+)\.(?P<j>\d+)\.transition\.(?P<i>\d+)\.{leaf}",
-              lambda k, j, i, leaf: f"scale_flows.{k}.{j}.trans.net.{i}.{leaf}"),
+        _rule(r"stem_layer\.layers\.(?P<s>\d+)\.(?P<i>\d+)\.{leaf}", _stem("FirstLayer.layers", imagenet)),
+        _rule(
+            r"flows\.(?P<k>\d+)\.(?P<j>\d+)\.layers\.(?P<layer>\d+)\.(?P<conv>same|own|lower)"
+            r"\.(?P<a>\d+)\.(?P<i>\d+)\.{leaf}",
+            lambda k, j, layer, conv, a, i, leaf: (
+                f"scale_flows.{k}.{j}.layers.{layer}.{RANET_LAYER_CONV[conv]}.net.{_net(a, i)}.{leaf}"
+            ),
+        ),
+        _rule(
+            r"flows\.(?P<k>\d+)\.(?P<j>\d+)\.closing\.(?P<i>\d+)\.{leaf}",
+            lambda k, j, i, leaf: f"scale_flows.{k}.{j}.conv_last.net.{i}.{leaf}",
+        ),
+        _rule(
+            r"flows\.(?P<k>\d+)\.(?P<j>\d+)\.transition\.(?P<i>\d+)\.{leaf}",
+            lambda k, j, i, leaf: f"scale_flows.{k}.{j}.trans.net.{i}.{leaf}",
+        ),
     ] + _head_rules()
 
 

@@ -1,6 +1,7 @@
 """What MSDNet and RANet share (docs/architectures.md#msdnet, #ranet): the flags and config
 fields of densely connected multi-scale networks, the check that their exit heads fit, and the
 building blocks."""
+
 from __future__ import annotations
 
 import math
@@ -38,37 +39,60 @@ def dense_flags(blocks_help: str, stepmode_help: str, gr_factor_help: str) -> tu
     default = DenseConfig()
     return (
         Flag(("--nBlocks",), blocks_help, default.nBlocks, int, range=COUNT),
-        Flag(("--step",), "layers per later block (--stepmode even) or their growth (lin_grow)",
-             default.step, int, range=COUNT),
+        Flag(
+            ("--step",),
+            "layers per later block (--stepmode even) or their growth (lin_grow)",
+            default.step,
+            int,
+            range=COUNT,
+        ),
         Flag(("--stepmode",), stepmode_help, default.stepmode, choices=("even", "lin_grow")),
-        Flag(("--nChannels",), "channels of the finest scale's stem", default.nChannels, int,
-             range=COUNT),
-        Flag(("--growthRate",), "channels each dense layer adds", default.growthRate, int,
-             range=COUNT),
+        Flag(("--nChannels",), "channels of the finest scale's stem", default.nChannels, int, range=COUNT),
+        Flag(("--growthRate",), "channels each dense layer adds", default.growthRate, int, range=COUNT),
         Flag(("--grFactor",), gr_factor_help, None, int_list, range=COUNT),
-        Flag(("--bnFactor",), "per-scale bottleneck width factors (None: --grFactor's values)",
-             None, int_list, range=COUNT),
-        Flag(("--reduction",), "channel reduction of the transitions", default.reduction, float,
-             range=Range(lambda v: 0 <= v <= 1, "in [0, 1]")),
-        Flag(("--bottleneck",), "1x1 bottleneck before each 3x3 conv", default.bottleneck,
-             kind=Kind.TOGGLE))
+        Flag(
+            ("--bnFactor",),
+            "per-scale bottleneck width factors (None: --grFactor's values)",
+            None,
+            int_list,
+            range=COUNT,
+        ),
+        Flag(
+            ("--reduction",),
+            "channel reduction of the transitions",
+            default.reduction,
+            float,
+            range=Range(lambda v: 0 <= v <= 1, "in [0, 1]"),
+        ),
+        Flag(("--bottleneck",), "1x1 bottleneck before each 3x3 conv", default.bottleneck, kind=Kind.TOGGLE),
+    )
 
 
 def dense_fields(values: dict[str, Any], inputs: InputSpec) -> dict[str, Any]:
     """The :class:`DenseConfig` fields from flag values and the inputs."""
-    return {"nBlocks": values["nBlocks"], "step": values["step"], "stepmode": values["stepmode"],
-            "nChannels": values["nChannels"], "growthRate": values["growthRate"],
-            "reduction": values["reduction"], "bottleneck": values["bottleneck"],
-            "num_classes": inputs.num_classes, "imagenet": inputs.imagenet_style}
+    return {
+        "nBlocks": values["nBlocks"],
+        "step": values["step"],
+        "stepmode": values["stepmode"],
+        "nChannels": values["nChannels"],
+        "growthRate": values["growthRate"],
+        "reduction": values["reduction"],
+        "bottleneck": values["bottleneck"],
+        "num_classes": inputs.num_classes,
+        "imagenet": inputs.imagenet_style,
+    }
 
 
-def width_factors(values: dict[str, Any], defaults: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def width_factors(
+    values: dict[str, Any], defaults: tuple[int, ...]
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(--grFactor, --bnFactor), the family's `defaults` where not given; one per scale."""
     growth = tuple(values["grFactor"] or defaults)
     bottleneck = tuple(values["bnFactor"] or growth)
     if len(bottleneck) != len(growth):
-        raise ConfigError(f"--bnFactor has {len(bottleneck)} values but --grFactor has "
-                          f"{len(growth)}; give one per scale")
+        raise ConfigError(
+            f"--bnFactor has {len(bottleneck)} values but --grFactor has {len(growth)}; give one per scale"
+        )
     return growth, bottleneck
 
 
@@ -95,17 +119,22 @@ def check_head_maps(inputs: InputSpec, levels: int, name: str) -> None:
     size = coarsest_size(stem, levels)
     if size not in HEAD_MAP_SIZES:
         fitting = [n for n in range(1, 7) if coarsest_size(stem, n) in HEAD_MAP_SIZES]
-        raise ConfigError(f"{name} gives {levels} scale(s), so the exit heads would read "
-                          f"{size}x{size} maps on {inputs.image_size}x{inputs.image_size} inputs; "
-                          f"they need 5x5 to 12x12: use {' or '.join(map(str, fitting))} scales")
+        raise ConfigError(
+            f"{name} gives {levels} scale(s), so the exit heads would read "
+            f"{size}x{size} maps on {inputs.image_size}x{inputs.image_size} inputs; "
+            f"they need 5x5 to 12x12: use {' or '.join(map(str, fitting))} scales"
+        )
 
 
 class ConvBNReLU(nn.Sequential):
     """Conv (no bias) -> BatchNorm -> ReLU."""
 
     def __init__(self, cin: int, cout: int, kernel: int = 3, stride: int = 1, padding: int = 1):
-        super().__init__(nn.Conv2d(cin, cout, kernel, stride, padding, bias=False),
-                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+        super().__init__(
+            nn.Conv2d(cin, cout, kernel, stride, padding, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        )
 
 
 class BottleneckConv(nn.Sequential):
@@ -130,8 +159,9 @@ class ExitHead(nn.Module):
     def __init__(self, cin: int, num_classes: int, imagenet: bool):
         super().__init__()
         width = cin if imagenet else 128
-        self.features = nn.Sequential(ConvBNReLU(cin, width, 3, 2, 1),
-                                      ConvBNReLU(width, width, 3, 2, 1), nn.AvgPool2d(2))
+        self.features = nn.Sequential(
+            ConvBNReLU(cin, width, 3, 2, 1), ConvBNReLU(width, width, 3, 2, 1), nn.AvgPool2d(2)
+        )
         self.linear = nn.Linear(width, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -140,8 +170,9 @@ class ExitHead(nn.Module):
 
 def imagenet_stem(cout: int) -> nn.Sequential:
     """7x7 stride-2 conv with bias, BN, ReLU, 3x3 stride-2 max-pool."""
-    return nn.Sequential(nn.Conv2d(3, cout, 7, 2, 3), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-                         nn.MaxPool2d(3, 2, 1))
+    return nn.Sequential(
+        nn.Conv2d(3, cout, 7, 2, 3), nn.BatchNorm2d(cout), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)
+    )
 
 
 def dataset_stem(cout: int, imagenet: bool) -> nn.Module:

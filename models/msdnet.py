@@ -2,6 +2,7 @@
 
 Registers the backbones `msdnet` and `msdnet_ge` (with gradient rescaling).
 """
+
 from __future__ import annotations
 
 import functools
@@ -12,12 +13,23 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
+from utils.flags import COUNT, Flag
+
 from .costs import msdnet_convention
-from .layers import (BottleneckConv, ConvBNReLU, DenseConfig, ExitHead, check_head_maps,
-                     dataset_stem, dense_fields, dense_flags, scale_gradient, width_factors)
+from .layers import (
+    BottleneckConv,
+    ConvBNReLU,
+    DenseConfig,
+    ExitHead,
+    check_head_maps,
+    dataset_stem,
+    dense_fields,
+    dense_flags,
+    scale_gradient,
+    width_factors,
+)
 from .multi_exit import MultiExitNetwork
 from .registry import Backbone, InputSpec, register_backbone
-from utils.flags import COUNT, Flag
 
 GR_FACTOR = {False: (1, 2, 4), True: (1, 2, 4, 4)}  # default --grFactor by ImageNet-style inputs
 
@@ -40,8 +52,7 @@ class MSDNetConfig(DenseConfig):
 
     def block_layers(self) -> list[int]:
         """Number of layers in each block."""
-        later = [self.step if self.stepmode == "even" else self.step * i + 1
-                 for i in range(1, self.nBlocks)]
+        later = [self.step if self.stepmode == "even" else self.step * i + 1 for i in range(1, self.nBlocks)]
         return [self.base] + later
 
 
@@ -51,8 +62,10 @@ class MultiScaleStem(nn.Module):
     def __init__(self, cfg: MSDNetConfig):
         super().__init__()
         widths = [cfg.nChannels * g for g in cfg.grFactor]
-        self.scales = nn.ModuleList([dataset_stem(widths[0], cfg.imagenet)] + [
-            ConvBNReLU(widths[s - 1], widths[s], 3, 2, 1) for s in range(1, cfg.num_scales)])
+        self.scales = nn.ModuleList(
+            [dataset_stem(widths[0], cfg.imagenet)]
+            + [ConvBNReLU(widths[s - 1], widths[s], 3, 2, 1) for s in range(1, cfg.num_scales)]
+        )
 
     def forward(self, x: Tensor) -> list[Tensor]:
         maps = []
@@ -65,13 +78,19 @@ class MultiScaleStem(nn.Module):
 class DenseUnit(nn.Module):
     """concat(b, B(b)) on one scale, or concat(b, B(a, down), B(b)) across two scales."""
 
-    def __init__(self, cin_same: int, growth: int, width_same: int, bottleneck: bool,
-                 cin_finer: int | None = None, width_finer: int | None = None):
+    def __init__(
+        self,
+        cin_same: int,
+        growth: int,
+        width_same: int,
+        bottleneck: bool,
+        cin_finer: int | None = None,
+        width_finer: int | None = None,
+    ):
         super().__init__()
         two_scale = cin_finer is not None
         out = growth // 2 if two_scale else growth
-        self.down = (BottleneckConv(cin_finer, out, True, width_finer, bottleneck)
-                     if two_scale else None)
+        self.down = BottleneckConv(cin_finer, out, True, width_finer, bottleneck) if two_scale else None
         self.same = BottleneckConv(cin_same, out, False, width_same, bottleneck)
 
     def forward(self, same: Tensor, finer: Tensor | None = None) -> Tensor:
@@ -96,8 +115,16 @@ class MSDLayer(nn.Module):
             if s == offset and not dropped:
                 units.append(DenseUnit(c * cfg.grFactor[s], growth, cfg.bnFactor[s], cfg.bottleneck))
             else:
-                units.append(DenseUnit(c * cfg.grFactor[s], growth, cfg.bnFactor[s], cfg.bottleneck,
-                                       c * cfg.grFactor[s - 1], cfg.bnFactor[s - 1]))
+                units.append(
+                    DenseUnit(
+                        c * cfg.grFactor[s],
+                        growth,
+                        cfg.bnFactor[s],
+                        cfg.bottleneck,
+                        c * cfg.grFactor[s - 1],
+                        cfg.bnFactor[s - 1],
+                    )
+                )
         self.units = nn.ModuleList(units)
 
     def forward(self, maps: list[Tensor]) -> list[Tensor]:
@@ -139,13 +166,12 @@ def build_blocks(cfg: MSDNetConfig) -> tuple[list[nn.Sequential], list[int]]:
                 transition = in_scales > out_scales and cfg.reduction > 0
             else:
                 in_scales, out_scales = min(S, total - t + 2), min(S, total - t + 1)
-                transition = cfg.reduction > 0 and t in (math.floor(total / 3),
-                                                         math.floor(2 * total / 3))
+                transition = cfg.reduction > 0 and t in (math.floor(total / 3), math.floor(2 * total / 3))
             layers.append(MSDLayer(c, cfg, in_scales, out_scales))
             c += cfg.growthRate
             if transition:
                 reduced = math.floor(cfg.reduction * c)
-                layers.append(Transition(c, reduced, cfg.grFactor[S - out_scales:]))
+                layers.append(Transition(c, reduced, cfg.grFactor[S - out_scales :]))
                 c = reduced
         blocks.append(nn.Sequential(*layers))
         widths.append(c)
@@ -162,8 +188,9 @@ class MSDNet(MultiExitNetwork):
         self.stem_layer = MultiScaleStem(cfg)
         blocks, widths = build_blocks(cfg)
         self.blocks = nn.ModuleList(blocks)
-        self.heads = nn.ModuleList(ExitHead(c * cfg.grFactor[-1], cfg.num_classes, cfg.imagenet)
-                                   for c in widths)
+        self.heads = nn.ModuleList(
+            ExitHead(c * cfg.grFactor[-1], cfg.num_classes, cfg.imagenet) for c in widths
+        )
 
     def stem(self, x: Tensor) -> list[Tensor]:
         return self.stem_layer(x)
@@ -190,24 +217,44 @@ class MSDNet(MultiExitNetwork):
 FLAGS = dense_flags(
     "blocks, one exit each",
     "even: every later block has --step layers; lin_grow: block i has step*i+1 layers",
-    "per-scale width factors, e.g. 1-2-4 (None: 1-2-4, on ImageNet-style inputs 1-2-4-4)") + (
+    "per-scale width factors, e.g. 1-2-4 (None: 1-2-4, on ImageNet-style inputs 1-2-4-4)",
+) + (
     Flag(("--base",), "layers in the first block", MSDNetConfig.base, int, range=COUNT),
-    Flag(("--prune",), "how scales are dropped along the depth", MSDNetConfig.prune,
-         choices=("max", "min")))
+    Flag(("--prune",), "how scales are dropped along the depth", MSDNetConfig.prune, choices=("max", "min")),
+)
 
 
 def configure(values: dict[str, Any], inputs: InputSpec, gradient_rescale: bool) -> MSDNetConfig:
     """The config the flag values describe for `inputs`; refuses heads that would not fit."""
     growth, bottleneck = width_factors(values, GR_FACTOR[inputs.imagenet_style])
     check_head_maps(inputs, len(growth), "--grFactor")
-    return MSDNetConfig(**dense_fields(values, inputs), base=values["base"], grFactor=growth,
-                        bnFactor=bottleneck, prune=values["prune"],
-                        gradient_rescale=gradient_rescale)
+    return MSDNetConfig(
+        **dense_fields(values, inputs),
+        base=values["base"],
+        grFactor=growth,
+        bnFactor=bottleneck,
+        prune=values["prune"],
+        gradient_rescale=gradient_rescale,
+    )
 
 
-register_backbone(Backbone("msdnet", "MSDNet", FLAGS,
-                           functools.partial(configure, gradient_rescale=False), MSDNet,
-                           msdnet_convention))
-register_backbone(Backbone("msdnet_ge", "MSDNet with gradient rescaling (MSDNet-GE)", FLAGS,
-                           functools.partial(configure, gradient_rescale=True), MSDNet,
-                           msdnet_convention))
+register_backbone(
+    Backbone(
+        "msdnet",
+        "MSDNet",
+        FLAGS,
+        functools.partial(configure, gradient_rescale=False),
+        MSDNet,
+        msdnet_convention,
+    )
+)
+register_backbone(
+    Backbone(
+        "msdnet_ge",
+        "MSDNet with gradient rescaling (MSDNet-GE)",
+        FLAGS,
+        functools.partial(configure, gradient_rescale=True),
+        MSDNet,
+        msdnet_convention,
+    )
+)

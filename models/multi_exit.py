@@ -7,6 +7,7 @@ tensors with the batch in dim 0, so an early-exit caller can drop finished sampl
 stages with :func:`select_samples`. On top of this, one ``forward`` serves "all exits" and
 "up to exit k", and :meth:`MultiExitNetwork.iter_exits` lets a caller stop when confident.
 """
+
 from __future__ import annotations
 
 from typing import Any, Iterator
@@ -43,8 +44,7 @@ class MultiExitNetwork(nn.Module):
         """Logits of exits 0..max_exit-1 (all exits when None); later blocks never run."""
         return [logits for logits, _ in self.iter_exits(x, max_exit)]
 
-    def iter_exits(self, x: Tensor, max_exit: int | None = None
-                   ) -> Iterator[tuple[Tensor, Features]]:
+    def iter_exits(self, x: Tensor, max_exit: int | None = None) -> Iterator[tuple[Tensor, Features]]:
         """Yield (logits, features) exit by exit; stop iterating to skip the rest."""
         count = self.num_exits if max_exit is None else max_exit
         if not 1 <= count <= self.num_exits:
@@ -74,5 +74,3 @@ def param_groups_by_stage(model: MultiExitNetwork) -> list[list[nn.Parameter]]:
     leftover = [p for p in model.parameters() if id(p) not in seen]
     groups[0].extend(leftover)
     return groups
-
-

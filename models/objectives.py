@@ -9,6 +9,7 @@ F_n = f_n + r_n F_{n-1}; `joint` is the original MSDNet/RANet objective, indepen
 Torch-free, so the parsers list the objectives at once: the entries' functions import the
 torch code when they are called.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,8 +35,10 @@ class ObjectiveConfig:
     def check(self, num_exits: int) -> None:
         """Refuse a reweighting that does not fit `num_exits` exits."""
         if len(self.reweight) not in (1, 2, num_exits):
-            raise ConfigError(f"--ensemble_reweight has {len(self.reweight)} values; give 1, 2 "
-                              f"or {num_exits} (the number of exits)")
+            raise ConfigError(
+                f"--ensemble_reweight has {len(self.reweight)} values; give 1, 2 "
+                f"or {num_exits} (the number of exits)"
+            )
 
 
 @dataclass(frozen=True)
@@ -48,23 +51,24 @@ class Objective:
     loss: Callable[[ObjectiveConfig, int], "nn.Module"]
 
 
-def boosted_network(backbone: "nn.Module", config: ObjectiveConfig, num_exits: int
-                    ) -> "BoostedNetwork":
+def boosted_network(backbone: "nn.Module", config: ObjectiveConfig, num_exits: int) -> "BoostedNetwork":
     """BoostNet: exit n predicts F_n = f_n + r_n F_{n-1}."""
     from models.boosting import BoostedNetwork, reweight_factors
+
     return BoostedNetwork(backbone, reweight_factors(config.reweight, num_exits))
 
 
-def independent_exits(backbone: "nn.Module", config: ObjectiveConfig, num_exits: int
-                      ) -> "BoostedNetwork":
+def independent_exits(backbone: "nn.Module", config: ObjectiveConfig, num_exits: int) -> "BoostedNetwork":
     """Every exit predicts its own logits f_n."""
     from models.boosting import BoostedNetwork
+
     return BoostedNetwork(backbone, None)
 
 
 def exit_losses(config: ObjectiveConfig, num_exits: int) -> "nn.Module":
     """Per-exit cross-entropy, summed (equalised with `--loss_equal`)."""
     from models.boosting import ExitObjective
+
     return ExitObjective(num_exits, loss_equal=config.loss_equal)
 
 
@@ -82,15 +86,18 @@ def register_objective(entry: Objective) -> Objective:
 def objective(name: str) -> Objective:
     """The entry `--loss name` selects; an unknown name lists the known ones."""
     if name not in OBJECTIVES:
-        raise ConfigError(f"--loss {name!r} is no registered objective; choose one of "
-                          f"{', '.join(sorted(OBJECTIVES))}")
+        raise ConfigError(
+            f"--loss {name!r} is no registered objective; choose one of {', '.join(sorted(OBJECTIVES))}"
+        )
     return OBJECTIVES[name]
 
 
-register_objective(Objective("boost", "BoostNet's additive ensemble F_n", boosted_network,
-                             exit_losses))
-register_objective(Objective("joint", "the original MSDNet/RANet objective, independent exits "
-                             "f_n", independent_exits, exit_losses))
+register_objective(Objective("boost", "BoostNet's additive ensemble F_n", boosted_network, exit_losses))
+register_objective(
+    Objective(
+        "joint", "the original MSDNet/RANet objective, independent exits f_n", independent_exits, exit_losses
+    )
+)
 
 DEFAULT = ObjectiveConfig()
 
@@ -99,17 +106,26 @@ def objective_flags() -> tuple[Flag, ...]:
     """`--loss` (choices: the objectives registered now), `--ensemble_reweight`, `--loss_equal`."""
     described = "; ".join(f"{entry.name}: {entry.description}" for entry in OBJECTIVES.values())
     return (
-        Flag(("--loss",), f"the training objective ({described})", DEFAULT.name,
-             choices=tuple(OBJECTIVES)),
-        Flag(("--ensemble_reweight",), "prediction reweighting r of F_n = f_n + r_n F_{n-1}: 1 "
-             "value, 2 (linearly spaced over the exits) or one per exit (the original code's "
-             "default is 1.0)", list(DEFAULT.reweight), float_list, range=at_least(0)),
-        Flag(("--loss_equal",), "weight the exit losses by their running averages "
-             "(docs/method.md)", DEFAULT.loss_equal, kind=Kind.SWITCH))
+        Flag(("--loss",), f"the training objective ({described})", DEFAULT.name, choices=tuple(OBJECTIVES)),
+        Flag(
+            ("--ensemble_reweight",),
+            "prediction reweighting r of F_n = f_n + r_n F_{n-1}: 1 "
+            "value, 2 (linearly spaced over the exits) or one per exit (the original code's "
+            "default is 1.0)",
+            list(DEFAULT.reweight),
+            float_list,
+            range=at_least(0),
+        ),
+        Flag(
+            ("--loss_equal",),
+            "weight the exit losses by their running averages (docs/method.md)",
+            DEFAULT.loss_equal,
+            kind=Kind.SWITCH,
+        ),
+    )
 
 
 def objective_config(values: dict) -> ObjectiveConfig:
     """The config of :func:`objective_flags`' values (by key); an unknown `--loss` is refused."""
     objective(values["loss"])
-    return ObjectiveConfig(values["loss"], tuple(values["ensemble_reweight"]),
-                           values["loss_equal"])
+    return ObjectiveConfig(values["loss"], tuple(values["ensemble_reweight"]), values["loss_equal"])

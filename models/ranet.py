@@ -8,6 +8,7 @@ also read the per-layer maps of the same-numbered block of flow k-1, the rest ar
 blocks, each followed by an exit. Stage n of the multi-exit interface runs the n-th normal
 block in execution order, preceded by its flow's fusion blocks when it is the flow's first.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,13 +18,24 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
+from utils.flags import COUNT, Flag, Range, int_list
+
 from .costs import msdnet_convention
-from .layers import (BottleneckConv, ConvBNReLU, DenseConfig, ExitHead, Resize, check_head_maps,
-                     dataset_stem, dense_fields, dense_flags, width_factors)
+from .layers import (
+    BottleneckConv,
+    ConvBNReLU,
+    DenseConfig,
+    ExitHead,
+    Resize,
+    check_head_maps,
+    dataset_stem,
+    dense_fields,
+    dense_flags,
+    width_factors,
+)
 from .msdnet import DenseUnit
 from .multi_exit import MultiExitNetwork
 from .registry import Backbone, ConfigError, InputSpec, register_backbone
-from utils.flags import COUNT, Flag, Range, int_list
 
 GR_FACTOR = {False: (4, 2, 1, 1), True: (4, 2, 2, 1)}  # default --grFactor by ImageNet-style inputs
 SCALE_LIST = {False: (1, 2, 3, 3), True: (1, 2, 3, 4)}  # default --scale-list likewise
@@ -100,14 +112,11 @@ class RANetStem(nn.Module):
 class FusionLayer(nn.Module):
     """concat(resize(x), resize(B(m)), B(x)): a dense layer that also reads a lower-flow map m."""
 
-    def __init__(self, cin: int, cin_lower: int, growth: int, down: bool, cfg: RANetConfig,
-                 k: int):
+    def __init__(self, cin: int, cin_lower: int, growth: int, down: bool, cfg: RANetConfig, k: int):
         super().__init__()
         lower_growth = math.floor(growth * cfg.compress_factor)
-        self.own = BottleneckConv(cin, growth - lower_growth, down, cfg.bnFactor[k],
-                                  cfg.bottleneck)
-        self.lower = BottleneckConv(cin_lower, lower_growth, False, cfg.bnFactor[k - 1],
-                                    cfg.bottleneck)
+        self.own = BottleneckConv(cin, growth - lower_growth, down, cfg.bnFactor[k], cfg.bottleneck)
+        self.lower = BottleneckConv(cin_lower, lower_growth, False, cfg.bnFactor[k - 1], cfg.bottleneck)
         self.resize = Resize()
 
     def forward(self, x: Tensor, lower: Tensor) -> Tensor:
@@ -119,11 +128,13 @@ class FusionLayer(nn.Module):
 class NormalBlock(nn.Module):
     """L one-scale dense units, then an optional transition."""
 
-    def __init__(self, widths: list[int], growth: int, cfg: RANetConfig, k: int,
-                 transition: nn.Module | None):
+    def __init__(
+        self, widths: list[int], growth: int, cfg: RANetConfig, k: int, transition: nn.Module | None
+    ):
         super().__init__()
-        self.layers = nn.ModuleList(DenseUnit(w, growth, cfg.bnFactor[k], cfg.bottleneck)
-                                    for w in widths[:-1])
+        self.layers = nn.ModuleList(
+            DenseUnit(w, growth, cfg.bnFactor[k], cfg.bottleneck) for w in widths[:-1]
+        )
         self.transition = transition
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
@@ -137,13 +148,22 @@ class NormalBlock(nn.Module):
 class FusionBlock(nn.Module):
     """L fusion layers reading the lower block's maps, a closing 1x1 on its last map, transition."""
 
-    def __init__(self, widths: list[int], lower_widths: list[int], growth: int, down: bool,
-                 cfg: RANetConfig, k: int, transition: nn.Module | None):
+    def __init__(
+        self,
+        widths: list[int],
+        lower_widths: list[int],
+        growth: int,
+        down: bool,
+        cfg: RANetConfig,
+        k: int,
+        transition: nn.Module | None,
+    ):
         super().__init__()
         last = len(widths) - 2
         self.layers = nn.ModuleList(
             FusionLayer(w, w_lower, growth, down and i == last, cfg, k)
-            for i, (w, w_lower) in enumerate(zip(widths[:-1], lower_widths)))
+            for i, (w, w_lower) in enumerate(zip(widths[:-1], lower_widths))
+        )
         self.closing = ConvBNReLU(lower_widths[-1], closing_width(widths[-1], cfg), 1, 1, 0)
         self.resize = Resize()
         self.transition = transition
@@ -167,8 +187,9 @@ def closing_width(width: int, cfg: RANetConfig) -> int:
     return math.floor(width * cfg.compress_factor)
 
 
-def build_flow(cfg: RANetConfig, k: int, lower_widths: list[list[int]]
-               ) -> tuple[list[nn.Module], list[list[int]], list[int]]:
+def build_flow(
+    cfg: RANetConfig, k: int, lower_widths: list[list[int]]
+) -> tuple[list[nn.Module], list[list[int]], list[int]]:
     """Blocks of flow k, the per-layer map widths of each, and each block's output width."""
     growth = cfg.growthRate * cfg.grFactor[k]
     width = cfg.nChannels * cfg.grFactor[k]
@@ -183,8 +204,9 @@ def build_flow(cfg: RANetConfig, k: int, lower_widths: list[list[int]]
             transition = ConvBNReLU(width, reduced, 1, 1, 0)
             width = reduced
         if fusion:
-            blocks.append(FusionBlock(widths, lower_widths[j - 1], growth,
-                                      cfg.is_down_block(k, j), cfg, k, transition))
+            blocks.append(
+                FusionBlock(widths, lower_widths[j - 1], growth, cfg.is_down_block(k, j), cfg, k, transition)
+            )
         else:
             blocks.append(NormalBlock(widths, growth, cfg, k, transition))
         map_widths.append(widths)
@@ -233,8 +255,9 @@ class RANet(MultiExitNetwork):
         for k in range(cfg.num_flows):
             blocks, lower_widths, out_widths = build_flow(cfg, k, lower_widths)
             flows.append(nn.ModuleList(blocks))
-            heads.extend(ExitHead(w, cfg.num_classes, cfg.imagenet)
-                         for w in out_widths[cfg.fusion_blocks(k):])
+            heads.extend(
+                ExitHead(w, cfg.num_classes, cfg.imagenet) for w in out_widths[cfg.fusion_blocks(k) :]
+            )
         self.flows = nn.ModuleList(flows)
         self.heads = nn.ModuleList(heads)
         self.stages = build_stages(cfg)
@@ -276,12 +299,24 @@ class RANet(MultiExitNetwork):
 FLAGS = dense_flags(
     "blocks of the lowest-resolution flow",
     "even: every later block has --step layers; lin_grow: block i has step*i layers",
-    "per-scale width factors, e.g. 4-2-1-1 (None: 4-2-1-1, on ImageNet-style inputs 4-2-2-1)") + (
+    "per-scale width factors, e.g. 4-2-1-1 (None: 4-2-1-1, on ImageNet-style inputs 4-2-2-1)",
+) + (
     Flag(("--block-step",), "extra blocks per flow", RANetConfig.block_step, int, range=COUNT),
-    Flag(("--scale-list",), "resolution level of each flow, lowest first (None: 1-2-3-3, on "
-         "ImageNet-style inputs 1-2-3-4)", None, int_list, range=COUNT),
-    Flag(("--compress-factor",), "share of a fusion layer's growth taken from the lower flow",
-         RANetConfig.compress_factor, float, range=Range(lambda v: 0 < v < 1, "in (0, 1)")))
+    Flag(
+        ("--scale-list",),
+        "resolution level of each flow, lowest first (None: 1-2-3-3, on ImageNet-style inputs 1-2-3-4)",
+        None,
+        int_list,
+        range=COUNT,
+    ),
+    Flag(
+        ("--compress-factor",),
+        "share of a fusion layer's growth taken from the lower flow",
+        RANetConfig.compress_factor,
+        float,
+        range=Range(lambda v: 0 < v < 1, "in (0, 1)"),
+    ),
+)
 
 
 def configure(values: dict[str, Any], inputs: InputSpec) -> RANetConfig:
@@ -289,21 +324,31 @@ def configure(values: dict[str, Any], inputs: InputSpec) -> RANetConfig:
     growth, bottleneck = width_factors(values, GR_FACTOR[inputs.imagenet_style])
     scales = tuple(values["scale_list"] or SCALE_LIST[inputs.imagenet_style])
     if len(scales) != len(growth):
-        raise ConfigError(f"--scale-list has {len(scales)} values but --grFactor has "
-                          f"{len(growth)}; give one per flow")
+        raise ConfigError(
+            f"--scale-list has {len(scales)} values but --grFactor has {len(growth)}; give one per flow"
+        )
     if scales[0] != 1 or any(b - a not in (0, 1) for a, b in zip(scales, scales[1:])):
-        raise ConfigError(f"--scale-list must start at 1 and rise by at most 1 per flow, "
-                          f"got {'-'.join(map(str, scales))}")
+        raise ConfigError(
+            f"--scale-list must start at 1 and rise by at most 1 per flow, got {'-'.join(map(str, scales))}"
+        )
     fusing, growth_rate, compress = growth[1:], values["growthRate"], values["compress_factor"]
     if fusing and math.floor(min(fusing) * growth_rate * compress) < 1:  # flow 0 fuses nothing
-        raise ConfigError(f"--growthRate {growth_rate} x --grFactor {min(fusing)} x "
-                          f"--compress-factor {compress} leaves a fusion layer no channels; "
-                          f"raise --growthRate or --compress-factor (below 1)")
+        raise ConfigError(
+            f"--growthRate {growth_rate} x --grFactor {min(fusing)} x "
+            f"--compress-factor {compress} leaves a fusion layer no channels; "
+            f"raise --growthRate or --compress-factor (below 1)"
+        )
     check_head_maps(inputs, scales[-1], "--scale-list")
-    return RANetConfig(**dense_fields(values, inputs), block_step=values["block_step"],
-                       grFactor=growth, bnFactor=bottleneck, scale_list=scales,
-                       compress_factor=compress)
+    return RANetConfig(
+        **dense_fields(values, inputs),
+        block_step=values["block_step"],
+        grFactor=growth,
+        bnFactor=bottleneck,
+        scale_list=scales,
+        compress_factor=compress,
+    )
 
 
-register_backbone(Backbone("ranet", "RANet", FLAGS, configure, RANet,
-                           msdnet_convention, per_exit_weight_decay=False))
+register_backbone(
+    Backbone("ranet", "RANet", FLAGS, configure, RANet, msdnet_convention, per_exit_weight_decay=False)
+)

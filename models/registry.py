@@ -10,6 +10,7 @@ lookup, so a new backbone is one new file that calls :func:`register_backbone`.
 Torch-free, like the flag declarations, so the parsers can name the backbones quickly; the
 backbone modules themselves import torch.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -115,8 +116,9 @@ def backbone(name: str) -> Backbone:
     """The entry `--arch name` selects; an unknown name is a ConfigError listing the known ones."""
     discover()
     if name not in _BACKBONES:
-        raise ConfigError(f"--arch {name!r} is no registered backbone; choose one of "
-                          f"{', '.join(backbone_names())}")
+        raise ConfigError(
+            f"--arch {name!r} is no registered backbone; choose one of {', '.join(backbone_names())}"
+        )
     return _BACKBONES[name]
 
 
@@ -127,7 +129,7 @@ def create_model(arch: str, inputs: InputSpec, **values: Any) -> ModelSpec:
     defaults = {flag.key: flag.default for flag in entry.flags}
     unknown = sorted(set(values) - set(defaults))
     if unknown:
-        raise ConfigError(f"{arch} has no setting {', '.join(unknown)}; its settings are "
-                          f"{', '.join(sorted(defaults))}")
+        raise ConfigError(
+            f"{arch} has no setting {', '.join(unknown)}; its settings are {', '.join(sorted(defaults))}"
+        )
     return ModelSpec(arch, entry.configure({**defaults, **values}, inputs), inputs)
-

@@ -7,6 +7,7 @@ Writes the sizes, the torch version and the median seconds of a few runs as JSON
 a one-line summary. Exit outputs are softmaxes whose pull towards the target grows with the
 exit index, so later exits are both more accurate and more confident, as in a trained network.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,13 +36,18 @@ def parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs; the median is reported")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random exit outputs")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (None: torch's choice)")
-    parser.add_argument("--out", type=Path, default=Path("results/bench_budgeted.json"),
-                        help="JSON file the timings are written to")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results/bench_budgeted.json"),
+        help="JSON file the timings are written to",
+    )
     return parser.parse_args(argv)
 
 
-def exit_outputs(n_exits: int, n_samples: int, n_classes: int, generator: torch.Generator
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def exit_outputs(
+    n_exits: int, n_samples: int, n_classes: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-exit softmax outputs (exits x samples x classes) sharpening towards the target with depth."""
     targets = torch.randint(0, n_classes, (n_samples,), generator=generator)
     difficulty = torch.rand(1, n_samples, 1, generator=generator)
@@ -66,17 +72,26 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         points = budgeted_sweep(*val, *test, costs)
         seconds.append(time.perf_counter() - start)
     result = {
-        "benchmark": "budgeted_sweep, 39 levels", "val_samples": args.val, "test_samples": args.test,
-        "exits": args.exits, "classes": args.classes, "repeats": args.repeats,
-        "median_seconds": statistics.median(seconds), "seconds": seconds,
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version(),
+        "benchmark": "budgeted_sweep, 39 levels",
+        "val_samples": args.val,
+        "test_samples": args.test,
+        "exits": args.exits,
+        "classes": args.classes,
+        "repeats": args.repeats,
+        "median_seconds": statistics.median(seconds),
+        "seconds": seconds,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
         "test_accuracy_range": [min(p.test_accuracy for p in points), max(p.test_accuracy for p in points)],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, result)
-    print(f"budgeted_sweep: {len(points)} levels, {args.val} val / {args.test} test, {args.exits} exits, "
-          f"{args.classes} classes: median {result['median_seconds']:.3f} s over {args.repeats} runs "
-          f"(torch {torch.__version__}, {result['threads']} threads) -> {args.out}")
+    print(
+        f"budgeted_sweep: {len(points)} levels, {args.val} val / {args.test} test, {args.exits} exits, "
+        f"{args.classes} classes: median {result['median_seconds']:.3f} s over {args.repeats} runs "
+        f"(torch {torch.__version__}, {result['threads']} threads) -> {args.out}"
+    )
     return result
 
 

@@ -22,6 +22,7 @@ path's; `--quick --compile-backend inductor` times the real thing on the tiny mo
     python scripts/benchmark.py                 # real recipe sizes, results/benchmark.json
     python scripts/benchmark.py --quick         # tiny sizes, a CPU smoke run
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from args import parse_args  # noqa: E402
-from utils.cli import OneLineParser  # noqa: E402
 from boostnet.benchmarks.cases import MODELS, QUICK_MODELS, BenchmarkOptions  # noqa: E402
+from utils.cli import OneLineParser  # noqa: E402
 from utils.errors import run_cli  # noqa: E402
 
 SINGLE_IMAGES = 64  # images timed one at a time for batch 1 (--quick: 32)
@@ -42,11 +43,13 @@ SINGLE_IMAGES = 64  # images timed one at a time for batch 1 (--quick: 32)
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
     """argparse type: an integer no smaller than `minimum`."""
+
     def parse(text: str) -> int:
         value = int(text)
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
         return value
+
     return parse
 
 
@@ -54,51 +57,89 @@ def parse_options(argv: Optional[Sequence[str]]) -> tuple[BenchmarkOptions, list
     """Benchmark flags, with step counts defaulting by --quick."""
     parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny models and few steps (CPU smoke run)")
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmark.json",
-                        help="JSON file the results are written to")
-    parser.add_argument("--device", default="auto",
-                        help="auto (a GPU when there is one), cpu, cuda or cuda:N")
-    parser.add_argument("--models", nargs="+", choices=[m.name for m in MODELS],
-                        default=[m.name for m in MODELS], help="recipe models to time")
-    parser.add_argument("--modes", nargs="+", default=None,
-                        choices=("compile", "cuda_graph", "compiled_cuda_graph"),
-                        help="fast paths to time (None: compile on the CPU, both graph modes on CUDA)")
-    parser.add_argument("--steps", type=int_at_least(1), default=None,
-                        help="timed steps (None: 50, with --quick 5)")
-    parser.add_argument("--warmup", type=int_at_least(0), default=None,
-                        help="untimed steps (None: 10, with --quick 2)")
-    parser.add_argument("--compile-backend", choices=("inductor", "aot_eager"), default=None,
-                        help="torch.compile backend (None: inductor; with --quick aot_eager, which "
-                             "checks the compiled path's plumbing in seconds but is no speedup)")
-    parser.add_argument("--amp", choices=("bf16",), default=None,
-                        help="autocast precision of the timed steps (None: fp32)")
-    parser.add_argument("--channels-last", action="store_true",
-                        help="channels-last memory format")
-    parser.add_argument("--no-early-exit", dest="early_exit", action="store_false",
-                        help="skip the real early-exit timings (on the CPU they run at CIFAR "
-                             "size only)")
-    parser.add_argument("--jobs", type=int_at_least(1), default=None,
-                        help="recipes timed side by side in worker processes, each on its share "
-                             "of the CPU threads (None: 1; with --quick on the CPU 2)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "results" / "benchmark.json",
+        help="JSON file the results are written to",
+    )
+    parser.add_argument(
+        "--device", default="auto", help="auto (a GPU when there is one), cpu, cuda or cuda:N"
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        choices=[m.name for m in MODELS],
+        default=[m.name for m in MODELS],
+        help="recipe models to time",
+    )
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=None,
+        choices=("compile", "cuda_graph", "compiled_cuda_graph"),
+        help="fast paths to time (None: compile on the CPU, both graph modes on CUDA)",
+    )
+    parser.add_argument(
+        "--steps", type=int_at_least(1), default=None, help="timed steps (None: 50, with --quick 5)"
+    )
+    parser.add_argument(
+        "--warmup", type=int_at_least(0), default=None, help="untimed steps (None: 10, with --quick 2)"
+    )
+    parser.add_argument(
+        "--compile-backend",
+        choices=("inductor", "aot_eager"),
+        default=None,
+        help="torch.compile backend (None: inductor; with --quick aot_eager, which "
+        "checks the compiled path's plumbing in seconds but is no speedup)",
+    )
+    parser.add_argument(
+        "--amp", choices=("bf16",), default=None, help="autocast precision of the timed steps (None: fp32)"
+    )
+    parser.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    parser.add_argument(
+        "--no-early-exit",
+        dest="early_exit",
+        action="store_false",
+        help="skip the real early-exit timings (on the CPU they run at CIFAR size only)",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int_at_least(1),
+        default=None,
+        help="recipes timed side by side in worker processes, each on its share "
+        "of the CPU threads (None: 1; with --quick on the CPU 2)",
+    )
     flags = parser.parse_args(argv)
     quick = flags.quick
     return BenchmarkOptions(
-        quick=quick, out=flags.out, device=flags.device,
+        quick=quick,
+        out=flags.out,
+        device=flags.device,
         modes=None if flags.modes is None else tuple(flags.modes),
         steps=flags.steps or (5 if quick else 50),
         warmup=flags.warmup if flags.warmup is not None else (2 if quick else 10),
         compile_backend=flags.compile_backend or ("aot_eager" if quick else "inductor"),
-        amp=flags.amp, channels_last=flags.channels_last, early_exit=flags.early_exit,
-        jobs=flags.jobs, early_exit_warmup=0 if quick else 1, early_exit_steps=1 if quick else 3,
-        single_images=SINGLE_IMAGES // 2 if quick else SINGLE_IMAGES), flags.models
+        amp=flags.amp,
+        channels_last=flags.channels_last,
+        early_exit=flags.early_exit,
+        jobs=flags.jobs,
+        early_exit_warmup=0 if quick else 1,
+        early_exit_steps=1 if quick else 3,
+        single_images=SINGLE_IMAGES // 2 if quick else SINGLE_IMAGES,
+    ), flags.models
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     """Check the flags, then time everything, write the JSON, print the tables; returns the JSON dict."""
     options, models = parse_options(argv)
-    cases = [(recipe, parse_args(list(recipe.flags), prog=f"benchmark {recipe.name}"))
-             for recipe in (QUICK_MODELS if options.quick else MODELS) if recipe.name in models]
+    cases = [
+        (recipe, parse_args(list(recipe.flags), prog=f"benchmark {recipe.name}"))
+        for recipe in (QUICK_MODELS if options.quick else MODELS)
+        if recipe.name in models
+    ]
     from boostnet.benchmarks.timing import run_benchmark  # torch: only once the flags are checked
+
     return run_benchmark(options, cases)
 
 

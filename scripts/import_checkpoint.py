@@ -8,6 +8,7 @@ directory then evaluates (eval_*.py --evaluate-from), fine-tunes (train_*.py --i
 when the file's optimiser state fits these flags, resumes (--result_dir OUT --resume).
 See docs/checkpoints.md.
 """
+
 from __future__ import annotations
 
 import sys
@@ -24,6 +25,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     """Parse SRC, --out and the model flags, import, and say what the run directory allows."""
     source, job = parse_import_args(argv, prog="import_checkpoint.py")
     from boostnet.interop import import_run  # torch: only once the flags are checked
+
     note = import_run(source, job)
     out = job.run.result_dir
     print(f"imported {source} ({note['format']}, {note['epochs_done']} epoch(s) done) into {out}")

@@ -9,6 +9,7 @@ Only this maintainer's script needs scikit-learn, so it is in no requirements fi
 committed digits.npz is all that training reads); without it the script stops with a one-line
 error saying `pip install scikit-learn`.
 """
+
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -17,24 +18,29 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # also run as a file
 
-from utils.cli import OneLineParser  # noqa: E402
 from boostnet.data.readers import DIGITS_FILE  # noqa: E402
+from utils.cli import OneLineParser  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
-
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Write the 1,797 digits and their labels to DIGITS_FILE."""
-    OneLineParser(prog="python scripts/make_digits.py", description=__doc__.splitlines()[0],
-                  epilog=f"Writes {DIGITS_FILE}; needs scikit-learn.").parse_args(argv)
+    OneLineParser(
+        prog="python scripts/make_digits.py",
+        description=__doc__.splitlines()[0],
+        epilog=f"Writes {DIGITS_FILE}; needs scikit-learn.",
+    ).parse_args(argv)
     try:
         from sklearn.datasets import load_digits
     except ImportError:
-        raise UserError("scripts/make_digits.py needs scikit-learn, which the project does not "
-                        "require: pip install scikit-learn") from None
+        raise UserError(
+            "scripts/make_digits.py needs scikit-learn, which the project does not "
+            "require: pip install scikit-learn"
+        ) from None
     digits = load_digits()
-    np.savez_compressed(DIGITS_FILE, images=digits.images.astype(np.uint8),
-                        labels=digits.target.astype(np.uint8))
+    np.savez_compressed(
+        DIGITS_FILE, images=digits.images.astype(np.uint8), labels=digits.target.astype(np.uint8)
+    )
     print(f"wrote {DIGITS_FILE} ({DIGITS_FILE.stat().st_size} bytes)")
 
 

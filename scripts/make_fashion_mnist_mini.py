@@ -6,6 +6,7 @@ Fashion-MNIST is (c) Zalando SE, MIT licence.
 
     python scripts/make_fashion_mnist_mini.py data
 """
+
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -16,8 +17,8 @@ from torchvision.datasets import FashionMNIST
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # also run as a file
 
-from utils.cli import OneLineParser  # noqa: E402
 from boostnet.data.readers import FASHION_MNIST_MINI_FILE as MINI_FILE  # noqa: E402
+from utils.cli import OneLineParser  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
 TRAIN_PER_CLASS = 600
@@ -35,16 +36,27 @@ def read_split(root: Path, train: bool) -> FashionMNIST:
     try:
         return FashionMNIST(str(root), train=train, download=False)
     except RuntimeError:
-        raise UserError(f"DIR: Fashion-MNIST is not in {root / 'FashionMNIST' / 'raw'}; get it "
-                        f"with `bash scripts/get_fashion_mnist.sh {root}`") from None
+        raise UserError(
+            f"DIR: Fashion-MNIST is not in {root / 'FashionMNIST' / 'raw'}; get it "
+            f"with `bash scripts/get_fashion_mnist.sh {root}`"
+        ) from None
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Write the subset of the full set in DIR to MINI_FILE."""
-    parser = OneLineParser(prog="python scripts/make_fashion_mnist_mini.py",
-                           description=__doc__.splitlines()[0], epilog=f"Writes {MINI_FILE}.")
-    parser.add_argument("root", metavar="DIR", type=Path, nargs="?", default=Path("data"),
-                        help="folder holding the full set in FashionMNIST/raw")
+    parser = OneLineParser(
+        prog="python scripts/make_fashion_mnist_mini.py",
+        description=__doc__.splitlines()[0],
+        epilog=f"Writes {MINI_FILE}.",
+    )
+    parser.add_argument(
+        "root",
+        metavar="DIR",
+        type=Path,
+        nargs="?",
+        default=Path("data"),
+        help="folder holding the full set in FashionMNIST/raw",
+    )
     root = parser.parse_args(argv).root
     arrays = {}
     for split, count in (("train", TRAIN_PER_CLASS), ("test", TEST_PER_CLASS)):

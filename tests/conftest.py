@@ -1,4 +1,5 @@
 """Shared test helpers: repo root on sys.path, tiny model flags, one thread per test process."""
+
 from __future__ import annotations
 
 import os
@@ -12,11 +13,44 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
-TINY_MSDNET = ["--arch", "msdnet_ge", "--nBlocks", "3", "--base", "2", "--step", "1",
-               "--nChannels", "4", "--growthRate", "2", "--grFactor", "1-2-2", "--bnFactor", "1-2-2"]
-TINY_RANET = ["--arch", "ranet", "--nBlocks", "2", "--block-step", "1", "--step", "2",
-              "--nChannels", "4", "--growthRate", "4", "--scale-list", "1-2-3",
-              "--grFactor", "2-1-1", "--bnFactor", "2-1-1"]
+TINY_MSDNET = [
+    "--arch",
+    "msdnet_ge",
+    "--nBlocks",
+    "3",
+    "--base",
+    "2",
+    "--step",
+    "1",
+    "--nChannels",
+    "4",
+    "--growthRate",
+    "2",
+    "--grFactor",
+    "1-2-2",
+    "--bnFactor",
+    "1-2-2",
+]
+TINY_RANET = [
+    "--arch",
+    "ranet",
+    "--nBlocks",
+    "2",
+    "--block-step",
+    "1",
+    "--step",
+    "2",
+    "--nChannels",
+    "4",
+    "--growthRate",
+    "4",
+    "--scale-list",
+    "1-2-3",
+    "--grFactor",
+    "2-1-1",
+    "--bnFactor",
+    "2-1-1",
+]
 
 
 @pytest.fixture

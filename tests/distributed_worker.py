@@ -1,7 +1,8 @@
 """Test helper for torchrun: train, then save this rank's final weights to RANK_DIR/rank<N>.pt.
 
-    torchrun --standalone --nproc_per_node 2 tests/distributed_worker.py RANK_DIR <training flags>
+torchrun --standalone --nproc_per_node 2 tests/distributed_worker.py RANK_DIR <training flags>
 """
+
 import os
 import sys
 from pathlib import Path

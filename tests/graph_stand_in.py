@@ -1,4 +1,5 @@
 """A CPU stand-in for CUDA-graph capture, so the bookkeeping around graphs is tested without a GPU."""
+
 from __future__ import annotations
 
 from typing import Callable

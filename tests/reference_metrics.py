@@ -1,4 +1,5 @@
 """Plain-loop references for the calibration metrics and for where early exit sends each sample."""
+
 from __future__ import annotations
 
 import math
@@ -38,8 +39,10 @@ def reference_exits(probs: torch.Tensor, thresholds: Sequence[float]) -> list[in
     """Per sample, the first exit whose threshold its confidence reaches; the last takes the rest."""
     confidence = probs.max(dim=2).values.tolist()
     last = len(thresholds) - 1
-    return [next((n for n in range(last) if confidence[n][i] >= thresholds[n]), last)
-            for i in range(probs.shape[1])]
+    return [
+        next((n for n in range(last) if confidence[n][i] >= thresholds[n]), last)
+        for i in range(probs.shape[1])
+    ]
 
 
 def reference_made(probs: torch.Tensor, thresholds: Sequence[float]) -> list[list[float]]:

@@ -1,4 +1,5 @@
 """Tiny trained models and run directories (written per the run-directory contract) for evaluation tests."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,25 +8,36 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from args import parse_args
+from boostnet.data.loaders import build_splits
+from boostnet.runs.records import BEST_CHECKPOINT, LATEST_CHECKPOINT, write_config
 from boostnet.training.settings import TrainingJob
 from models.boosting import BoostedNetwork, ExitObjective
 from models.multi_exit import MultiExitNetwork
 from models.objectives import objective
 from tests.conftest import TINY_MSDNET
 from utils.checkpoint import save_checkpoint
-from boostnet.data.loaders import build_splits
-from boostnet.runs.records import BEST_CHECKPOINT, LATEST_CHECKPOINT, write_config
 
-TINY_DIGITS = TINY_MSDNET + ["--dataset", "digits", "--workers", "0", "--device", "cpu",
-                             "--eval-batch-size", "64"]
+TINY_DIGITS = TINY_MSDNET + [
+    "--dataset",
+    "digits",
+    "--workers",
+    "0",
+    "--device",
+    "cpu",
+    "--eval-batch-size",
+    "64",
+]
 TRAIN_STEPS = 6
 TRAIN_BATCH = 32
 
 
 def file_states(run_dir: Path) -> dict[str, tuple[bytes, int]]:
     """Every file under `run_dir` with its bytes and modification time (to assert none changed)."""
-    return {str(p.relative_to(run_dir)): (p.read_bytes(), p.stat().st_mtime_ns)
-            for p in run_dir.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(run_dir)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in run_dir.rglob("*")
+        if p.is_file()
+    }
 
 
 def tiny_job(*extra: str) -> TrainingJob:
@@ -51,8 +63,13 @@ def boosted_recurrence(logits: list[torch.Tensor], factors: list[float]) -> list
     return outputs
 
 
-def train_briefly(model: MultiExitNetwork, objective: ExitObjective, dataset: Dataset,
-                  job: TrainingJob, steps: int = TRAIN_STEPS) -> None:
+def train_briefly(
+    model: MultiExitNetwork,
+    objective: ExitObjective,
+    dataset: Dataset,
+    job: TrainingJob,
+    steps: int = TRAIN_STEPS,
+) -> None:
     """A few SGD steps so the exits' confidences are spread like a trained model's; ends in eval mode."""
     torch.manual_seed(0)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
@@ -71,17 +88,27 @@ def train_briefly(model: MultiExitNetwork, objective: ExitObjective, dataset: Da
     model.eval()
 
 
-def save_run(run_dir: Path, job: TrainingJob, model: MultiExitNetwork,
-             objective: ExitObjective) -> Path:
+def save_run(run_dir: Path, job: TrainingJob, model: MultiExitNetwork, objective: ExitObjective) -> Path:
     """config.json, model_latest.pth and its copy model_best.pth, as training writes them after
     an epoch that is the best so far; returns the latest checkpoint's path."""
     run_dir.mkdir(parents=True, exist_ok=True)
     config = job.record
     write_config(run_dir, config)
     checkpoint = run_dir / LATEST_CHECKPOINT
-    save_checkpoint({"model": model.state_dict(), "optimizer": {}, "scheduler": {},
-                     "objective": objective.state_dict(), "epoch": 1, "rng": {}, "config": config,
-                     "best_metric": 0.0}, checkpoint, [run_dir / BEST_CHECKPOINT])
+    save_checkpoint(
+        {
+            "model": model.state_dict(),
+            "optimizer": {},
+            "scheduler": {},
+            "objective": objective.state_dict(),
+            "epoch": 1,
+            "rng": {},
+            "config": config,
+            "best_metric": 0.0,
+        },
+        checkpoint,
+        [run_dir / BEST_CHECKPOINT],
+    )
     return checkpoint
 
 

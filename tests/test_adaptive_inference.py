@@ -1,5 +1,6 @@
 """Budgeted-batch protocol (docs/evaluation.md): the vectorised code equals a plain loop copy of
 the original."""
+
 from __future__ import annotations
 
 import math
@@ -8,8 +9,14 @@ import warnings
 import pytest
 import torch
 
-from adaptive_inference import (BudgetLevel, apply_thresholds, budgeted_sweep, exit_fractions,
-                                find_thresholds, thresholds_for_budget)
+from adaptive_inference import (
+    BudgetLevel,
+    apply_thresholds,
+    budgeted_sweep,
+    exit_fractions,
+    find_thresholds,
+    thresholds_for_budget,
+)
 
 
 def original_fractions(n_blocks, p):
@@ -73,17 +80,26 @@ def original_sweep(val_pred, val_target, test_pred, test_target, macs, flat_curv
     for p in range(1, 40):
         probs = original_fractions(val_pred.shape[0], p)
         acc_val, val_macs, val_counts, T = original_find_threshold(val_pred, val_target, probs, macs)
-        acc_test, exp_macs, counts = original_with_threshold(test_max, test_argmax, test_target.tolist(),
-                                                              macs, T)
+        acc_test, exp_macs, counts = original_with_threshold(
+            test_max, test_argmax, test_target.tolist(), macs, T
+        )
         if flat_curve:
             if acc_val > best_val:
                 best_val, best_test = acc_val, acc_test
             else:
                 acc_val, acc_test = best_val, best_test
         thresholds = [math.inf if t == 1e8 else -math.inf if t == -1e8 else t for t in T]
-        rows.append(dict(thresholds=thresholds, val_accuracy=acc_val, val_expected_cost=val_macs,
-                         val_exit_counts=val_counts, test_accuracy=acc_test, expected_cost=exp_macs,
-                         exit_counts=counts))
+        rows.append(
+            dict(
+                thresholds=thresholds,
+                val_accuracy=acc_val,
+                val_expected_cost=val_macs,
+                val_exit_counts=val_counts,
+                test_accuracy=acc_test,
+                expected_cost=exp_macs,
+                exit_counts=counts,
+            )
+        )
     return rows
 
 
@@ -119,13 +135,16 @@ def assert_sweep_matches_original(val, test, flat_curve=False):
     return ours
 
 
-@pytest.mark.parametrize("n_exits, n_val, n_test, n_classes, quantisation, seed", [
-    (7, 300, 200, 10, None, 0),      # plain random outputs
-    (5, 250, 150, 6, 8, 1),          # coarse quantisation: many equal confidences and class ties
-    (12, 200, 120, 5, None, 2),      # many exits, most of them empty at low budgets
-    (1, 50, 40, 4, None, 3),         # a single exit
-    (4, 7, 9, 3, 4, 4),              # V = 7: floor(V * p_n) is 0 for most exits and levels
-])
+@pytest.mark.parametrize(
+    "n_exits, n_val, n_test, n_classes, quantisation, seed",
+    [
+        (7, 300, 200, 10, None, 0),  # plain random outputs
+        (5, 250, 150, 6, 8, 1),  # coarse quantisation: many equal confidences and class ties
+        (12, 200, 120, 5, None, 2),  # many exits, most of them empty at low budgets
+        (1, 50, 40, 4, None, 3),  # a single exit
+        (4, 7, 9, 3, 4, 4),  # V = 7: floor(V * p_n) is 0 for most exits and levels
+    ],
+)
 def test_sweep_equals_original_protocol(n_exits, n_val, n_test, n_classes, quantisation, seed):
     val = make_split(n_exits, n_val, n_classes, seed, quantisation)
     test = make_split(n_exits, n_test, n_classes, seed + 100, quantisation)
@@ -184,8 +203,14 @@ def test_record_is_json_friendly():
     point = budgeted_sweep(*val, *test, costs_for(3), levels=[20])[0]
     assert isinstance(point, BudgetLevel)
     record = point.to_dict()
-    assert set(record) >= {"level", "thresholds", "val_accuracy", "test_accuracy", "expected_cost",
-                           "exit_counts"}
+    assert set(record) >= {
+        "level",
+        "thresholds",
+        "val_accuracy",
+        "test_accuracy",
+        "expected_cost",
+        "exit_counts",
+    }
     assert all(isinstance(t, float) for t in record["thresholds"])
     assert all(isinstance(c, int) for c in record["exit_counts"]) and sum(record["exit_counts"]) == 30
 
@@ -200,8 +225,11 @@ def test_budget_search_meets_budget_and_beats_protocol_points(n_exits, seed):
         choice = thresholds_for_budget(val_probs, val_targets, costs, budget)
         accuracy, cost, counts = apply_thresholds(val_probs, val_targets, choice.thresholds, costs)
         assert cost <= budget
-        assert (accuracy, cost, counts.tolist()) == (choice.val_accuracy, choice.val_expected_cost,
-                                                     choice.val_exit_counts)
+        assert (accuracy, cost, counts.tolist()) == (
+            choice.val_accuracy,
+            choice.val_expected_cost,
+            choice.val_exit_counts,
+        )
         affordable = [p.val_accuracy for p in protocol if p.val_expected_cost <= budget]
         assert choice.val_accuracy >= max(affordable, default=-1.0)
 

@@ -1,16 +1,17 @@
 """Bad input, table-driven: every numeric training flag out of range, and the other inputs users
 got wrong. Each is one line on stderr, exit status 2, no traceback, and no file of an earlier run
 changes (the flags are checked before any work starts)."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
+import utils.plots as plots
 from tests.conftest import TINY_MSDNET, TINY_RANET
 from tests.run_fixtures import file_states
 from train_cifar100 import main as train_main
 from utils.errors import run_cli
-import utils.plots as plots
 
 DIGITS = ["--dataset", "digits", "--workers", "0", "--device", "cpu"]
 BAD_TRAINING_FLAGS = [
@@ -64,8 +65,21 @@ def finished_run(tmp_path_factory):
     torch.set_num_threads(1)
     run = tmp_path_factory.mktemp("finished") / "run"
     with pytest.raises(SystemExit) as done:
-        run_cli(train_main, [*TINY_MSDNET, *DIGITS, "--epochs", "1", "--max-steps-per-epoch", "2",
-                             "--batch-size", "16", "--result_dir", str(run)])
+        run_cli(
+            train_main,
+            [
+                *TINY_MSDNET,
+                *DIGITS,
+                "--epochs",
+                "1",
+                "--max-steps-per-epoch",
+                "2",
+                "--batch-size",
+                "16",
+                "--result_dir",
+                str(run),
+            ],
+        )
     assert done.value.code == 0
     return run
 
@@ -80,15 +94,16 @@ def one_line_refusal(main, argv, capsys) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("model, flags, complaint",
-                         [(TINY_MSDNET, f, c) for f, c in BAD_TRAINING_FLAGS]
-                         + [(TINY_RANET, f, c) for f, c in BAD_RANET_FLAGS],
-                         ids=lambda value: " ".join(value) if isinstance(value, list) else None)
-def test_bad_training_input_is_one_line_and_changes_nothing(finished_run, capsys, model, flags,
-                                                           complaint):
+@pytest.mark.parametrize(
+    "model, flags, complaint",
+    [(TINY_MSDNET, f, c) for f, c in BAD_TRAINING_FLAGS] + [(TINY_RANET, f, c) for f, c in BAD_RANET_FLAGS],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else None,
+)
+def test_bad_training_input_is_one_line_and_changes_nothing(finished_run, capsys, model, flags, complaint):
     before = file_states(finished_run)
-    message = one_line_refusal(train_main, [*model, *DIGITS, "--result_dir", str(finished_run),
-                                            *flags], capsys)
+    message = one_line_refusal(
+        train_main, [*model, *DIGITS, "--result_dir", str(finished_run), *flags], capsys
+    )
     assert complaint in message
     assert file_states(finished_run) == before
 
@@ -103,19 +118,27 @@ def test_plots_into_a_file_is_one_line(finished_run, tmp_path, capsys):
 
 def test_a_recipe_or_program_schedule_longer_than_the_typed_epochs_is_refused(capsys):
     from args import parse_args
+
     with pytest.raises(SystemExit):
         parse_args(["--recipe", "msdnet_cifar100_anytime", "--epochs", "20"])
     assert "--lr_milestones 150,225 of msdnet_cifar100_anytime" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        parse_args(["--epochs", "20"], prog="train_imagenet.py", dataset="imagenet",
-                   epochs=90, lr_milestones=[30, 60])
+        parse_args(
+            ["--epochs", "20"],
+            prog="train_imagenet.py",
+            dataset="imagenet",
+            epochs=90,
+            lr_milestones=[30, 60],
+        )
     assert "--lr_milestones 30,60 of train_imagenet.py" in capsys.readouterr().err
-    assert parse_args(["--recipe", "msdnet_cifar100_anytime", "--epochs", "20",
-                       "--lr_milestones", "10,15"]).train.lr_milestones == (10, 15)
+    assert parse_args(
+        ["--recipe", "msdnet_cifar100_anytime", "--epochs", "20", "--lr_milestones", "10,15"]
+    ).train.lr_milestones == (10, 15)
 
 
 def test_ranet_with_two_weight_decays_is_refused_at_parse_time(capsys):
     from args import parse_args
+
     with pytest.raises(SystemExit):
         parse_args([*TINY_RANET, "--weight-decay", "1e-4,2e-4"])
     assert "RANet trains with a single weight-decay group" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 """scripts/benchmark.py runs end to end (as `--quick` on one model) and writes complete JSON."""
+
 from __future__ import annotations
 
 import subprocess
@@ -12,16 +13,35 @@ from utils.json_files import read_json
 
 def test_quick_benchmark_writes_every_timing(repo_root, tmp_path):
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, "scripts/benchmark.py", "--quick", "--models",
-                           "msdnet_cifar100", "--steps", "2", "--warmup", "0", "--device", "cpu",
-                           "--out", str(out)],
-                          cwd=repo_root, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "scripts/benchmark.py",
+            "--quick",
+            "--models",
+            "msdnet_cifar100",
+            "--steps",
+            "2",
+            "--warmup",
+            "0",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = read_json(out)  # strict: no NaN / Infinity tokens
 
     assert result["quick"] and result["jobs"] == 2 and result["compile_backend"] == "aot_eager"
     assert [(row["model"], row["mode"]) for row in result["results"]] == [
-        ("msdnet_cifar100", "eager"), ("msdnet_cifar100", "compile")]
+        ("msdnet_cifar100", "eager"),
+        ("msdnet_cifar100", "compile"),
+    ]
     for row in result["results"]:
         for part in ("train", "eval"):
             assert row[part]["ms"] > 0 and row[part]["images_per_s"] > 0
@@ -34,14 +54,25 @@ def test_quick_benchmark_writes_every_timing(repo_root, tmp_path):
     assert "| msdnet_cifar100 | compile |" in proc.stdout
 
 
-@pytest.mark.parametrize("flags, expected", [
-    (["--jobs", "0"], "--jobs"),
-    pytest.param(["--device", "cuda"], "--device cuda", marks=pytest.mark.skipif(
-        torch.cuda.is_available(), reason="checks the CPU-only machine's error")),
-])
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--jobs", "0"], "--jobs"),
+        pytest.param(
+            ["--device", "cuda"],
+            "--device cuda",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only machine's error"),
+        ),
+    ],
+)
 def test_bad_benchmark_flags_are_one_line_errors(repo_root, tmp_path, flags, expected):
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, "scripts/benchmark.py", "--quick", *flags, "--out", str(out)],
-                          cwd=repo_root, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "scripts/benchmark.py", "--quick", *flags, "--out", str(out)],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and not out.exists()
     assert proc.stderr.count("\n") == 1 and expected in proc.stderr

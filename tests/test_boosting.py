@@ -1,4 +1,5 @@
 """The boosted network and its losses (docs/method.md): value, gradient isolation, train/eval agreement."""
+
 from __future__ import annotations
 
 import pytest
@@ -96,8 +97,7 @@ def test_boosted_network_follows_the_recurrence_with_varying_factors(mode):
     assert len(set(factors)) == network.num_exits  # non-constant
     x = torch.randn(4, 3, 32, 32)
     expected = boosted_recurrence(network.backbone(x), factors)
-    for outputs in (network(x), network.training_outputs(x),
-                    [output for output, _ in network.iter_exits(x)]):
+    for outputs in (network(x), network.training_outputs(x), [output for output, _ in network.iter_exits(x)]):
         for got, want in zip(outputs, expected):
             torch.testing.assert_close(got, want, rtol=0, atol=0)
     assert len(network(x, max_exit=2)) == 2
@@ -108,6 +108,7 @@ def test_early_exit_and_evaluation_read_outputs_from_the_boosted_network(monkeyp
     from boostnet.evaluation.early_exit import early_exit_predict
     from boostnet.evaluation.loading import LoadedRun
     from boostnet.evaluation.results import SplitOutputs, split_outputs
+
     job = parse_args(TINY_MSDNET + ["--ensemble_reweight", "0.2,0.9"])
     network = network_of(job, job.model.build().eval())
     x = torch.randn(6, 3, 32, 32)
@@ -124,8 +125,10 @@ def test_early_exit_and_evaluation_read_outputs_from_the_boosted_network(monkeyp
     calls.clear()
     run = LoadedRun.__new__(LoadedRun)
     run.network = network
-    monkeypatch.setattr("boostnet.evaluation.results.cached_logits",
-                        lambda run, dataset, split: (torch.stack(network.backbone(x)), torch.zeros(6)))
+    monkeypatch.setattr(
+        "boostnet.evaluation.results.cached_logits",
+        lambda run, dataset, split: (torch.stack(network.backbone(x)), torch.zeros(6)),
+    )
     outputs = split_outputs(run, None, "test")
     assert isinstance(outputs, SplitOutputs) and calls == list(range(network.num_exits))
     with torch.no_grad():

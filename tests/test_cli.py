@@ -1,29 +1,38 @@
 """The command lines: --help without torch, the default schedule that follows --epochs, "did you
 mean", --threads, op_counter's --recipe and --run-dir, and what config.json and summary.csv
 record."""
+
 from __future__ import annotations
 
 import csv
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from args import PAPER_SCHEDULE, parse_args, parse_costs_args, parse_evaluation_args
+from boostnet.evaluation.evaluator import evaluate
+from boostnet.recipes import RECIPES
+from boostnet.runs.records import write_config
 from tests.conftest import TINY_MSDNET
 from tests.run_fixtures import make_trained_run
 from train_cifar100 import main as train_main
 from train_imagenet import IMAGENET_SCHEDULE
 from utils.errors import run_cli
-from boostnet.recipes import RECIPES
-from boostnet.runs.records import write_config
-from boostnet.evaluation.evaluator import evaluate
 
-PROGRAMS = [["train_cifar100.py"], ["train_imagenet.py"], ["eval_cifar100.py"], ["eval_imagenet.py"],
-            ["op_counter.py"], ["scripts/study.py"], ["scripts/benchmark.py"],
-            ["scripts/import_checkpoint.py"], ["-m", "utils.plots"], ["-m", "boostnet.recipes"]]
+PROGRAMS = [
+    ["train_cifar100.py"],
+    ["train_imagenet.py"],
+    ["eval_cifar100.py"],
+    ["eval_imagenet.py"],
+    ["op_counter.py"],
+    ["scripts/study.py"],
+    ["scripts/benchmark.py"],
+    ["scripts/import_checkpoint.py"],
+    ["-m", "utils.plots"],
+    ["-m", "boostnet.recipes"],
+]
 HELP_PROBE = """
 import runpy, sys
 program = sys.argv[1:]
@@ -43,14 +52,20 @@ DIGITS = ["--dataset", "digits", "--workers", "0", "--device", "cpu"]
 
 @pytest.mark.parametrize("program", PROGRAMS, ids=" ".join)
 def test_help_imports_neither_torch_nor_torchvision(repo_root, program):
-    done = subprocess.run([sys.executable, "-c", HELP_PROBE, *program], cwd=repo_root,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", HELP_PROBE, *program],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.stdout.splitlines()[-1] == "PROBE 0", done.stderr[-2000:]
     assert "usage:" in done.stdout
 
 
-@pytest.mark.parametrize("epochs, milestones", [(300, [150, 225]), (30, [15, 22]), (4, [2, 3]),
-                                                (3, [1, 2]), (2, [1]), (1, [])])
+@pytest.mark.parametrize(
+    "epochs, milestones", [(300, [150, 225]), (30, [15, 22]), (4, [2, 3]), (3, [1, 2]), (2, [1]), (1, [])]
+)
 def test_the_default_schedule_decays_at_half_and_three_quarters_of_the_epochs(epochs, milestones):
     train = parse_args(["--epochs", str(epochs)]).train
     assert train.lr_milestones == tuple(milestones)
@@ -59,11 +74,17 @@ def test_the_default_schedule_decays_at_half_and_three_quarters_of_the_epochs(ep
 
 @pytest.mark.parametrize("epochs, milestones", [(90, [30, 60]), (9, [3, 6]), (2, [1]), (1, [])])
 def test_train_imagenet_decays_at_a_third_and_two_thirds_of_the_epochs(epochs, milestones):
-    job = parse_args(["--epochs", str(epochs)], prog="train_imagenet.py", dataset="imagenet",
-                     epochs=90, lr_milestones=IMAGENET_SCHEDULE)
+    job = parse_args(
+        ["--epochs", str(epochs)],
+        prog="train_imagenet.py",
+        dataset="imagenet",
+        epochs=90,
+        lr_milestones=IMAGENET_SCHEDULE,
+    )
     assert job.train.lr_milestones == tuple(milestones)
-    assert parse_args([], dataset="imagenet", epochs=90,
-                      lr_milestones=IMAGENET_SCHEDULE).train.lr_milestones == (30, 60)
+    assert parse_args(
+        [], dataset="imagenet", epochs=90, lr_milestones=IMAGENET_SCHEDULE
+    ).train.lr_milestones == (30, 60)
 
 
 @pytest.mark.parametrize("schedule", [PAPER_SCHEDULE, IMAGENET_SCHEDULE])
@@ -91,11 +112,28 @@ def test_typed_milestones_are_kept_and_no_help_key_is_recorded():
 def test_a_short_run_decays_logs_its_schedule_and_records_lr_and_threads(tmp_path, one_thread):
     run = tmp_path / "run"
     with pytest.raises(SystemExit) as done:
-        run_cli(train_main, [*TINY_MSDNET, *DIGITS, "--epochs", "2", "--max-steps-per-epoch", "2",
-                             "--batch-size", "16", "--threads", "2", "--result_dir", str(run)])
+        run_cli(
+            train_main,
+            [
+                *TINY_MSDNET,
+                *DIGITS,
+                "--epochs",
+                "2",
+                "--max-steps-per-epoch",
+                "2",
+                "--batch-size",
+                "16",
+                "--threads",
+                "2",
+                "--result_dir",
+                str(run),
+            ],
+        )
     assert done.value.code == 0
-    assert ("lr 0.1, x0.1 after epoch 1 (default schedule: 50%, 75% of --epochs 2)"
-            in (run / "log.txt").read_text())
+    assert (
+        "lr 0.1, x0.1 after epoch 1 (default schedule: 50%, 75% of --epochs 2)"
+        in (run / "log.txt").read_text()
+    )
     with open(run / "summary.csv") as handle:
         assert [row["lr"] for row in csv.DictReader(handle)] == ["0.1", "0.01"]
     config = json.loads((run / "config.json").read_text())
@@ -108,25 +146,33 @@ def test_a_short_run_decays_logs_its_schedule_and_records_lr_and_threads(tmp_pat
 
 def test_threads_below_1_is_one_line_and_evaluation_uses_the_count(tmp_path, one_thread, capsys):
     import torch
+
     run = make_trained_run(tmp_path / "run")
     with pytest.raises(SystemExit) as refused:
         parse_args(["--threads", "0"])
     assert refused.value.code == 2
     assert capsys.readouterr().err == "error: --threads must be at least 1, got 0\n"
-    evaluate(parse_evaluation_args(["--evaluate-from", str(run), "--evalmode", "anytime",
-                                    "--threads", "2"]))
+    evaluate(parse_evaluation_args(["--evaluate-from", str(run), "--evalmode", "anytime", "--threads", "2"]))
     assert torch.get_num_threads() == 2
 
 
-@pytest.mark.parametrize("argv, line", [
-    (["--epoch", "5"], "unrecognized arguments: --epoch 5; did you mean --epochs?"),
-    (["--nblocks", "5"], "unrecognized arguments: --nblocks 5; did you mean --nBlocks?"),
-    (["--lr-milestone", "3"], "unrecognized arguments: --lr-milestone 3; did you mean --lr-milestones?"),
-    (["--Seed=3", "--nblock", "2"], "unrecognized arguments: --Seed=3 --nblock 2; did you mean "
-                                    "--seed for --Seed, --nBlocks for --nblock?"),
-    (["--budget", "1e6"], "unrecognized arguments: --budget 1e6 (train_cifar100.py --help lists "
-                          "the flags)"),
-])
+@pytest.mark.parametrize(
+    "argv, line",
+    [
+        (["--epoch", "5"], "unrecognized arguments: --epoch 5; did you mean --epochs?"),
+        (["--nblocks", "5"], "unrecognized arguments: --nblocks 5; did you mean --nBlocks?"),
+        (["--lr-milestone", "3"], "unrecognized arguments: --lr-milestone 3; did you mean --lr-milestones?"),
+        (
+            ["--Seed=3", "--nblock", "2"],
+            "unrecognized arguments: --Seed=3 --nblock 2; did you mean "
+            "--seed for --Seed, --nBlocks for --nblock?",
+        ),
+        (
+            ["--budget", "1e6"],
+            "unrecognized arguments: --budget 1e6 (train_cifar100.py --help lists the flags)",
+        ),
+    ],
+)
 def test_a_near_miss_flag_gets_did_you_mean(argv, line, capsys):
     with pytest.raises(SystemExit) as refused:
         parse_args(argv, prog="train_cifar100.py")
@@ -134,16 +180,27 @@ def test_a_near_miss_flag_gets_did_you_mean(argv, line, capsys):
     assert capsys.readouterr().err == f"error: {line}\n"
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--val-size", "0.2"], "--val-size describes --dataset folder; the built-in dataset cifar100 "
-                            "has its own validation size (5,000 images)"),
-    (["--dataset", "digits", "--val-size", "10"], "the built-in dataset digits has its own "
-                                                  "validation size (144 images)"),
-    (["--dataset", "imagenet", "--image-size", "64"], "--image-size describes --dataset folder; the "
-                                                      "built-in dataset imagenet has its own input "
-                                                      "size (224x224)"),
-    (["--num-classes", "5"], "the built-in dataset cifar100 has its own 100 classes"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["--val-size", "0.2"],
+            "--val-size describes --dataset folder; the built-in dataset cifar100 "
+            "has its own validation size (5,000 images)",
+        ),
+        (
+            ["--dataset", "digits", "--val-size", "10"],
+            "the built-in dataset digits has its own validation size (144 images)",
+        ),
+        (
+            ["--dataset", "imagenet", "--image-size", "64"],
+            "--image-size describes --dataset folder; the "
+            "built-in dataset imagenet has its own input "
+            "size (224x224)",
+        ),
+        (["--num-classes", "5"], "the built-in dataset cifar100 has its own 100 classes"),
+    ],
+)
 def test_folder_flags_on_a_built_in_dataset_name_what_it_has(argv, message, capsys):
     with pytest.raises(SystemExit):
         parse_args(argv)
@@ -165,17 +222,25 @@ def test_op_counter_counts_the_model_of_a_run_directory(repo_root, tmp_path):
     job = parse_args(flags)
     write_config(run, job.record)
     assert parse_costs_args(["--run-dir", str(run)]).model == job.model
-    done = subprocess.run([sys.executable, "op_counter.py", "--run-dir", str(run), "--json"],
-                          cwd=repo_root, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "op_counter.py", "--run-dir", str(run), "--json"],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     spec = job.model
     assert json.loads(done.stdout)["macs"] == spec.backbone.cost(spec.build(), spec.inputs).macs
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--run-dir", "no/such/run"], "--run-dir: no no/such/run/config.json"),
-    (["--run-dir", "x", "--recipe", "msdnet_cifar100_anytime"], "--recipe and --run-dir"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--run-dir", "no/such/run"], "--run-dir: no no/such/run/config.json"),
+        (["--run-dir", "x", "--recipe", "msdnet_cifar100_anytime"], "--recipe and --run-dir"),
+    ],
+)
 def test_op_counter_refuses_a_missing_run_or_two_sources(argv, message, capsys):
     with pytest.raises(SystemExit) as refused:
         parse_costs_args(argv)

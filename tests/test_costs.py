@@ -1,4 +1,5 @@
 """The published per-exit MACs and params (docs/costs.md), through op_counter.py."""
+
 from __future__ import annotations
 
 import json
@@ -7,21 +8,77 @@ import sys
 
 from args import parse_args
 
-MSDNET_C100 = ["--arch", "msdnet_ge", "--nBlocks", "10", "--stepmode", "even", "--step", "2",
-               "--base", "4", "--nChannels", "16"]
-MSDNET_IMAGENET = ["--dataset", "imagenet", "--arch", "msdnet_ge", "--nBlocks", "5", "--stepmode",
-                   "even", "--step", "7", "--base", "7", "--nChannels", "32", "--growthRate", "16",
-                   "--grFactor", "1-2-4-4", "--bnFactor", "1-2-4-4"]
+MSDNET_C100 = [
+    "--arch",
+    "msdnet_ge",
+    "--nBlocks",
+    "10",
+    "--stepmode",
+    "even",
+    "--step",
+    "2",
+    "--base",
+    "4",
+    "--nChannels",
+    "16",
+]
+MSDNET_IMAGENET = [
+    "--dataset",
+    "imagenet",
+    "--arch",
+    "msdnet_ge",
+    "--nBlocks",
+    "5",
+    "--stepmode",
+    "even",
+    "--step",
+    "7",
+    "--base",
+    "7",
+    "--nChannels",
+    "32",
+    "--growthRate",
+    "16",
+    "--grFactor",
+    "1-2-4-4",
+    "--bnFactor",
+    "1-2-4-4",
+]
 
 
 def test_msdnet_cifar100_golden_through_cli(repo_root):
-    out = subprocess.run([sys.executable, "op_counter.py", *MSDNET_C100, "--json"], cwd=repo_root,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "op_counter.py", *MSDNET_C100, "--json"],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     costs = json.loads(out)
-    assert costs["macs"] == [15140452, 25505992, 37788460, 52061840, 62181620, 74070872,
-                              87729596, 100038944, 110121860, 121679336]
-    assert costs["params"] == [433876, 876792, 1381628, 1827836, 2279536, 2793444, 3369560,
-                               3864948, 4378040, 4955644]
+    assert costs["macs"] == [
+        15140452,
+        25505992,
+        37788460,
+        52061840,
+        62181620,
+        74070872,
+        87729596,
+        100038944,
+        110121860,
+        121679336,
+    ]
+    assert costs["params"] == [
+        433876,
+        876792,
+        1381628,
+        1827836,
+        2279536,
+        2793444,
+        3369560,
+        3864948,
+        4378040,
+        4955644,
+    ]
 
 
 def costs_of(job):
@@ -44,8 +101,13 @@ def test_counting_twice_gives_the_same_answer():
 
 
 def test_readable_table(repo_root):
-    out = subprocess.run([sys.executable, "op_counter.py", *MSDNET_C100], cwd=repo_root,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "op_counter.py", *MSDNET_C100],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     lines = out.strip().splitlines()
     assert "MMac" in lines[0] and "true" in lines[0] and "params" in lines[0]
     assert len(lines) == 11

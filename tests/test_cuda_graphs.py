@@ -1,5 +1,6 @@
 """ShapeGraphs' bookkeeping (which graph a call replays, its buffers, its outputs) and the captured
 training step, on the CPU with a stand-in for capture; the GPU tests check real graphs."""
+
 from __future__ import annotations
 
 import contextlib
@@ -8,15 +9,23 @@ import pytest
 import torch
 from torch import Tensor
 
+import utils.cuda_graphs
 from args import parse_args
+from boostnet.training.optim import parameter_groups
+from boostnet.training.step import (
+    CapturedStep,
+    EagerStep,
+    build_train_step,
+    make_forward,
+    make_sgd,
+    memory_format_for,
+    tensor_learning_rates,
+    training_state_of,
+)
 from tests.conftest import TINY_MSDNET
 from tests.graph_stand_in import fake_capture
-import utils.cuda_graphs
-from utils.cuda_graphs import ShapeGraphs, require_cuda
-from boostnet.training.optim import parameter_groups
-from boostnet.training.step import (CapturedStep, EagerStep, build_train_step, make_forward, make_sgd,
-                             memory_format_for, tensor_learning_rates, training_state_of)
 from tests.run_fixtures import losses_of, network_of
+from utils.cuda_graphs import ShapeGraphs, require_cuda
 
 
 @pytest.fixture
@@ -104,9 +113,11 @@ def tiny_training(step_kind: str):
         return model, build_train_step(network, objective, optimizer, "eager")
     rates = tensor_learning_rates(optimizer, torch.device("cpu"))
     forward = make_forward(network, objective, None, memory_format_for(False))
-    step = CapturedStep(EagerStep(forward, optimizer, rates),
-                        EagerStep(forward, optimizer, rates, set_to_none=False),
-                        training_state_of(model, objective, optimizer))
+    step = CapturedStep(
+        EagerStep(forward, optimizer, rates),
+        EagerStep(forward, optimizer, rates, set_to_none=False),
+        training_state_of(model, objective, optimizer),
+    )
     return model, step
 
 

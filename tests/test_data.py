@@ -1,4 +1,5 @@
 """Data splits, transforms and loaders; checkpoint files; one-line user errors."""
+
 from __future__ import annotations
 
 import json
@@ -14,11 +15,16 @@ from PIL import Image
 from torchvision import datasets
 
 from args import parse_args
-from boostnet.data import loaders as data
 from boostnet.data import datasets as facts
+from boostnet.data import loaders as data
 from boostnet.data import readers as registry
-from utils.checkpoint import (capture_rng_state, load_checkpoint, restore_rng_state,
-                              save_checkpoint, strip_wrapper_prefixes)
+from utils.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+    strip_wrapper_prefixes,
+)
 from utils.distributed import DistInfo
 from utils.errors import UserError, run_cli
 
@@ -89,8 +95,9 @@ def test_epoch_shuffling_depends_only_on_seed_and_epoch():
     dataset = splits_of(job, None).train
 
     def first_batch(epoch: int) -> torch.Tensor:
-        loader = data.train_loader(dataset, job.train.batch_size, job.data.workers,
-                                   job.train.seed, DistInfo(), CPU)
+        loader = data.train_loader(
+            dataset, job.train.batch_size, job.data.workers, job.train.seed, DistInfo(), CPU
+        )
         data.start_epoch(loader, seed=0, epoch=epoch, rank=0)
         return next(iter(loader))[0]
 
@@ -109,8 +116,10 @@ def write_fake_cifar100(root: Path, count: int) -> None:
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for name in ("train", "test"):
-        entry = {"data": rng.integers(0, 256, (count, 3072), dtype=np.uint8),
-                 "fine_labels": rng.integers(0, 100, count).tolist()}
+        entry = {
+            "data": rng.integers(0, 256, (count, 3072), dtype=np.uint8),
+            "fine_labels": rng.integers(0, 100, count).tolist(),
+        }
         (folder / name).write_bytes(pickle.dumps(entry))
     (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": [str(i) for i in range(100)]}))
 
@@ -127,6 +136,7 @@ def test_cifar100_loads_from_data_root_without_pil(tmp_path, monkeypatch):
 def test_cifar100_absent_and_offline_names_where_to_put_it(tmp_path, monkeypatch):
     def offline(self):
         raise URLError("no network")
+
     monkeypatch.setattr(datasets.CIFAR100, "download", offline)
     with pytest.raises(UserError, match=f"{tmp_path / 'cifar-100-python'}.*put the extracted"):
         splits_of(parse_args(["--data-root", str(tmp_path)]), None)
@@ -145,19 +155,22 @@ def test_imagenet_folders_give_224_crops_and_a_missing_split_names_its_path(tmp_
     with pytest.raises(UserError, match=f"no ImageNet folder at {tmp_path / 'val'}"):
         splits_of(job, None)
     write_image_folder(tmp_path / "val")
-    with pytest.raises(UserError, match="has 2 class folders but --dataset imagenet has 1000 "
-                                        "classes; use --dataset folder --num-classes 2"):
+    with pytest.raises(
+        UserError,
+        match="has 2 class folders but --dataset imagenet has 1000 "
+        "classes; use --dataset folder --num-classes 2",
+    ):
         splits_of(job, None)
-    folder = parse_args(["--dataset", "folder", "--num-classes", "2", "--image-size", "224",
-                         "--data-root", str(tmp_path)])
+    folder = parse_args(
+        ["--dataset", "folder", "--num-classes", "2", "--image-size", "224", "--data-root", str(tmp_path)]
+    )
     splits = splits_of(folder, None)
     assert splits.train[0][0].shape == splits.test[0][0].shape == (3, 224, 224)
     assert job.data.dataset.image_size == 224 and splits.num_classes == 2
 
 
 def test_checkpoint_round_trip_is_atomic_and_strips_wrapper_prefixes(tmp_path):
-    weights = {"module._orig_mod.conv.weight": torch.ones(2),
-               "module._orig_mod.fc.bias": torch.zeros(1)}
+    weights = {"module._orig_mod.conv.weight": torch.ones(2), "module._orig_mod.fc.bias": torch.zeros(1)}
     save_checkpoint({"model": weights, "epoch": 3}, tmp_path / "model_latest.pth")
     assert [p.name for p in tmp_path.iterdir()] == ["model_latest.pth"]
     loaded = load_checkpoint(tmp_path / "model_latest.pth")
@@ -187,6 +200,7 @@ def test_rng_state_survives_a_checkpoint(tmp_path):
 def test_run_cli_reports_user_errors_on_one_line(capsys):
     def main(argv):
         raise UserError("--data-root: no folder\n at /x")
+
     with pytest.raises(SystemExit) as exit_info:
         run_cli(main, [])
     assert exit_info.value.code == 2

@@ -1,4 +1,5 @@
 """Real early exit gives the simulated protocol's predictions and exits, and skips the work it saves."""
+
 from __future__ import annotations
 
 import math
@@ -10,16 +11,22 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+import boostnet.evaluation.early_exit
+import utils.cuda_graphs
 from adaptive_inference import apply_thresholds, exit_fractions, find_thresholds
+from boostnet.data.loaders import build_splits
+from boostnet.evaluation.early_exit import (
+    GraphedExitStages,
+    early_exit_predict,
+    exit_stage,
+    expected_cost,
+    inference_model,
+    paired_throughput,
+)
 from models.boosting import BoostedNetwork
 from models.multi_exit import MultiExitNetwork
 from tests.graph_stand_in import fake_capture
 from tests.run_fixtures import network_of, tiny_job, trained_model
-import utils.cuda_graphs
-import boostnet.evaluation.early_exit
-from boostnet.data.loaders import build_splits
-from boostnet.evaluation.early_exit import (GraphedExitStages, early_exit_predict, exit_stage, expected_cost,
-                              inference_model, paired_throughput)
 
 LEVELS = (3, 10, 20, 30, 39)
 TEST_IMAGES = 200
@@ -64,8 +71,12 @@ def simulated_exits(probs: Tensor, thresholds: list[float]) -> Tensor:
     reaches its threshold."""
     confidence = probs.max(dim=2).values
     last = probs.shape[0] - 1
-    return torch.tensor([next((n for n in range(last) if confidence[n, i] >= thresholds[n]), last)
-                         for i in range(probs.shape[1])])
+    return torch.tensor(
+        [
+            next((n for n in range(last) if confidence[n, i] >= thresholds[n]), last)
+            for i in range(probs.shape[1])
+        ]
+    )
 
 
 def separated(thresholds: Tensor, probs: Tensor) -> list[float]:
@@ -74,8 +85,9 @@ def separated(thresholds: Tensor, probs: Tensor) -> list[float]:
     moved = []
     for n, threshold in enumerate(thresholds.tolist()):
         below = confidence[n][confidence[n] < threshold]
-        moved.append((threshold + below.max().item()) / 2
-                     if math.isfinite(threshold) and len(below) else threshold)
+        moved.append(
+            (threshold + below.max().item()) / 2 if math.isfinite(threshold) and len(below) else threshold
+        )
     return moved
 
 
@@ -102,8 +114,15 @@ def test_real_exit_equals_simulated_protocol(case, level):
 
 def test_levels_use_several_exits(case):
     """Guard for the test above: the levels spread the batch over the exits, differently per level."""
-    counts = {tuple(torch.bincount(simulated_exits(case.probs, protocol_thresholds(case.probs, level)),
-                                   minlength=case.model.num_exits).tolist()) for level in LEVELS}
+    counts = {
+        tuple(
+            torch.bincount(
+                simulated_exits(case.probs, protocol_thresholds(case.probs, level)),
+                minlength=case.model.num_exits,
+            ).tolist()
+        )
+        for level in LEVELS
+    }
     assert len(counts) == len(LEVELS)
     assert all(sum(1 for c in level_counts if c) > 1 for level_counts in counts)
 
@@ -130,7 +149,7 @@ def test_later_stages_only_see_the_remaining_samples(case, monkeypatch):
 
     still_running = (len(case.images) - torch.cumsum(counts, 0) + counts).tolist()
     last_used = int(counts.nonzero().max())
-    assert calls == list(enumerate(still_running[:last_used + 1]))
+    assert calls == list(enumerate(still_running[: last_used + 1]))
 
 
 def test_everyone_leaves_at_the_first_exit_with_zero_thresholds(case, monkeypatch):
@@ -169,10 +188,12 @@ def test_graphed_stages_reuse_static_buffers_correctly(case, batch, monkeypatch)
 
     for _ in range(2):
         graphed = [early_exit_predict(case.network, c, thresholds, stages) for c in chunks]
-        assert torch.equal(torch.cat([g.exit_index for g in graphed]),
-                           torch.cat([e.exit_index for e in eager]))
-        assert torch.equal(torch.cat([g.predictions for g in graphed]),
-                           torch.cat([e.predictions for e in eager]))
+        assert torch.equal(
+            torch.cat([g.exit_index for g in graphed]), torch.cat([e.exit_index for e in eager])
+        )
+        assert torch.equal(
+            torch.cat([g.predictions for g in graphed]), torch.cat([e.predictions for e in eager])
+        )
     assert 0 in stages.graphs and (batch > 1 or len(stages.graphs) > 1)
 
 
@@ -196,8 +217,9 @@ def test_inference_model_folds_batchnorm_and_keeps_the_outputs(boosted_model):
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
     with torch.no_grad():
-        for folded, original in zip(fast(images[:16].contiguous(memory_format=torch.channels_last)),
-                                    model(images[:16])):
+        for folded, original in zip(
+            fast(images[:16].contiguous(memory_format=torch.channels_last)), model(images[:16])
+        ):
             torch.testing.assert_close(folded, original, rtol=1e-9, atol=1e-9)
 
 
@@ -234,21 +256,27 @@ def test_paired_throughput_reports_rates_whose_ratio_is_its_speedup(monkeypatch)
     monkeypatch.setattr(boostnet.evaluation.early_exit, "time", scripted_clock(pass_durations))
     batches = [torch.zeros(4, 1), torch.zeros(2, 1)]
 
-    speed = paired_throughput(lambda images: None, lambda images: None, batches,
-                              torch.device("cpu"), repeats=4)
+    speed = paired_throughput(
+        lambda images: None, lambda images: None, batches, torch.device("cpu"), repeats=4
+    )
 
     assert (speed.full_network, speed.early_exit) == (8.0, 16.0)
     assert speed.speedup == speed.early_exit / speed.full_network == 2.0
     assert speed.paired_speedup_range == (0.5, 4.0)
     assert (speed.repeats, speed.images) == (4, 6)
-    assert speed.as_json() == {"images_per_second": {"full_network": 8.0, "early_exit": 16.0},
-                               "speedup": 2.0, "paired_speedup_range": [0.5, 4.0],
-                               "timing_repeats": 4, "timed_images": 6}
+    assert speed.as_json() == {
+        "images_per_second": {"full_network": 8.0, "early_exit": 16.0},
+        "speedup": 2.0,
+        "paired_speedup_range": [0.5, 4.0],
+        "timing_repeats": 4,
+        "timed_images": 6,
+    }
     assert "early exit 16.0 images/s vs full network 8.0 images/s, 2.00x" in speed.summary()
     assert "4 paired passes over 6 images" in speed.summary()
 
 
 def test_paired_throughput_needs_a_repetition():
     with pytest.raises(ValueError, match="repetition"):
-        paired_throughput(lambda images: None, lambda images: None, [torch.zeros(1, 1)],
-                          torch.device("cpu"), repeats=0)
+        paired_throughput(
+            lambda images: None, lambda images: None, [torch.zeros(1, 1)], torch.device("cpu"), repeats=0
+        )

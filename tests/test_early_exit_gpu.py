@@ -1,4 +1,5 @@
 """On a GPU: real early exit syncs at most once per exit; its CUDA graphs change no exit (issue 5)."""
+
 from __future__ import annotations
 
 import warnings
@@ -7,9 +8,9 @@ import pytest
 import torch
 
 from args import parse_args
+from boostnet.evaluation.early_exit import GraphedExitStages, early_exit_predict, exit_stage
 from tests.conftest import TINY_MSDNET
 from tests.run_fixtures import network_of
-from boostnet.evaluation.early_exit import GraphedExitStages, early_exit_predict, exit_stage
 
 
 def count_synchronisations(run) -> int:
@@ -54,8 +55,7 @@ def test_graphed_exit_stages_give_the_eager_exits(batch):
     stages = GraphedExitStages(exit_stage(network), batch, images.device)
 
     def run(stage):
-        results = [early_exit_predict(network, chunk, thresholds, stage)
-                   for chunk in images.split(batch)]
+        results = [early_exit_predict(network, chunk, thresholds, stage) for chunk in images.split(batch)]
         return (torch.cat([r.exit_index for r in results]), torch.cat([r.predictions for r in results]))
 
     eager = run(None)

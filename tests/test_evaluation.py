@@ -1,6 +1,7 @@
 """The shared evaluator: outputs equal a direct computation, the cache follows the checkpoint,
 flags override the run's config, the checkpoint read is named, and bad input is one line with
 exit status 2."""
+
 from __future__ import annotations
 
 import csv
@@ -21,24 +22,23 @@ import boostnet.evaluation.evaluator as evaluator
 import boostnet.evaluation.results as results
 import utils.plots as plots
 from adaptive_inference import apply_thresholds, budgeted_sweep
+from args import build_parser, parse_evaluation_args, parse_typed
+from boostnet.data.datasets import DataSettings, dataset_info
+from boostnet.data.loaders import build_splits
+from boostnet.runs.records import locate_checkpoint, write_config
 from models.boosting import reweight_factors
 from models.costs import ExitCosts
 from models.registry import ModelSpec, backbone
 from tests.reference_metrics import reference_ece, reference_made, reference_nll
 from tests.run_fixtures import boosted_recurrence, file_states, make_trained_run, tiny_job
 from utils.checkpoint import load_checkpoint, save_checkpoint
-from boostnet.data.datasets import DataSettings, dataset_info
-from boostnet.data.loaders import build_splits
 from utils.errors import run_cli
 from utils.flags import values_of
-from args import build_parser, parse_evaluation_args, parse_typed
 from utils.json_files import json_floats, read_json
-from boostnet.runs.records import locate_checkpoint, write_config
 from utils.metrics import expected_calibration_error, negative_log_likelihood
 
 EVAL_FLAGS = ["--workers", "0", "--device", "cpu", "--eval-batch-size", "64"]
-OUTPUTS = {"anytime.csv", "anytime.json", "budgeted.csv", "budgeted.json", "budget.json",
-           "real_exit.json"}
+OUTPUTS = {"anytime.csv", "anytime.json", "budgeted.csv", "budgeted.json", "budget.json", "real_exit.json"}
 LEVELS = 39
 
 
@@ -92,8 +92,9 @@ def direct_probs(run_dir: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]
     """Per-exit probabilities and targets computed here from the checkpoint, without the evaluator."""
     config = json.loads((run_dir / "config.json").read_text())
     info, entry = dataset_info(config["dataset"]), backbone(config["arch"])
-    spec = ModelSpec(config["arch"], entry.configure(values_of(entry.flags, config), info.inputs),
-                     info.inputs)
+    spec = ModelSpec(
+        config["arch"], entry.configure(values_of(entry.flags, config), info.inputs), info.inputs
+    )
     model = spec.build().eval()
     model.load_state_dict(torch.load(run_dir / "model_best.pth", weights_only=True)["model"])
     data = DataSettings(info, Path(config["data_root"]), config["workers"], config["eval_batch_size"])
@@ -121,21 +122,31 @@ def early_exit_reference(probs: torch.Tensor, targets: torch.Tensor, thresholds:
 
 
 def test_explicit_flags_are_exactly_the_typed_ones():
-    _, typed = parse_typed(build_parser("evaluate", entry=backbone("msdnet_ge")),
-                           ["--evaluate-from", "runs/x", "--nBlocks", "10", "--flat_curve", "-j", "0"])
+    _, typed = parse_typed(
+        build_parser("evaluate", entry=backbone("msdnet_ge")),
+        ["--evaluate-from", "runs/x", "--nBlocks", "10", "--flat_curve", "-j", "0"],
+    )
     assert typed == {"evaluate_from": "runs/x", "nBlocks": 10, "flat_curve": True, "workers": 0}
 
 
 def test_config_gives_training_flags_and_typed_flags_override_it(tmp_path):
-    config = {**tiny_job("--ensemble_reweight", "0.5").record, "evalmode": "anytime",
-              "budget": 1.0, "num_exits": 3}
+    config = {
+        **tiny_job("--ensemble_reweight", "0.5").record,
+        "evalmode": "anytime",
+        "budget": 1.0,
+        "num_exits": 3,
+    }
     write_config(tmp_path, config)
     (tmp_path / "model_best.pth").write_bytes(b"")  # config.json gives the flags; never read
     argv = ["--evaluate-from", str(tmp_path), "--ensemble_reweight", "1.0", "--nChannels", "4"]
     job = parse_evaluation_args(argv, "eval_cifar100.py", dataset="cifar100")
     model = job.model.config
     assert (model.nBlocks, job.data.dataset.name, model.base, list(model.grFactor)) == (
-        3, "digits", 2, [1, 2, 2])
+        3,
+        "digits",
+        2,
+        [1, 2, 2],
+    )
     assert (job.data.workers, job.data.eval_batch_size, job.runtime.device) == (0, 64, "cpu")
     assert list(job.objective.reweight) == [1.0]
     assert (job.evaluation.evalmode, job.evaluation.budget) == ("both", None)
@@ -146,8 +157,11 @@ def test_anytime_matches_direct_computation(evaluated_run, direct):
     saved = json.loads((evaluated_run / "anytime.json").read_text())
     probs, targets = direct["test"]
     top1 = ((probs.argmax(dim=2) == targets).sum(dim=1).double() * 100.0 / len(targets)).tolist()
-    top5 = ((probs.topk(5, dim=2).indices == targets[None, :, None]).any(dim=2).sum(dim=1).double()
-            * 100.0 / len(targets)).tolist()
+    top5 = (
+        (probs.topk(5, dim=2).indices == targets[None, :, None]).any(dim=2).sum(dim=1).double()
+        * 100.0
+        / len(targets)
+    ).tolist()
     costs = tiny_costs()
 
     assert columns == ["exit", "macs", "params", "top1", "top5", "nll", "ece"]
@@ -168,9 +182,21 @@ def test_budgeted_matches_the_protocol_on_direct_probabilities(evaluated_run, di
     (val_probs, val_targets), (test_probs, test_targets) = direct["val"], direct["test"]
     expected = budgeted_sweep(val_probs, val_targets, test_probs, test_targets, saved["costs"])
 
-    assert columns == ["level", "q", "expected_cost", "val_accuracy", "test_accuracy", "test_ece",
-                       "test_nll", "threshold_1",
-                       "threshold_2", "threshold_3", "exit_count_1", "exit_count_2", "exit_count_3"]
+    assert columns == [
+        "level",
+        "q",
+        "expected_cost",
+        "val_accuracy",
+        "test_accuracy",
+        "test_ece",
+        "test_nll",
+        "threshold_1",
+        "threshold_2",
+        "threshold_3",
+        "exit_count_1",
+        "exit_count_2",
+        "exit_count_3",
+    ]
     assert len(rows) == len(saved["levels"]) == LEVELS
     for row, level, point in zip(rows, saved["levels"], expected):
         assert float(row["test_accuracy"]) == level["test_accuracy"] == point.test_accuracy
@@ -210,7 +236,9 @@ def test_every_json_file_the_evaluator_writes_is_strict(evaluated_run):
 
 
 def test_flat_curve_keeps_the_best_accuracy_so_far(run_copy):
-    plain = {level["level"]: level for level in json.loads((run_copy / "budgeted.json").read_text())["levels"]}
+    plain = {
+        level["level"]: level for level in json.loads((run_copy / "budgeted.json").read_text())["levels"]
+    }
     evaluate(run_copy, "--evalmode", "dynamic", "--flat_curve")
     levels = json.loads((run_copy / "budgeted.json").read_text())["levels"]
     val = [level["val_accuracy"] for level in levels]
@@ -220,18 +248,22 @@ def test_flat_curve_keeps_the_best_accuracy_so_far(run_copy):
     for level in levels:
         behind = plain[level["accuracy_level"]]
         assert [level[key] for key in ("test_accuracy", "test_ece", "test_nll")] == [
-            behind[key] for key in ("test_accuracy", "test_ece", "test_nll")]
+            behind[key] for key in ("test_accuracy", "test_ece", "test_nll")
+        ]
 
 
 def test_cache_is_keyed_by_checkpoint_content(run_copy, monkeypatch):
     digest = hashlib.sha256((run_copy / "model_best.pth").read_bytes()).hexdigest()[:16]
     assert sorted(p.name for p in (run_copy / "cache").iterdir()) == [
-        f"logits_test_{digest}.pt", f"logits_val_{digest}.pt"]
+        f"logits_test_{digest}.pt",
+        f"logits_val_{digest}.pt",
+    ]
     before = (run_copy / "anytime.csv").read_text()
     computed = []
     compute_logits = results.compute_logits
-    monkeypatch.setattr(results, "compute_logits",
-                        lambda *a, **k: computed.append(a[-1]) or compute_logits(*a, **k))
+    monkeypatch.setattr(
+        results, "compute_logits", lambda *a, **k: computed.append(a[-1]) or compute_logits(*a, **k)
+    )
 
     evaluate(run_copy, "--evalmode", "both")
     assert computed == []
@@ -239,8 +271,10 @@ def test_cache_is_keyed_by_checkpoint_content(run_copy, monkeypatch):
 
     checkpoint = load_checkpoint(run_copy / "model_latest.pth")
     torch.manual_seed(1)
-    checkpoint["model"] = {k: v + 0.1 * torch.randn_like(v) if v.is_floating_point() else v
-                           for k, v in checkpoint["model"].items()}
+    checkpoint["model"] = {
+        k: v + 0.1 * torch.randn_like(v) if v.is_floating_point() else v
+        for k, v in checkpoint["model"].items()
+    }
     save_checkpoint(checkpoint, run_copy / "model_latest.pth")
     evaluate(run_copy / "model_latest.pth", "--evalmode", "both")
     new_digest = hashlib.sha256((run_copy / "model_latest.pth").read_bytes()).hexdigest()[:16]
@@ -307,13 +341,20 @@ def test_unreadable_checkpoint(run_copy, capsys):
     assert "model_best.pth" in message and "not a readable checkpoint" in message
 
 
-@pytest.mark.parametrize("override, mismatch", [
-    (["--nChannels", "8"],
-     "layer stem_layer.scales.0.0.weight has shape (4, 3, 3, 3) in the checkpoint but (8, 3, 3, 3) in the model"),
-    (["--nBlocks", "4"], "layer blocks.3."),
-])
-def test_checkpoint_of_another_architecture_names_the_first_mismatching_layer(run_copy, capsys, override,
-                                                                             mismatch):
+@pytest.mark.parametrize(
+    "override, mismatch",
+    [
+        (
+            ["--nChannels", "8"],
+            "layer stem_layer.scales.0.0.weight has shape (4, 3, 3, 3) in the checkpoint but (8, 3, 3, 3) "
+            "in the model",
+        ),
+        (["--nBlocks", "4"], "layer blocks.3."),
+    ],
+)
+def test_checkpoint_of_another_architecture_names_the_first_mismatching_layer(
+    run_copy, capsys, override, mismatch
+):
     before = file_states(run_copy)
     message = cli_error(["--evaluate-from", str(run_copy), *EVAL_FLAGS, *override], capsys)
     assert mismatch in message and "does not fit the model" in message
@@ -342,10 +383,16 @@ def test_budget_below_the_first_exit_fails_before_any_file_is_written(run_copy, 
     assert file_states(run_copy) == before
 
 
-@pytest.mark.parametrize("flag, value, complaint", [
-    ("--budget", "-1", "finite number of multiply-adds per image above 0, got -1"),
-    ("--budget", "inf", "got inf"), ("--budget", "nan", "got nan"),
-    ("--eval-batch-size", "0", "at least 1, got 0"), ("--workers", "-1", "at least 0, got -1")])
+@pytest.mark.parametrize(
+    "flag, value, complaint",
+    [
+        ("--budget", "-1", "finite number of multiply-adds per image above 0, got -1"),
+        ("--budget", "inf", "got inf"),
+        ("--budget", "nan", "got nan"),
+        ("--eval-batch-size", "0", "at least 1, got 0"),
+        ("--workers", "-1", "at least 0, got -1"),
+    ],
+)
 def test_bad_evaluation_flag_fails_before_any_file_is_written(run_copy, capsys, flag, value, complaint):
     before = file_states(run_copy)
     message = cli_error(["--evaluate-from", str(run_copy), *EVAL_FLAGS, flag, value], capsys)
@@ -354,11 +401,17 @@ def test_bad_evaluation_flag_fails_before_any_file_is_written(run_copy, capsys, 
 
 
 def test_command_line_error_is_one_line_without_traceback(tmp_path, repo_root):
-    result = subprocess.run([sys.executable, "eval_cifar100.py", "--evaluate-from", str(tmp_path / "gone")],
-                            cwd=repo_root, capture_output=True, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = subprocess.run(
+        [sys.executable, "eval_cifar100.py", "--evaluate-from", str(tmp_path / "gone")],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [f"error: --evaluate-from: {tmp_path / 'gone'} does not exist"]
+    assert result.stderr.strip().splitlines() == [
+        f"error: --evaluate-from: {tmp_path / 'gone'} does not exist"
+    ]
 
 
 def test_plots_read_the_evaluator_outputs(evaluated_run, tmp_path):
@@ -382,16 +435,24 @@ def test_logits_dump_round_trips(run_copy, direct, tmp_path):
         logits = dump[f"{prefix}logits"]
         assert logits.dtype == np.float32 and logits.shape == tuple(probs.shape)
         cached = torch.load(run_copy / "cache" / f"logits_{split}_{digest[:16]}.pt", weights_only=True)
-        assert torch.equal(torch.from_numpy(logits), torch.stack(boosted_recurrence(list(cached["logits"]), factors)))
+        assert torch.equal(
+            torch.from_numpy(logits), torch.stack(boosted_recurrence(list(cached["logits"]), factors))
+        )
         assert torch.allclose(torch.from_numpy(logits).softmax(dim=2), probs, rtol=0, atol=1e-6)
         assert dump[f"{prefix}labels"].dtype == np.int64
         assert dump[f"{prefix}labels"].tolist() == targets.tolist()
-    assert dump["indices"].dtype == np.int64 and dump["indices"].tolist() == list(range(len(direct["test"][1])))
+    assert dump["indices"].dtype == np.int64 and dump["indices"].tolist() == list(
+        range(len(direct["test"][1]))
+    )
     assert dump["val_indices"].tolist() == json.loads((run_copy / "split.json").read_text())["val_indices"]
     top1 = (torch.from_numpy(dump["logits"]).argmax(dim=2) == direct["test"][1]).double().mean(dim=1) * 100
     assert top1.tolist() == pytest.approx([exit["top1"] for exit in anytime["exits"]], abs=1e-9)
     assert dump["costs"].dtype == np.int64 and dump["costs"].tolist() == tiny_costs().macs
-    assert (str(dump["split"]), int(dump["num_classes"]), str(dump["checkpoint_sha256"])) == ("test", 10, digest)
+    assert (str(dump["split"]), int(dump["num_classes"]), str(dump["checkpoint_sha256"])) == (
+        "test",
+        10,
+        digest,
+    )
     assert (str(dump["arch"]), str(dump["loss"]), str(dump["dataset"])) == ("msdnet_ge", "boost", "digits")
 
     evaluate(run_copy, "--evalmode", "anytime", "--save-logits", str(dump_file))
@@ -400,14 +461,20 @@ def test_logits_dump_round_trips(run_copy, direct, tmp_path):
         assert np.array_equal(anytime_only["logits"], dump["logits"])
 
 
-@pytest.mark.parametrize("name, complaint", [("logits.pt", "must end in .npz"),
-                                             ("missing/logits.npz", "does not exist"),
-                                             ("folder.npz", "is a directory")])
+@pytest.mark.parametrize(
+    "name, complaint",
+    [
+        ("logits.pt", "must end in .npz"),
+        ("missing/logits.npz", "does not exist"),
+        ("folder.npz", "is a directory"),
+    ],
+)
 def test_bad_save_logits_path_fails_before_any_work(run_copy, tmp_path, capsys, name, complaint):
     (tmp_path / "folder.npz").mkdir()
     before, outside = file_states(run_copy), sorted(tmp_path.iterdir())
-    message = cli_error(["--evaluate-from", str(run_copy), *EVAL_FLAGS, "--save-logits",
-                         str(tmp_path / name)], capsys)
+    message = cli_error(
+        ["--evaluate-from", str(run_copy), *EVAL_FLAGS, "--save-logits", str(tmp_path / name)], capsys
+    )
     assert message.startswith("error: --save-logits:") and complaint in message
     assert file_states(run_copy) == before and sorted(tmp_path.iterdir()) == outside
 
@@ -425,9 +492,13 @@ def test_results_name_the_best_checkpoint_by_default(evaluated_run):
         assert saved["checkpoint_reason"] == "highest validation top-1 of the last exit"
 
 
-@pytest.mark.parametrize("flags, kind, epoch, reason", [
-    ([], "best", 1, "highest validation top-1 of the last exit"),
-    (["--checkpoint", "latest"], "latest", 2, "the last epoch written")])
+@pytest.mark.parametrize(
+    "flags, kind, epoch, reason",
+    [
+        ([], "best", 1, "highest validation top-1 of the last exit"),
+        (["--checkpoint", "latest"], "latest", 2, "the last epoch written"),
+    ],
+)
 def test_the_checkpoint_read_is_printed_first_and_recorded(run_copy, capsys, flags, kind, epoch, reason):
     latest = load_checkpoint(run_copy / "model_latest.pth")
     save_checkpoint({**latest, "epoch": 2}, run_copy / "model_latest.pth")  # a later, not better, epoch
@@ -437,24 +508,30 @@ def test_the_checkpoint_read_is_printed_first_and_recorded(run_copy, capsys, fla
     evaluate(run_copy, "--evalmode", "anytime", *flags)
 
     first_line = capsys.readouterr().out.splitlines()[0]
-    assert first_line == (f"evaluating {file} ({kind}: {reason}, epoch {epoch} of {epochs}, "
-                          f"sha256 {sha256(file)[:16]}...)")
+    assert first_line == (
+        f"evaluating {file} ({kind}: {reason}, epoch {epoch} of {epochs}, sha256 {sha256(file)[:16]}...)"
+    )
     saved = json.loads((run_copy / "anytime.json").read_text())
     assert (saved["checkpoint"], saved["checkpoint_sha256"]) == (str(file), sha256(file))
     assert (saved["checkpoint_kind"], saved["checkpoint_epoch"], saved["checkpoint_reason"]) == (
-        kind, epoch, reason)
+        kind,
+        epoch,
+        reason,
+    )
 
 
 def test_checkpoint_flag_with_a_checkpoint_file_is_refused(run_copy, capsys):
     before = file_states(run_copy)
-    message = cli_error(["--evaluate-from", str(run_copy / "model_best.pth"), *EVAL_FLAGS,
-                         "--checkpoint", "latest"], capsys)
+    message = cli_error(
+        ["--evaluate-from", str(run_copy / "model_best.pth"), *EVAL_FLAGS, "--checkpoint", "latest"], capsys
+    )
     assert message.startswith("error: --checkpoint latest") and str(run_copy / "model_best.pth") in message
     assert file_states(run_copy) == before
 
 
-@pytest.mark.parametrize("missing, asked, other", [("best", [], "latest"),
-                                                   ("latest", ["--checkpoint", "latest"], "best")])
+@pytest.mark.parametrize(
+    "missing, asked, other", [("best", [], "latest"), ("latest", ["--checkpoint", "latest"], "best")]
+)
 def test_missing_chosen_checkpoint_names_the_other(run_copy, capsys, missing, asked, other):
     (run_copy / f"model_{missing}.pth").unlink()
     message = cli_error(["--evaluate-from", str(run_copy), *EVAL_FLAGS, *asked], capsys)
@@ -467,14 +544,15 @@ def test_evalmode_both_without_validation_split_runs_anytime_and_says_why(run_co
     for name in OUTPUTS:
         (run_copy / name).unlink(missing_ok=True)
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(evaluator_main,
-                ["--evaluate-from", str(run_copy), *EVAL_FLAGS, "--evalmode", "both"])
+        run_cli(evaluator_main, ["--evaluate-from", str(run_copy), *EVAL_FLAGS, "--evalmode", "both"])
     output = capsys.readouterr()
 
     assert exit_info.value.code == 0 and output.err == ""
     skipped = [line for line in output.out.splitlines() if "budgeted" in line]
-    assert skipped == [f"budgeted batch skipped: {run_copy} was trained without --use-valid, so it "
-                       f"has no validation split to fit thresholds on (train with --use-valid)"]
+    assert skipped == [
+        f"budgeted batch skipped: {run_copy} was trained without --use-valid, so it "
+        f"has no validation split to fit thresholds on (train with --use-valid)"
+    ]
     assert sorted(name for name in OUTPUTS if (run_copy / name).exists()) == ["anytime.csv", "anytime.json"]
     assert json.loads((run_copy / "anytime.json").read_text())["exits"] == anytime["exits"]
     assert not (run_copy / "split.json").exists()

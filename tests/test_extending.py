@@ -5,6 +5,7 @@ toy objective `rising_ext` (independent exits, exit n's loss weighted n/N) regis
 here. Every other file of the project is unchanged: the public programs train them, resume them,
 evaluate them in both modes at a budget with real early exit, and count their costs.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,7 @@ import train_cifar100
 from models.boosting import BoostedNetwork
 from models.costs import msdnet_convention
 from models.multi_exit import MultiExitNetwork
-from models.objectives import Objective, ObjectiveConfig, register_objective
+from models.objectives import Objective, register_objective
 from models.registry import Backbone, ConfigError, InputSpec, create_model, register_backbone
 from utils.flags import COUNT, Flag
 
@@ -53,7 +54,8 @@ class ToyConv(MultiExitNetwork):
         self.stem_conv = nn.Sequential(nn.Conv2d(3, cfg.width, 3, padding=1), nn.ReLU())
         self.stages = nn.ModuleList(
             nn.Sequential(nn.Conv2d(cfg.width, cfg.width, 3, stride=2, padding=1), nn.ReLU())
-            for _ in range(cfg.exits))
+            for _ in range(cfg.exits)
+        )
         self.heads = nn.ModuleList(nn.Linear(cfg.width, cfg.num_classes) for _ in range(cfg.exits))
 
     def stem(self, x: Tensor) -> Tensor:
@@ -71,8 +73,9 @@ class ToyConv(MultiExitNetwork):
 
 def configure(values: dict[str, Any], inputs: InputSpec) -> ToyConfig:
     if inputs.image_size >> values["toy_exits"] < 1:
-        raise ConfigError(f"--toy-exits {values['toy_exits']} halves a {inputs.image_size}px "
-                          f"image below one pixel")
+        raise ConfigError(
+            f"--toy-exits {values['toy_exits']} halves a {inputs.image_size}px image below one pixel"
+        )
     return ToyConfig(values["toy_width"], values["toy_exits"], inputs.num_classes)
 
 
@@ -88,19 +91,53 @@ class RisingLosses(nn.Module):
         return (losses * self.weights).sum(), losses.detach()
 
 
-register_backbone(Backbone(
-    ARCH, "a toy CNN (tests/test_extending.py)",
-    (Flag(("--toy-width",), "channels of every stage", 8, int, range=COUNT),
-     Flag(("--toy-exits",), "stages, one exit after each", 3, int, range=COUNT)),
-    configure, ToyConv, msdnet_convention))
-register_objective(Objective(
-    LOSS, "independent exits, exit n's loss weighted n/N",
-    lambda backbone, config, exits: BoostedNetwork(backbone, None),
-    lambda config, exits: RisingLosses(exits)))
+register_backbone(
+    Backbone(
+        ARCH,
+        "a toy CNN (tests/test_extending.py)",
+        (
+            Flag(("--toy-width",), "channels of every stage", 8, int, range=COUNT),
+            Flag(("--toy-exits",), "stages, one exit after each", 3, int, range=COUNT),
+        ),
+        configure,
+        ToyConv,
+        msdnet_convention,
+    )
+)
+register_objective(
+    Objective(
+        LOSS,
+        "independent exits, exit n's loss weighted n/N",
+        lambda backbone, config, exits: BoostedNetwork(backbone, None),
+        lambda config, exits: RisingLosses(exits),
+    )
+)
 
-TRAIN = ["--dataset", "digits", "--arch", ARCH, "--toy-width", "8", "--toy-exits", "3",
-         "--loss", LOSS, "--device", "cpu", "--workers", "0", "--batch-size", "64",
-         "--lr", "0.05", "--lr_milestones", "2", "--use-valid", "--seed", "1"]
+TRAIN = [
+    "--dataset",
+    "digits",
+    "--arch",
+    ARCH,
+    "--toy-width",
+    "8",
+    "--toy-exits",
+    "3",
+    "--loss",
+    LOSS,
+    "--device",
+    "cpu",
+    "--workers",
+    "0",
+    "--batch-size",
+    "64",
+    "--lr",
+    "0.05",
+    "--lr_milestones",
+    "2",
+    "--use-valid",
+    "--seed",
+    "1",
+]
 
 
 def test_a_network_builds_in_three_lines_without_a_parser():
@@ -137,13 +174,22 @@ def test_costs_rise_exit_by_exit(trained_run, capsys):
     assert len(macs) == 3 and macs[0] < macs[1] < macs[2]
 
 
-def test_both_evaluation_modes_and_real_early_exit_agree_with_the_simulation(trained_run,
-                                                                              one_thread):
+def test_both_evaluation_modes_and_real_early_exit_agree_with_the_simulation(trained_run, one_thread):
     spec = create_model(ARCH, InputSpec(image_size=32, num_classes=10), toy_width=8)
     macs = spec.backbone.cost(spec.build(), spec.inputs).macs
-    eval_cifar100.main(["--evaluate-from", str(trained_run), "--evalmode", "both",
-                        "--budget", str((macs[0] + macs[-1]) / 2), "--real-exit",
-                        "--eval-batch-size", "64"])
+    eval_cifar100.main(
+        [
+            "--evaluate-from",
+            str(trained_run),
+            "--evalmode",
+            "both",
+            "--budget",
+            str((macs[0] + macs[-1]) / 2),
+            "--real-exit",
+            "--eval-batch-size",
+            "64",
+        ]
+    )
     anytime = json.loads((trained_run / "anytime.json").read_text())
     budgeted = json.loads((trained_run / "budgeted.json").read_text())
     real = json.loads((trained_run / "real_exit.json").read_text())
@@ -154,8 +200,13 @@ def test_both_evaluation_modes_and_real_early_exit_agree_with_the_simulation(tra
 
 
 def test_no_other_file_of_the_project_knows_them(repo_root):
-    tracked = subprocess.run(["git", "ls-files"], cwd=repo_root, capture_output=True, text=True,
-                             check=True).stdout.split()
-    mentions = [name for name in tracked if name != "tests/test_extending.py"
-                and any(word in (repo_root / name).read_text(errors="ignore") for word in (ARCH, LOSS))]
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=repo_root, capture_output=True, text=True, check=True
+    ).stdout.split()
+    mentions = [
+        name
+        for name in tracked
+        if name != "tests/test_extending.py"
+        and any(word in (repo_root / name).read_text(errors="ignore") for word in (ARCH, LOSS))
+    ]
     assert mentions == []

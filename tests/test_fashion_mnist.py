@@ -5,6 +5,7 @@ The full set comes from `scripts/get_fashion_mnist.sh` (run by scripts/run_tests
 BOOSTNET_FASHION_MNIST_ROOT (default: the repository's data/). Without it the tests that need it
 are skipped, except under CI, where they fail.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,10 +19,10 @@ import pytest
 import torch
 
 from args import parse_args
-from tests.conftest import ROOT, TINY_MSDNET
-from boostnet.data.loaders import build_splits
 from boostnet.data.datasets import DATASETS
+from boostnet.data.loaders import build_splits
 from boostnet.data.readers import load_fashion_mnist, load_fashion_mnist_mini
+from tests.conftest import ROOT, TINY_MSDNET
 
 FASHION_ROOT = Path(os.environ.get("BOOSTNET_FASHION_MNIST_ROOT", ROOT / "data"))
 RAW = FASHION_ROOT / "FashionMNIST" / "raw"
@@ -57,8 +58,19 @@ def test_reader_gives_the_full_set_padded_to_32x32_rgb(full_set):
 
 
 def test_use_valid_holds_out_5000_training_images_by_a_saved_split(full_set, tmp_path):
-    job = parse_args(["--dataset", "fashion_mnist", "--data-root", str(FASHION_ROOT),
-                      "--use-valid", "--seed", "4", "--workers", "0"])
+    job = parse_args(
+        [
+            "--dataset",
+            "fashion_mnist",
+            "--data-root",
+            str(FASHION_ROOT),
+            "--use-valid",
+            "--seed",
+            "4",
+            "--workers",
+            "0",
+        ]
+    )
     splits = build_splits(job.data, job.train.use_valid, job.train.seed, tmp_path)
     saved = json.loads((tmp_path / "split.json").read_text())
     assert len(splits.val) == len(saved["val_indices"]) == DATASETS["fashion_mnist"].val_size == 5000
@@ -69,16 +81,45 @@ def test_use_valid_holds_out_5000_training_images_by_a_saved_split(full_set, tmp
 
 def test_a_short_epoch_learns_well_above_chance(full_set, tmp_path):
     run = tmp_path / "run"
-    flags = [*TINY_MSDNET, "--dataset", "fashion_mnist", "--data-root", str(FASHION_ROOT),
-             "--device", "cpu", "--workers", "0", "--epochs", "1", "--max-steps-per-epoch", "80",
-             "--batch-size", "64", "--lr", "0.05", "--result_dir", str(run)]
+    flags = [
+        *TINY_MSDNET,
+        "--dataset",
+        "fashion_mnist",
+        "--data-root",
+        str(FASHION_ROOT),
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+        "--epochs",
+        "1",
+        "--max-steps-per-epoch",
+        "80",
+        "--batch-size",
+        "64",
+        "--lr",
+        "0.05",
+        "--result_dir",
+        str(run),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "train_cifar100.py", *flags], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "train_cifar100.py", *flags],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
-    done = subprocess.run([sys.executable, "eval_cifar100.py", "--evaluate-from", str(run),
-                           "--evalmode", "anytime"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "eval_cifar100.py", "--evaluate-from", str(run), "--evalmode", "anytime"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     exits = json.loads((run / "anytime.json").read_text())["exits"]
     assert json.loads((run / "anytime.json").read_text())["test_samples"] == 10_000
@@ -89,24 +130,48 @@ def test_offline_set_up_replaces_a_file_whose_content_is_wrong(full_set, tmp_pat
     copy = tmp_path / "FashionMNIST" / "raw"
     shutil.copytree(RAW, copy)
     (copy / "t10k-labels-idx1-ubyte").write_bytes(b"not the labels")
-    done = subprocess.run(["bash", str(ROOT / "scripts" / "get_fashion_mnist.sh"), str(tmp_path)],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "get_fashion_mnist.sh"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     assert (copy / "t10k-labels-idx1-ubyte").read_bytes() == (RAW / "t10k-labels-idx1-ubyte").read_bytes()
-    again = subprocess.run(["bash", str(ROOT / "scripts" / "get_fashion_mnist.sh"), str(tmp_path)],
-                           capture_output=True, text=True, timeout=60)
+    again = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "get_fashion_mnist.sh"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert again.returncode == 0 and "already holds the checked files" in again.stderr
 
 
 def test_missing_files_offline_name_the_set_up_script(tmp_path, monkeypatch):
-    monkeypatch.setattr("torchvision.datasets.utils.download_url",
-                        lambda *a, **k: (_ for _ in ()).throw(OSError("network is unreachable")))
-    done = subprocess.run([sys.executable, "train_cifar100.py", "--dataset", "fashion_mnist",
-                           "--data-root", str(tmp_path / "none"), "--device", "cpu",
-                           "--result_dir", str(tmp_path / "run"), *TINY_MSDNET],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "http_proxy": "http://127.0.0.1:9",
-                               "https_proxy": "http://127.0.0.1:9"})
+    monkeypatch.setattr(
+        "torchvision.datasets.utils.download_url",
+        lambda *a, **k: (_ for _ in ()).throw(OSError("network is unreachable")),
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "train_cifar100.py",
+            "--dataset",
+            "fashion_mnist",
+            "--data-root",
+            str(tmp_path / "none"),
+            "--device",
+            "cpu",
+            "--result_dir",
+            str(tmp_path / "run"),
+            *TINY_MSDNET,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"},
+    )
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert "scripts/get_fashion_mnist.sh" in done.stderr
 

@@ -8,6 +8,7 @@ cannot be compared over 20 steps by any implementation: perturbing the initial w
 1e-8 (relative) flips single ReLU units and the training dynamics amplify that to 1e-4..1e-2
 within ten steps, eager against eager.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -17,14 +18,40 @@ from torch import Tensor, nn
 from args import parse_args
 from boostnet.training.optim import parameter_groups
 from boostnet.training.settings import TrainingJob
+from boostnet.training.step import (
+    StepOutput,
+    build_eval_forward,
+    build_train_step,
+    keep_learning_rates,
+    make_sgd,
+    resolve_step_mode,
+    restore_state,
+    snapshot,
+    training_state_of,
+)
 from tests.run_fixtures import losses_of, network_of
 from utils.errors import UserError
-from boostnet.training.step import (StepOutput, build_eval_forward, build_train_step, keep_learning_rates,
-                             make_sgd, resolve_step_mode, restore_state, snapshot,
-                             training_state_of)
 
-TINY = ["--dataset", "digits", "--arch", "msdnet_ge", "--nBlocks", "2", "--base", "1", "--step",
-        "1", "--nChannels", "4", "--growthRate", "2", "--grFactor", "1-2-2", "--bnFactor", "1-2-2"]
+TINY = [
+    "--dataset",
+    "digits",
+    "--arch",
+    "msdnet_ge",
+    "--nBlocks",
+    "2",
+    "--base",
+    "1",
+    "--step",
+    "1",
+    "--nChannels",
+    "4",
+    "--growthRate",
+    "2",
+    "--grFactor",
+    "1-2-2",
+    "--bnFactor",
+    "1-2-2",
+]
 STEPS = 20
 LR_DROP_AFTER = 10
 BATCH = 64
@@ -44,8 +71,10 @@ def learnable_batches(device: torch.device, partial_last: bool = False) -> list[
     generator = torch.Generator().manual_seed(1)
     images = torch.randn(DISTINCT_BATCHES * BATCH, 3, 32, 32, generator=generator)
     labels = (images.flatten(1) @ torch.randn(3 * 32 * 32, 10, generator=generator)).argmax(1)
-    batches = [(images[i:i + BATCH].to(device), labels[i:i + BATCH].to(device))
-               for i in range(0, len(images), BATCH)]
+    batches = [
+        (images[i : i + BATCH].to(device), labels[i : i + BATCH].to(device))
+        for i in range(0, len(images), BATCH)
+    ]
     if partial_last:
         batches[-1] = (batches[-1][0][:PARTIAL_BATCH], batches[-1][1][:PARTIAL_BATCH])
     return batches
@@ -56,8 +85,9 @@ def groups_of(job: TrainingJob, model: nn.Module) -> list[dict]:
     return parameter_groups(model, job.train.weight_decay, job.model.backbone.per_exit_weight_decay)
 
 
-def train(mode: str, device: torch.device, lr_drop: bool = True,
-          partial_last: bool = False) -> tuple[nn.Module, list[StepOutput]]:
+def train(
+    mode: str, device: torch.device, lr_drop: bool = True, partial_last: bool = False
+) -> tuple[nn.Module, list[StepOutput]]:
     """STEPS steps of `mode` from the same initial weights; steps after the drop may not recompile."""
     job = parse_args(TINY)
     torch.manual_seed(0)
@@ -77,11 +107,13 @@ def train(mode: str, device: torch.device, lr_drop: bool = True,
 
 def relative_error(model: nn.Module, reference: nn.Module) -> float:
     """|state - reference state| / |reference state| over all floating-point parameters and buffers."""
-    pairs = [(a.double(), b.double()) for a, b in zip(model.state_dict().values(),
-                                                      reference.state_dict().values())
-             if a.is_floating_point()]
+    pairs = [
+        (a.double(), b.double())
+        for a, b in zip(model.state_dict().values(), reference.state_dict().values())
+        if a.is_floating_point()
+    ]
     difference = sum(((a - b) ** 2).sum() for a, b in pairs).sqrt()
-    return (difference / sum((b ** 2).sum() for _, b in pairs).sqrt()).item()
+    return (difference / sum((b**2).sum() for _, b in pairs).sqrt()).item()
 
 
 @pytest.fixture(scope="module")
@@ -98,10 +130,15 @@ def cpu_runs() -> dict[str, tuple[nn.Module, list]]:
 def test_compiled_step_matches_eager_after_20_steps(cpu_runs):
     (eager, eager_outputs), (compiled, compiled_outputs) = cpu_runs["eager"], cpu_runs["compile"]
     assert relative_error(compiled, eager) <= RELATIVE_TOLERANCE
-    torch.testing.assert_close(compiled_outputs[-1].per_exit_losses, eager_outputs[-1].per_exit_losses,
-                               rtol=RELATIVE_TOLERANCE, atol=0)
-    assert [o.per_exit_correct.tolist() for o in compiled_outputs] == \
-        [o.per_exit_correct.tolist() for o in eager_outputs]
+    torch.testing.assert_close(
+        compiled_outputs[-1].per_exit_losses,
+        eager_outputs[-1].per_exit_losses,
+        rtol=RELATIVE_TOLERANCE,
+        atol=0,
+    )
+    assert [o.per_exit_correct.tolist() for o in compiled_outputs] == [
+        o.per_exit_correct.tolist() for o in eager_outputs
+    ]
 
 
 def test_learning_rate_drop_reaches_the_compiled_step_without_recompiling(cpu_runs):
@@ -143,8 +180,12 @@ def test_undoing_the_warm_up_makes_the_next_step_a_first_step():
         model = job.model.build()
         objective = losses_of(job)
         optimizer = make_sgd(groups_of(job, model), LR, 0.9, cpu)
-        steps.append((build_train_step(network_of(job, model), objective, optimizer, "eager"),
-                      training_state_of(model, objective, optimizer)))
+        steps.append(
+            (
+                build_train_step(network_of(job, model), objective, optimizer, "eager"),
+                training_state_of(model, objective, optimizer),
+            )
+        )
         models.append(model)
     (warmed, state), (fresh, _) = steps
     first, second = learnable_batches(cpu)[:2]
@@ -175,10 +216,17 @@ def test_cuda_graph_step_on_the_cpu_is_a_clear_error():
         resolve_step_mode(parse_args(TINY + ["--cuda-graph"]).speed, torch.device("cpu"))
 
 
-@pytest.mark.parametrize("flags, device, world_size, mode", [
-    ([], "cpu", 1, "eager"), (["--compile"], "cpu", 1, "compile"),
-    (["--compile"], "cuda", 1, "compiled_cuda_graph"), (["--compile"], "cuda", 2, "compile"),
-    (["--cuda-graph"], "cuda", 1, "cuda_graph"), (["--amp", "fp16"], "cuda", 1, "eager")])
+@pytest.mark.parametrize(
+    "flags, device, world_size, mode",
+    [
+        ([], "cpu", 1, "eager"),
+        (["--compile"], "cpu", 1, "compile"),
+        (["--compile"], "cuda", 1, "compiled_cuda_graph"),
+        (["--compile"], "cuda", 2, "compile"),
+        (["--cuda-graph"], "cuda", 1, "cuda_graph"),
+        (["--amp", "fp16"], "cuda", 1, "eager"),
+    ],
+)
 def test_one_switch_picks_the_step_for_the_device(flags, device, world_size, mode):
     job = parse_args(TINY + flags)
     assert resolve_step_mode(job.speed, torch.device(device), world_size) == mode
@@ -202,8 +250,9 @@ def test_captured_step_matches_eager_on_the_gpu(mode):
     finally:
         torch.backends.cudnn.allow_tf32 = True
     assert relative_error(fast, eager) <= RELATIVE_TOLERANCE
-    assert [o.per_exit_correct.tolist() for o in fast_outputs] == \
-        [o.per_exit_correct.tolist() for o in eager_outputs]
+    assert [o.per_exit_correct.tolist() for o in fast_outputs] == [
+        o.per_exit_correct.tolist() for o in eager_outputs
+    ]
 
 
 @needs_cuda

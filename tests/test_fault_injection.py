@@ -1,6 +1,7 @@
 """SIGKILL a training at seeded-random moments (inside and between epochs, right after a
 resume) and restart the same `--resume auto` command each time: the end is bit-identical to an
 uninterrupted run, and no kill leaves a broken file or loses more than one interval of work."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,7 @@ import pytest
 import torch
 
 from tests.conftest import ROOT
-from tests.test_run_safety import (FLAGS, SUBPROCESS_ENV, assert_same_weights, metric_rows,
-                                   temporary_files)
+from tests.test_run_safety import FLAGS, SUBPROCESS_ENV, assert_same_weights, metric_rows, temporary_files
 from tests.test_training import load, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -34,8 +34,7 @@ KILLS = 4
 RECOVERY_LINE = re.compile(r"recovery checkpoint: epoch (\d+) step (\d+) ")
 RESUME_LINE = re.compile(r"resuming (?:epoch (\d+) after step (\d+)|after epoch (\d+)) from")
 EPOCH_LINE = re.compile(r"epoch \d+/\d+ ")
-COMMAND = [*FLAGS, "--epochs", str(EPOCHS), "--max-steps-per-epoch", str(STEPS),
-           "--resume", "auto"]
+COMMAND = [*FLAGS, "--epochs", str(EPOCHS), "--max-steps-per-epoch", str(STEPS), "--resume", "auto"]
 
 
 def kill_plan(chooser: random.Random) -> list[tuple[str, int]]:
@@ -59,8 +58,11 @@ def position(checkpoint: dict) -> tuple[int, int]:
 
 def saved_position(run: Path) -> tuple[int, int]:
     """The furthest point a restart can continue from."""
-    found = [position(load(run / name)) for name in ("model_latest.pth", "model_recovery.pth")
-             if (run / name).exists()]
+    found = [
+        position(load(run / name))
+        for name in ("model_latest.pth", "model_recovery.pth")
+        if (run / name).exists()
+    ]
     return max(found, default=(0, 0))
 
 
@@ -90,10 +92,22 @@ def assert_nothing_half_written(run: Path, killed_pid: int) -> None:
 
 
 def start(run: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(ROOT / "train_cifar100.py"), *COMMAND,
-                             "--checkpoint-interval", str(INTERVAL_STEPS), "--result_dir",
-                             str(run)], cwd=ROOT, env=SUBPROCESS_ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "train_cifar100.py"),
+            *COMMAND,
+            "--checkpoint-interval",
+            str(INTERVAL_STEPS),
+            "--result_dir",
+            str(run),
+        ],
+        cwd=ROOT,
+        env=SUBPROCESS_ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
 
 
 def test_sigkill_at_random_moments_then_resume_auto_ends_bit_identical(tmp_path):

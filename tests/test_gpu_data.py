@@ -1,4 +1,5 @@
 """Device-resident batches: the CIFAR augmentation exactly, seeded per (seed, epoch, rank), sharded."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,10 +9,10 @@ from torch import Tensor
 from torch.utils.data import Subset
 
 from args import parse_args
-from boostnet.data.loaders import InMemoryImages
 from boostnet.data.datasets import CIFAR_MEAN, CIFAR_STD
-from utils.errors import UserError
 from boostnet.data.gpu_batches import GpuBatches, sample_augmentation, uint8_arrays, use_gpu_data
+from boostnet.data.loaders import InMemoryImages
+from utils.errors import UserError
 
 COUNT = 103
 SIZE = 8
@@ -58,7 +59,7 @@ def test_batches_are_the_reference_crop_and_flip_of_the_shuffled_images(flip):
     assert len(produced) == len(data) == COUNT // BATCH
     all_offsets, all_flips = [], []
     for n, (batch_images, batch_labels) in enumerate(produced):
-        indices = order[n * BATCH:(n + 1) * BATCH]
+        indices = order[n * BATCH : (n + 1) * BATCH]
         offsets, flips = sample_augmentation(BATCH, PADDING, flip, generator)
         assert batch_images.shape == (BATCH, 3, SIZE, SIZE) and batch_images.dtype == torch.float32
         assert torch.equal(batch_labels, labels[indices])
@@ -80,10 +81,10 @@ def test_the_same_seed_and_epoch_give_the_same_batches_and_other_epochs_differ()
 
 def test_channel_last_numpy_layout_gives_the_same_batches():
     images, labels = uint8_images()
-    nhwc = GpuBatches.from_uint8(images.permute(0, 2, 3, 1).numpy(), labels.numpy(), BATCH,
-                                 torch.device("cpu"), SEED)
-    assert all(torch.equal(a[0], b[0]) for a, b in zip(epoch_batches(nhwc, 0),
-                                                       epoch_batches(batches(), 0)))
+    nhwc = GpuBatches.from_uint8(
+        images.permute(0, 2, 3, 1).numpy(), labels.numpy(), BATCH, torch.device("cpu"), SEED
+    )
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(epoch_batches(nhwc, 0), epoch_batches(batches(), 0)))
 
 
 def test_ranks_get_disjoint_equal_shards_with_their_own_augmentation():
@@ -114,8 +115,15 @@ def test_bad_inputs_are_clear_errors():
         gpu_data_of(parse_args(["--dataset", "imagenet", "--gpu-data"]), torch.device("cuda"))
 
 
-@pytest.mark.parametrize("flags, device, expected", [
-    ([], "cuda", True), ([], "cpu", False), (["--dataset", "imagenet"], "cuda", False),
-    (["--no-gpu-data"], "cuda", False), (["--gpu-data"], "cpu", True)])
+@pytest.mark.parametrize(
+    "flags, device, expected",
+    [
+        ([], "cuda", True),
+        ([], "cpu", False),
+        (["--dataset", "imagenet"], "cuda", False),
+        (["--no-gpu-data"], "cuda", False),
+        (["--gpu-data"], "cpu", True),
+    ],
+)
 def test_gpu_data_defaults_to_on_for_cifar_sized_sets_on_a_gpu(flags, device, expected):
     assert gpu_data_of(parse_args(flags), torch.device(device)) is expected

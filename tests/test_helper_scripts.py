@@ -1,6 +1,7 @@
 """The helper entry points (recipes, library modules, data makers, benchmarks, study, importer,
 demo): `--help` exits 0 and describes every flag; the demo shows its runs' epochs on the
 console, keeps readable logs and prints its wall time."""
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +50,9 @@ def load_main(file: str, monkeypatch: pytest.MonkeyPatch) -> Callable:
 @pytest.mark.parametrize("name", list(HELPERS))
 def test_help_exits_0_and_shows_usage(name):
     command, _ = HELPERS[name]
-    done = subprocess.run([sys.executable, *command, "--help"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, *command, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage:") and "Traceback" not in done.stderr
     assert not ISSUE_NUMBER.search(done.stdout)
@@ -74,6 +76,7 @@ def test_every_flag_and_argument_has_help(name, monkeypatch):
 
 def test_recipes_prints_a_recipe_and_refuses_an_unknown_one_in_one_line(capsys):
     from boostnet import recipes
+
     with pytest.raises(SystemExit) as stop:
         run_cli(recipes.main, ["msdnet_cifar100_budgeted"])
     assert stop.value.code == 0
@@ -96,12 +99,10 @@ def test_make_digits_without_scikit_learn_names_the_package_in_one_line(monkeypa
     assert (ROOT / "boostnet" / "data" / "digits.npz").read_bytes() == digits
 
 
-def test_make_fashion_mnist_mini_without_the_full_set_names_the_set_up_script(tmp_path, capsys,
-                                                                              monkeypatch):
+def test_make_fashion_mnist_mini_without_the_full_set_names_the_set_up_script(tmp_path, capsys, monkeypatch):
     mini = (ROOT / "boostnet" / "data" / "fashion_mnist_mini.npz").read_bytes()
     with pytest.raises(SystemExit) as stop:
-        run_cli(load_main("scripts/make_fashion_mnist_mini.py", monkeypatch),
-                [str(tmp_path / "none")])
+        run_cli(load_main("scripts/make_fashion_mnist_mini.py", monkeypatch), [str(tmp_path / "none")])
     err = capsys.readouterr().err
     assert stop.value.code == 2 and err.count("\n") == 1
     assert f"bash scripts/get_fashion_mnist.sh {tmp_path / 'none'}`" in err
@@ -131,10 +132,20 @@ def demo(tmp_path: Path, *args: str, train_status: int = 0) -> subprocess.Comple
     (venv / "bin" / "python").chmod(0o755)
     digest = hashlib.sha256((ROOT / "requirements.txt").read_bytes()).hexdigest()
     (venv / ".requirements.sha").write_text(digest + "\n")
-    env = {**os.environ, "BOOSTNET_VENV": str(venv), "RESULT_DIR": str(tmp_path / "demo"),
-           "STUB_TRAIN_STATUS": str(train_status)}
-    return subprocess.run(["bash", str(ROOT / "scripts" / "demo.sh"), *args], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "BOOSTNET_VENV": str(venv),
+        "RESULT_DIR": str(tmp_path / "demo"),
+        "STUB_TRAIN_STATUS": str(train_status),
+    }
+    return subprocess.run(
+        ["bash", str(ROOT / "scripts" / "demo.sh"), *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_demo_help_prints_usage_and_starts_nothing(tmp_path):
@@ -152,7 +163,9 @@ def test_demo_shows_each_runs_epochs_and_its_wall_time(tmp_path):
         assert f"{loss}: epoch 2/2 train loss 1.0" in done.stderr
         log = (tmp_path / "demo" / f"train_{loss}.out").read_text().splitlines()
         assert log[0].startswith("training: train_cifar100.py") and f"--loss {loss}" in log[0]
-        assert "--epochs 2" in log[0] and "epoch 2/2 train loss 1.0 acc 50.0 | 100 img/s, 1.0 s, ETA 1s" in log
+        assert (
+            "--epochs 2" in log[0] and "epoch 2/2 train loss 1.0 acc 50.0 | 100 img/s, 1.0 s, ETA 1s" in log
+        )
         assert "a warning on stderr" in log
     assert re.search(r"^demo: done in \d+m\d\ds; ", done.stderr, re.MULTILINE)
     assert done.stdout.count("ran eval_cifar100.py") == 2 and "ran -m utils.plots" in done.stdout
@@ -166,11 +179,35 @@ def test_demo_stops_with_the_training_status_before_evaluating(tmp_path):
 
 
 def test_training_output_off_a_terminal_has_epoch_lines_and_no_progress_bar(tmp_path):
-    command = [sys.executable, "train_cifar100.py", *TINY_MSDNET, "--dataset", "digits",
-               "--device", "cpu", "--workers", "0", "--epochs", "1", "--lr_milestones", "1",
-               "--max-steps-per-epoch", "3", "--batch-size", "16", "--result_dir", str(tmp_path / "run")]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    command = [
+        sys.executable,
+        "train_cifar100.py",
+        *TINY_MSDNET,
+        "--dataset",
+        "digits",
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+        "--epochs",
+        "1",
+        "--lr_milestones",
+        "1",
+        "--max-steps-per-epoch",
+        "3",
+        "--batch-size",
+        "16",
+        "--result_dir",
+        str(tmp_path / "run"),
+    ]
+    done = subprocess.run(
+        command,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     output = done.stdout + done.stderr
     assert "\r" not in output and "it/s" not in output

@@ -5,6 +5,7 @@ The foreign files are built here: our model's tensors under the original names (
 against name lists read off files those codebases wrote, tests/foreign_keys/*.keys.tsv), in the
 original nesting, with non-trivial batch-norm statistics.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -22,26 +23,28 @@ from torch import nn
 import boostnet.evaluation.evaluator as evaluator
 import utils.plots as plots
 from args import parse_args, parse_evaluation_args
-from models.multi_exit import MultiExitNetwork, param_groups_by_stage
+from boostnet.data.loaders import build_splits, eval_loader
+from boostnet.evaluation.results import compute_logits
+from boostnet.training.optim import parameter_groups
 from models.foreign import original_names
+from models.multi_exit import MultiExitNetwork, param_groups_by_stage
 from tests.conftest import ROOT, TINY_MSDNET, TINY_RANET
 from train_cifar100 import main as train_main
 from utils.checkpoint import load_checkpoint
-from boostnet.data.loaders import build_splits, eval_loader
 from utils.distributed import DistInfo
 from utils.errors import UserError, run_cli
-from boostnet.training.optim import parameter_groups
-from boostnet.evaluation.results import compute_logits
 
 DATA = ROOT / "tests" / "foreign_keys"
-RECORDED = {"msdnet_ge": "boostnet_msdnet_ge_cifar100", "ranet": "boostnet_ranet_cifar100",
-            "imagenet": "msdnet_pytorch_imagenet"}
+RECORDED = {
+    "msdnet_ge": "boostnet_msdnet_ge_cifar100",
+    "ranet": "boostnet_ranet_cifar100",
+    "imagenet": "msdnet_pytorch_imagenet",
+}
 DIGITS = ["--dataset", "digits", "--workers", "0", "--device", "cpu"]
 SHORT = DIGITS + ["--max-steps-per-epoch", "3", "--batch-size", "16", "--log-interval", "3"]
 SOURCE_EPOCH = 4  # 0-based index of the last finished epoch, as both originals store it
 
-spec = importlib.util.spec_from_file_location("import_checkpoint",
-                                              ROOT / "scripts" / "import_checkpoint.py")
+spec = importlib.util.spec_from_file_location("import_checkpoint", ROOT / "scripts" / "import_checkpoint.py")
 import_script = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(import_script)
 
@@ -71,8 +74,9 @@ def randomised(model: MultiExitNetwork, seed: int = 1) -> MultiExitNetwork:
     return model.eval()
 
 
-def foreign_weights(model: MultiExitNetwork, order: list[str] | None = None,
-                    prefix: str = "") -> dict[str, torch.Tensor]:
+def foreign_weights(
+    model: MultiExitNetwork, order: list[str] | None = None, prefix: str = ""
+) -> dict[str, torch.Tensor]:
     """The model's tensors under the original names (in `order` when given)."""
     names = original_names(model)
     weights = {names[key]: tensor.clone() for key, tensor in model.state_dict().items()}
@@ -80,8 +84,9 @@ def foreign_weights(model: MultiExitNetwork, order: list[str] | None = None,
     return {prefix + key: weights[key] for key in order}
 
 
-def foreign_optimizer(model: MultiExitNetwork, weights: dict[str, torch.Tensor], per_exit: bool,
-                      prefix: str = "") -> tuple[dict, dict[str, torch.Tensor]]:
+def foreign_optimizer(
+    model: MultiExitNetwork, weights: dict[str, torch.Tensor], per_exit: bool, prefix: str = ""
+) -> tuple[dict, dict[str, torch.Tensor]]:
     """An SGD state dict numbered as the original's (per-exit groups with NumPy weight decays,
     or one group in module order), and its momentum buffers by original name."""
     names = original_names(model)
@@ -98,21 +103,43 @@ def foreign_optimizer(model: MultiExitNetwork, weights: dict[str, torch.Tensor],
     for group, decay in zip(groups, decays):
         indices = [next(ids) for _ in group]
         state.update({i: {"momentum_buffer": buffers[name]} for i, name in zip(indices, group)})
-        param_groups.append({"lr": 0.1, "momentum": 0.9, "dampening": 0, "weight_decay": decay,
-                             "nesterov": False, "params": indices})
+        param_groups.append(
+            {
+                "lr": 0.1,
+                "momentum": 0.9,
+                "dampening": 0,
+                "weight_decay": decay,
+                "nesterov": False,
+                "params": indices,
+            }
+        )
     return {"state": state, "param_groups": param_groups}, buffers
 
 
 def save_boostnet(path: Path, weights: dict, optimizer: dict) -> Path:
-    torch.save({"epoch": SOURCE_EPOCH, "state_dict": {"model": weights}, "optimizer": optimizer,
-                "scheduler": {"milestones": {150: 1, 225: 1}, "last_epoch": SOURCE_EPOCH + 1}},
-               path)
+    torch.save(
+        {
+            "epoch": SOURCE_EPOCH,
+            "state_dict": {"model": weights},
+            "optimizer": optimizer,
+            "scheduler": {"milestones": {150: 1, 225: 1}, "last_epoch": SOURCE_EPOCH + 1},
+        },
+        path,
+    )
     return path
 
 
 def save_msdnet_pytorch(path: Path, weights: dict, optimizer: dict) -> Path:
-    torch.save({"epoch": SOURCE_EPOCH, "arch": "msdnet", "state_dict": weights,
-                "best_prec1": 12.5, "optimizer": optimizer}, path)
+    torch.save(
+        {
+            "epoch": SOURCE_EPOCH,
+            "arch": "msdnet",
+            "state_dict": weights,
+            "best_prec1": 12.5,
+            "optimizer": optimizer,
+        },
+        path,
+    )
     return path
 
 
@@ -198,8 +225,7 @@ def test_import_gives_identical_logits_and_the_original_run_state(case, tmp_path
     names = original_names(imported)
     key_of = {id(p): key for key, p in imported.named_parameters()}
     job = parse_args(flags)
-    groups = parameter_groups(imported, job.train.weight_decay,
-                              job.model.backbone.per_exit_weight_decay)
+    groups = parameter_groups(imported, job.train.weight_decay, job.model.backbone.per_exit_weight_decay)
     ordered = [key_of[id(p)] for group in groups for p in group["params"]]
     state = latest["optimizer"]["state"]
     assert len(ordered) == len(state) == len(buffers)
@@ -207,8 +233,9 @@ def test_import_gives_identical_logits_and_the_original_run_state(case, tmp_path
         assert torch.equal(state[i]["momentum_buffer"], buffers[prefix + names[key]])
 
 
-def tiny_source(tmp_path: Path, arch_flags: list[str], per_exit: bool,
-                seed: int = 1) -> tuple[Path, MultiExitNetwork, list[str]]:
+def tiny_source(
+    tmp_path: Path, arch_flags: list[str], per_exit: bool, seed: int = 1
+) -> tuple[Path, MultiExitNetwork, list[str]]:
     """A tiny digits model saved in the official BoostNet layout, its model and its flags."""
     flags = arch_flags + DIGITS
     model = randomised(build_model(flags), seed)
@@ -235,8 +262,12 @@ class NumpyOnePickle:
 
 def test_numpy_scalars_load_under_numpy_1_and_2_names(tmp_path):
     for name, module in (("numpy2.pth", pickle), ("numpy1.pth", NumpyOnePickle)):
-        torch.save({"model": {}, "decay": np.float64(1e-4), "step": np.int64(3)}, tmp_path / name,
-                   pickle_module=module, _use_new_zipfile_serialization=True)
+        torch.save(
+            {"model": {}, "decay": np.float64(1e-4), "step": np.int64(3)},
+            tmp_path / name,
+            pickle_module=module,
+            _use_new_zipfile_serialization=True,
+        )
         loaded = load_checkpoint(tmp_path / name)
         assert loaded["decay"] == 1e-4 and type(loaded["decay"]) is np.float64
         assert loaded["step"] == 3
@@ -256,8 +287,10 @@ class WritesMarker:
 def test_a_file_whose_unpickling_runs_code_is_refused_and_the_code_does_not_run(tmp_path, capsys):
     marker = tmp_path / "marker"
     source = tmp_path / "evil.pth"
-    torch.save({"epoch": 0, "state_dict": {"model": {"w": torch.zeros(1)}},
-                "optimizer": WritesMarker(marker)}, source)
+    torch.save(
+        {"epoch": 0, "state_dict": {"model": {"w": torch.zeros(1)}}, "optimizer": WritesMarker(marker)},
+        source,
+    )
     assert not marker.exists()
     assert run_import(str(source), "--out", str(tmp_path / "run"), *TINY_MSDNET, *DIGITS) == 2
     message = one_line_error(capsys)
@@ -268,15 +301,22 @@ def test_a_file_whose_unpickling_runs_code_is_refused_and_the_code_does_not_run(
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("wrong, fragment", [
-    (["--growthRate", "4"], "has shape"),
-    (["--nChannels", "8"], "blocks.0.0.layers.0.net.0.weight has shape (4, 3, 3, 3) in the "
-                           "checkpoint but (8, 3, 3, 3)"),
-    (["--nBlocks", "4"], "blocks.3."),
-    (["--dataset", "cifar100"], "classifier.0.linear.weight has shape (10, 128) in the checkpoint "
-                                "but (100, 128)"),
-    (["--grFactor", "1-2-4", "--bnFactor", "1-2-4"], "has shape"),
-])
+@pytest.mark.parametrize(
+    "wrong, fragment",
+    [
+        (["--growthRate", "4"], "has shape"),
+        (
+            ["--nChannels", "8"],
+            "blocks.0.0.layers.0.net.0.weight has shape (4, 3, 3, 3) in the checkpoint but (8, 3, 3, 3)",
+        ),
+        (["--nBlocks", "4"], "blocks.3."),
+        (
+            ["--dataset", "cifar100"],
+            "classifier.0.linear.weight has shape (10, 128) in the checkpoint but (100, 128)",
+        ),
+        (["--grFactor", "1-2-4", "--bnFactor", "1-2-4"], "has shape"),
+    ],
+)
 def test_flags_that_do_not_fit_the_file_name_the_first_misfit(wrong, fragment, tmp_path, capsys):
     source, _, flags = tiny_source(tmp_path, TINY_MSDNET, per_exit=True)
     assert run_import(str(source), "--out", str(tmp_path / "run"), *flags, *wrong) == 2
@@ -287,8 +327,11 @@ def test_flags_that_do_not_fit_the_file_name_the_first_misfit(wrong, fragment, t
 def test_ranet_misfits_and_the_wrong_backbone(tmp_path, capsys):
     source, _, flags = tiny_source(tmp_path, TINY_RANET, per_exit=False)
     out = str(tmp_path / "run")
-    for wrong in (["--step", "1"], ["--block-step", "2"],
-                  ["--scale-list", "1-2-3-3", "--grFactor", "2-1-1-1", "--bnFactor", "2-1-1-1"]):
+    for wrong in (
+        ["--step", "1"],
+        ["--block-step", "2"],
+        ["--scale-list", "1-2-3-3", "--grFactor", "2-1-1-1", "--bnFactor", "2-1-1-1"],
+    ):
         assert run_import(str(source), "--out", out, *flags, *wrong) == 2
         message = one_line_error(capsys)
         assert "does not fit the model these flags describe" in message
@@ -331,8 +374,7 @@ def test_truncated_unknown_and_own_files_are_one_line_errors(tmp_path, capsys):
 def test_evaluating_a_foreign_file_points_to_the_importer(tmp_path, capsys):
     source, _, _ = tiny_source(tmp_path, TINY_MSDNET, per_exit=True)
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(evaluator_main,
-                ["--evaluate-from", str(source), *TINY_MSDNET, *DIGITS])
+        run_cli(evaluator_main, ["--evaluate-from", str(source), *TINY_MSDNET, *DIGITS])
     assert exit_info.value.code == 2
     message = one_line_error(capsys)
     assert "scripts/import_checkpoint.py" in message and "corrupt" not in message
@@ -343,15 +385,27 @@ def test_an_imported_run_evaluates_to_the_source_models_logits(arch_flags, tmp_p
     source, model, flags = tiny_source(tmp_path, arch_flags, per_exit=arch_flags is TINY_MSDNET)
     run = tmp_path / "run"
     assert run_import(str(source), "--out", str(run), *flags) == 0
-    evaluator_main(["--evaluate-from", str(run), "--evalmode", "anytime", "--device", "cpu",
-                    "--workers", "0", "--eval-batch-size", "64"])
+    evaluator_main(
+        [
+            "--evaluate-from",
+            str(run),
+            "--evalmode",
+            "anytime",
+            "--device",
+            "cpu",
+            "--workers",
+            "0",
+            "--eval-batch-size",
+            "64",
+        ]
+    )
     cached = list((run / "cache").glob("logits_test_*.pt"))
     assert len(cached) == 1 and (run / "anytime.json").is_file()
     job = parse_args(flags)
     test_set = build_splits(job.data, job.train.use_valid, job.train.seed, None).test
-    expected, targets = compute_logits(model, eval_loader(test_set, 64, 0, DistInfo(),
-                                                          torch.device("cpu")),
-                                       torch.device("cpu"), "direct")
+    expected, targets = compute_logits(
+        model, eval_loader(test_set, 64, 0, DistInfo(), torch.device("cpu")), torch.device("cpu"), "direct"
+    )
     stored = torch.load(cached[0], weights_only=True)
     assert torch.equal(stored["logits"], expected) and torch.equal(stored["targets"], targets)
 
@@ -362,9 +416,23 @@ def test_an_imported_run_with_a_validation_split_gives_every_evaluation_mode(tmp
     assert run_import(str(source), "--out", str(run), *flags, "--use-valid") == 0
     job = parse_args(flags)
     costs = job.model.backbone.cost(job.model.build(), job.model.inputs).macs
-    evaluator_main(["--evaluate-from", str(run), "--evalmode", "both", "--device", "cpu",
-                    "--workers", "0", "--eval-batch-size", "64", "--budget",
-                    str((costs[0] + costs[-1]) / 2), "--real-exit"])
+    evaluator_main(
+        [
+            "--evaluate-from",
+            str(run),
+            "--evalmode",
+            "both",
+            "--device",
+            "cpu",
+            "--workers",
+            "0",
+            "--eval-batch-size",
+            "64",
+            "--budget",
+            str((costs[0] + costs[-1]) / 2),
+            "--real-exit",
+        ]
+    )
     for name in ("split.json", "anytime.json", "budgeted.json", "budget.json", "real_exit.json"):
         assert (run / name).is_file(), name
     assert json.loads((run / "real_exit.json").read_text())["accuracy"] >= 0
@@ -385,8 +453,7 @@ def test_fine_tuning_from_an_imported_run_trains_and_resumes(tmp_path, capsys):
     assert run_import(str(source), "--out", str(imported), *flags) == 0
     tuned = tmp_path / "tuned"
     # --lr must be positive; at 1e-30 one epoch moves no weight by more than 1e-25
-    still = ["--lr", "1e-30", "--epochs", "1", "--result_dir", str(tuned), "--init-from",
-             str(imported)]
+    still = ["--lr", "1e-30", "--epochs", "1", "--result_dir", str(tuned), "--init-from", str(imported)]
     assert train(*TINY_MSDNET, *SHORT, *still) == 0
     after = load_checkpoint(tuned / "model_latest.pth")
     assert after["epoch"] == 1
@@ -417,12 +484,18 @@ def test_the_original_run_resumes_where_it_stopped(tmp_path):
 def test_without_optimiser_state_the_import_is_not_resumable(tmp_path, capsys):
     model = randomised(build_model(TINY_MSDNET + DIGITS))
     source = tmp_path / "weights_only.pth.tar"
-    torch.save({"epoch": 2, "arch": "msdnet", "state_dict": foreign_weights(model, prefix="module."),
-                "best_prec1": torch.tensor(50.0)}, source)
+    torch.save(
+        {
+            "epoch": 2,
+            "arch": "msdnet",
+            "state_dict": foreign_weights(model, prefix="module."),
+            "best_prec1": torch.tensor(50.0),
+        },
+        source,
+    )
     run = tmp_path / "run"
     assert run_import(str(source), "--out", str(run), *TINY_MSDNET, *DIGITS) == 0
     assert "not resumable (the file holds no optimiser state)" in capsys.readouterr().out
-    assert sorted(p.name for p in run.iterdir()) == ["config.json", "imported_from.json",
-                                                     "model_best.pth"]
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "imported_from.json", "model_best.pth"]
     note = json.loads((run / "imported_from.json").read_text())
     assert note["source_best_prec1"] == 50.0 and note["format"] == "MSDNet-PyTorch"

@@ -7,6 +7,7 @@ the programs (`args.py`, `train_*.py`, `eval_*.py`, `op_counter.py`, `scripts/`)
 read the command line. `utils/plots.py` is the one program inside `utils/`: the command
 `python -m utils.plots`, kept where users run it.
 """
+
 from __future__ import annotations
 
 import ast
@@ -64,22 +65,38 @@ def test_no_library_module_reads_the_command_line(name):
 
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_every_library_module_imports_only_its_layer_or_below(name):
-    upward = sorted(other for other in imports(MODULES[name])
-                    if other.split(".")[0] in ("args", "train_cifar100", "train_imagenet",
-                                               "eval_cifar100", "eval_imagenet", "op_counter",
-                                               "scripts")
-                    or (layer(other) is not None and layer(other) > layer(name)))
+    upward = sorted(
+        other
+        for other in imports(MODULES[name])
+        if other.split(".")[0]
+        in (
+            "args",
+            "train_cifar100",
+            "train_imagenet",
+            "eval_cifar100",
+            "eval_imagenet",
+            "op_counter",
+            "scripts",
+        )
+        or (layer(other) is not None and layer(other) > layer(name))
+    )
     assert upward == []
 
 
 def test_models_know_no_dataset():
-    assert not any("boostnet" in other for name in MODULES if name.startswith("models")
-                   for other in imports(MODULES[name]))
+    assert not any(
+        "boostnet" in other
+        for name in MODULES
+        if name.startswith("models")
+        for other in imports(MODULES[name])
+    )
 
 
 def test_no_import_cycle_among_module_level_imports():
-    graph = {name: {other for other in imports(path, top_level_only=True) if other in MODULES}
-             for name, path in MODULES.items()}
+    graph = {
+        name: {other for other in imports(path, top_level_only=True) if other in MODULES}
+        for name, path in MODULES.items()
+    }
     done: set[str] = set()
 
     def visit(name: str, path: tuple[str, ...]) -> None:

@@ -1,5 +1,6 @@
 """ECE and NLL equal plain references on hand-made inputs (calibrated, over-confident, one bin,
 bin edges) and on random ones, exit by exit; early exit's per-sample exit equals a loop."""
+
 from __future__ import annotations
 
 import math
@@ -60,7 +61,9 @@ def test_bins_are_right_closed():
 
 def random_probs(seed: int, exits: int = 3, samples: int = 200, classes: int = 7):
     generator = torch.Generator().manual_seed(seed)
-    logits = torch.randn(exits, samples, classes, generator=generator) * torch.linspace(0.5, 4, exits).view(-1, 1, 1)
+    logits = torch.randn(exits, samples, classes, generator=generator) * torch.linspace(0.5, 4, exits).view(
+        -1, 1, 1
+    )
     return logits.softmax(dim=2), torch.randint(classes, (samples,), generator=generator)
 
 
@@ -70,9 +73,11 @@ def test_per_exit_values_equal_plain_loops(seed):
     rows, labels = probs.double().tolist(), targets.tolist()
     tiny = torch.finfo(probs.dtype).tiny
     assert expected_calibration_error(probs, targets) == pytest.approx(
-        [reference_ece(exit_rows, labels) for exit_rows in rows], rel=1e-9, abs=1e-12)
+        [reference_ece(exit_rows, labels) for exit_rows in rows], rel=1e-9, abs=1e-12
+    )
     assert negative_log_likelihood(probs, targets) == pytest.approx(
-        [reference_nll(exit_rows, labels, tiny) for exit_rows in rows], rel=1e-12)
+        [reference_nll(exit_rows, labels, tiny) for exit_rows in rows], rel=1e-12
+    )
 
 
 def test_nll_by_hand_and_finite_for_a_zero_probability():
@@ -84,8 +89,10 @@ def test_nll_by_hand_and_finite_for_a_zero_probability():
     assert math.isfinite(negative_log_likelihood(probs, targets)[0])
 
 
-@pytest.mark.parametrize("thresholds", [[0.5, 0.6, -math.inf], [math.inf, math.inf, -math.inf],
-                                        [0.0, 0.9, -math.inf], [0.95, 0.3, -math.inf]])
+@pytest.mark.parametrize(
+    "thresholds",
+    [[0.5, 0.6, -math.inf], [math.inf, math.inf, -math.inf], [0.0, 0.9, -math.inf], [0.95, 0.3, -math.inf]],
+)
 def test_exit_indices_equal_a_loop_and_the_exit_counts(thresholds):
     probs, targets = random_probs(2)
     exits = exit_indices(probs, thresholds)

@@ -1,5 +1,7 @@
-"""utils.plots (the command) and boostnet.reporting.plots (the library): curves read from the evaluator's JSON, figures written, results.md holds the same
-numbers, and both say what they were measured on (dataset, test split, samples, checkpoint)."""
+"""utils.plots (the command) and boostnet.reporting.plots (the library): curves read from the
+evaluator's JSON, figures written, results.md holds the same numbers, and both say what they were
+measured on (dataset, test split, samples, checkpoint)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -12,8 +14,14 @@ import matplotlib.pyplot
 import pytest
 
 from boostnet.reporting import plots
-from boostnet.reporting.plots import (REFERENCES, anytime_curves, budgeted_curves, load_results,
-                                      run_labels, wilson_interval)
+from boostnet.reporting.plots import (
+    REFERENCES,
+    anytime_curves,
+    budgeted_curves,
+    load_results,
+    run_labels,
+    wilson_interval,
+)
 from utils.errors import run_cli
 from utils.json_files import write_json
 from utils.plots import main, plot_parser
@@ -21,31 +29,66 @@ from utils.plots import main, plot_parser
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def header(run_dir: Path, kind: str = "best", epoch: int | None = 7, dataset: str = "cifar100",
-           test_samples: int = 10_000) -> dict[str, Any]:
+def header(
+    run_dir: Path,
+    kind: str = "best",
+    epoch: int | None = 7,
+    dataset: str = "cifar100",
+    test_samples: int = 10_000,
+) -> dict[str, Any]:
     """The evaluator's header of a result file: the checkpoint (a digest per run, kind and epoch)
     and the test set it was measured on."""
     checkpoint = run_dir / f"model_{kind}.pth"
-    return {"run": run_dir.name, "checkpoint": str(checkpoint),
-            "checkpoint_sha256": hashlib.sha256(f"{checkpoint}:{epoch}".encode()).hexdigest(),
-            "checkpoint_kind": kind, "checkpoint_epoch": epoch, "checkpoint_reason": "test",
-            "arch": "msdnet_ge", "loss": "boost", "dataset": dataset, "test_samples": test_samples}
+    return {
+        "run": run_dir.name,
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": hashlib.sha256(f"{checkpoint}:{epoch}".encode()).hexdigest(),
+        "checkpoint_kind": kind,
+        "checkpoint_epoch": epoch,
+        "checkpoint_reason": "test",
+        "arch": "msdnet_ge",
+        "loss": "boost",
+        "dataset": dataset,
+        "test_samples": test_samples,
+    }
 
 
 def write_anytime(run_dir: Path, top1: list[float], **checkpoint: Any) -> None:
     """anytime.json in the evaluator's format; `checkpoint` as `header` takes it."""
-    exits = [{"exit": n + 1, "macs": 1_000_000 * (n + 1), "params": 1000 * (n + 1), "top1": acc,
-              "top5": acc + 10, "nll": 1.5 - n / 4, "ece": 0.05 + n / 100} for n, acc in enumerate(top1)]
+    exits = [
+        {
+            "exit": n + 1,
+            "macs": 1_000_000 * (n + 1),
+            "params": 1000 * (n + 1),
+            "top1": acc,
+            "top5": acc + 10,
+            "nll": 1.5 - n / 4,
+            "ece": 0.05 + n / 100,
+        }
+        for n, acc in enumerate(top1)
+    ]
     write_json(run_dir / "anytime.json", {**header(run_dir, **checkpoint), "exits": exits})
 
 
 def write_budgeted(run_dir: Path, **checkpoint: Any) -> None:
     """budgeted.json of 39 levels in the evaluator's format; `checkpoint` as `header` takes it."""
-    levels = [{"level": k, "q": k / 20, "expected_cost": 1_000_000 + 25_000 * k,
-               "val_accuracy": 50 + k / 2, "test_accuracy": 40 + k / 4, "thresholds": [0.5, -math.inf],
-               "exit_counts": [10, 5], "test_nll": 2 - k / 40, "test_ece": k / 1000} for k in range(1, 40)]
-    write_json(run_dir / "budgeted.json",
-               {**header(run_dir, **checkpoint), "val_samples": 500, "levels": levels})
+    levels = [
+        {
+            "level": k,
+            "q": k / 20,
+            "expected_cost": 1_000_000 + 25_000 * k,
+            "val_accuracy": 50 + k / 2,
+            "test_accuracy": 40 + k / 4,
+            "thresholds": [0.5, -math.inf],
+            "exit_counts": [10, 5],
+            "test_nll": 2 - k / 40,
+            "test_ece": k / 1000,
+        }
+        for k in range(1, 40)
+    ]
+    write_json(
+        run_dir / "budgeted.json", {**header(run_dir, **checkpoint), "val_samples": 500, "levels": levels}
+    )
 
 
 def write_run(run_dir: Path, top1: list[float], with_budgeted: bool = True, **checkpoint: Any) -> Path:
@@ -75,8 +118,10 @@ def drawn_figures(monkeypatch) -> list:
 
 @pytest.fixture
 def two_runs(tmp_path) -> list[Path]:
-    return [write_run(tmp_path / "boostnet", [61.25, 70.5]),
-            write_run(tmp_path / "msdnet_joint", [60.0, 68.75], with_budgeted=False)]
+    return [
+        write_run(tmp_path / "boostnet", [61.25, 70.5]),
+        write_run(tmp_path / "msdnet_joint", [60.0, 68.75], with_budgeted=False),
+    ]
 
 
 def test_curves_carry_the_saved_numbers(two_runs):
@@ -85,7 +130,8 @@ def test_curves_carry_the_saved_numbers(two_runs):
     budgeted = budgeted_curves(runs)
     assert [(c.label, c.macs, c.accuracy) for c in anytime] == [
         ("boostnet", [1_000_000, 2_000_000], [61.25, 70.5]),
-        ("msdnet_joint", [1_000_000, 2_000_000], [60.0, 68.75])]
+        ("msdnet_joint", [1_000_000, 2_000_000], [60.0, 68.75]),
+    ]
     assert [c.label for c in budgeted] == ["boostnet"]
     assert budgeted[0].macs[0] == 1_025_000 and budgeted[0].accuracy[-1] == 40 + 39 / 4
 
@@ -127,10 +173,13 @@ def test_runs_sharing_a_name_are_labelled_by_path(tmp_path):
     assert run_labels(paths) == [str(paths[0]), str(paths[1]), "other"]
 
 
-@pytest.mark.parametrize("make, expected", [
-    (lambda root: root / "missing", "does not exist"),
-    (lambda root: (root / "empty").mkdir() or root / "empty", "has no anytime.json or budgeted.json"),
-])
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda root: root / "missing", "does not exist"),
+        (lambda root: (root / "empty").mkdir() or root / "empty", "has no anytime.json or budgeted.json"),
+    ],
+)
 def test_bad_run_directory_is_one_line(tmp_path, capsys, make, expected):
     run_dir = make(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
@@ -158,8 +207,15 @@ def test_results_of_two_checkpoints_of_one_run_are_refused(tmp_path, capsys):
     anytime_digest = header(run, kind="latest", epoch=12)["checkpoint_sha256"][:16]
     budgeted_digest = header(run, kind="best", epoch=8)["checkpoint_sha256"][:16]
     assert anytime_digest != budgeted_digest
-    for part in (str(run / "anytime.json"), "latest, epoch 12", anytime_digest,
-                 str(run / "budgeted.json"), "best, epoch 8", budgeted_digest, "different checkpoints"):
+    for part in (
+        str(run / "anytime.json"),
+        "latest, epoch 12",
+        anytime_digest,
+        str(run / "budgeted.json"),
+        "best, epoch 8",
+        budgeted_digest,
+        "different checkpoints",
+    ):
         assert part in message
     assert not (tmp_path / "plots").exists()
 
@@ -180,9 +236,17 @@ def test_a_result_file_without_the_checkpoint_header_is_refused(tmp_path, capsys
 
 
 def test_figures_and_results_name_dataset_split_samples_checkpoint_and_epoch(tmp_path, monkeypatch):
-    runs = [write_run(tmp_path / "boostnet", [61.25, 70.5], dataset="fashion_mnist", test_samples=1000),
-            write_run(tmp_path / "joint", [60.0, 68.75], kind="latest", epoch=None, dataset="fashion_mnist",
-                      test_samples=1000)]
+    runs = [
+        write_run(tmp_path / "boostnet", [61.25, 70.5], dataset="fashion_mnist", test_samples=1000),
+        write_run(
+            tmp_path / "joint",
+            [60.0, 68.75],
+            kind="latest",
+            epoch=None,
+            dataset="fashion_mnist",
+            test_samples=1000,
+        ),
+    ]
     figures = drawn_figures(monkeypatch)
     main([*map(str, runs), "--out", str(tmp_path / "plots")])
 
@@ -192,7 +256,9 @@ def test_figures_and_results_name_dataset_split_samples_checkpoint_and_epoch(tmp
         assert axes.get_title() == f"{kind}\nfashion_mnist, test split, 1,000 samples"
         legend = axes.get_legend()
         assert [text.get_text() for text in legend.get_texts()] == [
-            "boostnet (best, epoch 7)", "joint (latest, epoch unknown)"]
+            "boostnet (best, epoch 7)",
+            "joint (latest, epoch unknown)",
+        ]
         assert "one seed per run" in legend.get_title().get_text()
     markdown = (tmp_path / "plots" / "results.md").read_text()
     assert "Dataset fashion_mnist, test split, 1,000 samples. Each run is one seed" in markdown
@@ -206,30 +272,47 @@ def test_results_md_carries_nll_ece_and_the_wilson_interval(two_runs, tmp_path):
     markdown = (tmp_path / "plots" / "results.md").read_text()
     low, high = wilson_interval(70.5, 10_000)
     assert "| top-1 % | top-5 % | top-1 95% CI | NLL (nats) | ECE |" in markdown
-    assert (f"| boostnet | 2 | 2.00 | 2,000 | 70.50 | 80.50 | {low:.2f}–{high:.2f} | 1.2500 | 0.0600 |"
-            in markdown)
+    assert (
+        f"| boostnet | 2 | 2.00 | 2,000 | 70.50 | 80.50 | {low:.2f}–{high:.2f} | 1.2500 | 0.0600 |"
+        in markdown
+    )
     low, high = wilson_interval(49.75, 10_000)
     assert f"| boostnet | 39 | 1.98 | 69.50 | 49.75 | {low:.2f}–{high:.2f} | 1.0250 | 0.0390 |" in markdown
 
 
 def test_labels_and_title_replace_the_names_and_the_heading(two_runs, tmp_path, monkeypatch):
     figures = drawn_figures(monkeypatch)
-    main([*map(str, two_runs), "--out", str(tmp_path / "plots"), "--labels", "BoostNet r=0.5", "MSDNet",
-          "--title", "Seed 0 study"])
+    main(
+        [
+            *map(str, two_runs),
+            "--out",
+            str(tmp_path / "plots"),
+            "--labels",
+            "BoostNet r=0.5",
+            "MSDNet",
+            "--title",
+            "Seed 0 study",
+        ]
+    )
     axes = figures[0].axes[0]
     assert axes.get_title() == "Seed 0 study: anytime prediction\ncifar100, test split, 10,000 samples"
     assert [text.get_text() for text in axes.get_legend().get_texts()] == [
-        "BoostNet r=0.5 (best, epoch 7)", "MSDNet (best, epoch 7)"]
+        "BoostNet r=0.5 (best, epoch 7)",
+        "MSDNet (best, epoch 7)",
+    ]
     markdown = (tmp_path / "plots" / "results.md").read_text()
     assert markdown.startswith("# Seed 0 study\n")
     assert "| BoostNet r=0.5 | 2 | 2.00 |" in markdown and "| MSDNet | 1 | 1.00 |" in markdown
     assert "| boostnet |" not in markdown and "| msdnet_joint |" not in markdown
 
 
-@pytest.mark.parametrize("labels, expected", [
-    (["only_one"], "--labels: 1 label(s) for 2 run(s)"),
-    (["same", "same"], "--labels: 'same' given twice"),
-])
+@pytest.mark.parametrize(
+    "labels, expected",
+    [
+        (["only_one"], "--labels: 1 label(s) for 2 run(s)"),
+        (["same", "same"], "--labels: 'same' given twice"),
+    ],
+)
 def test_bad_labels_are_one_line(two_runs, tmp_path, capsys, labels, expected):
     message = refusal([*map(str, two_runs), "--out", str(tmp_path / "plots"), "--labels", *labels], capsys)
     assert message.startswith(f"error: {expected}")
@@ -270,7 +353,9 @@ def test_each_point_of_a_run_has_its_wilson_bar_and_published_curves_none(two_ru
     assert len(bars) == 2  # the two runs, not the two published curves
     segments = bars[0].lines[2][0].get_segments()
     assert [tuple(segment[:, 1]) for segment in segments] == [
-        pytest.approx(wilson_interval(61.25, 10_000)), pytest.approx(wilson_interval(70.5, 10_000))]
+        pytest.approx(wilson_interval(61.25, 10_000)),
+        pytest.approx(wilson_interval(70.5, 10_000)),
+    ]
 
 
 def test_reference_is_refused_for_a_run_not_on_cifar100(tmp_path, capsys):

@@ -1,5 +1,6 @@
 """Run-directory safety: one owner (lock), restartable after failed first saves, one-line I/O
 errors, stop signals with recovery checkpoints, provenance and per-epoch records."""
+
 from __future__ import annotations
 
 import csv
@@ -15,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import boostnet.training.engine
 import boostnet.runs.recovery
+import boostnet.training.engine
 from tests.conftest import ROOT, TINY_MSDNET
 from tests.test_training import SHORT, assert_one_line_error, load, train
 from utils.errors import EXIT_PREEMPTED
@@ -43,44 +44,53 @@ def assert_same_weights(expected_run: Path, run: Path) -> None:
     for part in ("model", "objective"):
         for key, value in expected[part].items():
             assert torch.equal(value, found[part][key]), f"{part} {key}"
-    for state, found_state in zip(expected["optimizer"]["state"].values(),
-                                  found["optimizer"]["state"].values()):
+    for state, found_state in zip(
+        expected["optimizer"]["state"].values(), found["optimizer"]["state"].values()
+    ):
         assert torch.equal(state["momentum_buffer"], found_state["momentum_buffer"])
 
 
 def metric_rows(run: Path) -> list[dict]:
     """summary.csv without its timing columns (those differ between runs)."""
     with open(run / "summary.csv", newline="") as file:
-        return [{key: value for key, value in row.items()
-                 if key in ("epoch", "lr") or METRIC_COLUMNS.fullmatch(key)}
-                for row in csv.DictReader(file)]
+        return [
+            {
+                key: value
+                for key, value in row.items()
+                if key in ("epoch", "lr") or METRIC_COLUMNS.fullmatch(key)
+            }
+            for row in csv.DictReader(file)
+        ]
 
 
 def signal_at_step(monkeypatch, number: int, step: int) -> None:
     """Send this process signal `number` right after its `step`-th training step (counted over
     the whole run), through the real handler."""
     poll = boostnet.runs.recovery.RecoveryTrigger.poll
-    steps = iter(range(1, 10 ** 6))
+    steps = iter(range(1, 10**6))
 
     def poll_and_signal(self, at_sync_point: bool):
         if next(steps) == step:
             os.kill(os.getpid(), number)
         return poll(self, at_sync_point)
+
     monkeypatch.setattr(boostnet.runs.recovery.RecoveryTrigger, "poll", poll_and_signal)
 
 
 def hold_lock(run: Path) -> subprocess.Popen:
     """Another process holding RUN/.lock (as a training does) until it is killed."""
-    code = ("import sys; from boostnet.runs.lock import RunLock\n"
-            f"with RunLock({str(run)!r}):\n    print('locked', flush=True); sys.stdin.read()")
-    holder = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+    code = (
+        "import sys; from boostnet.runs.lock import RunLock\n"
+        f"with RunLock({str(run)!r}):\n    print('locked', flush=True); sys.stdin.read()"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert holder.stdout.readline().strip() == "locked"
     return holder
 
 
-def test_a_second_training_on_a_directory_is_refused_and_a_dead_holder_is_taken_over(
-        tmp_path, capsys):
+def test_a_second_training_on_a_directory_is_refused_and_a_dead_holder_is_taken_over(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     holder = hold_lock(run)
@@ -96,8 +106,7 @@ def test_a_second_training_on_a_directory_is_refused_and_a_dead_holder_is_taken_
     assert f"pid {os.getpid()}" in (run / ".lock").read_text()
 
 
-def test_a_failed_first_save_leaves_a_directory_the_same_command_restarts(
-        tmp_path, capsys, monkeypatch):
+def test_a_failed_first_save_leaves_a_directory_the_same_command_restarts(tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     command = [*FLAGS, "--epochs", "1", "--result_dir", str(run)]
     with monkeypatch.context() as patch:
@@ -124,8 +133,7 @@ def test_disk_full_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, capsy
     kept = {name: (run / name).read_bytes() for name in ("model_latest.pth", "model_best.pth")}
     monkeypatch.setattr(torch, "save", lambda *args, **kwargs: (_ for _ in ()).throw(NO_SPACE))
     assert train(*FLAGS, "--epochs", "2", "--result_dir", str(run), "--resume") == 2
-    assert_one_line_error(capsys, f"cannot write {run / 'model_latest.pth'}",
-                          "No space left on device")
+    assert_one_line_error(capsys, f"cannot write {run / 'model_latest.pth'}", "No space left on device")
     assert {name: (run / name).read_bytes() for name in kept} == kept
     assert not temporary_files(run)
 
@@ -141,8 +149,9 @@ def test_a_result_dir_that_cannot_be_a_directory_is_one_line(where, cause, tmp_p
 def test_orphaned_temporary_files_of_dead_writers_are_removed(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                              capture_output=True, text=True)
+    finished = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     orphan = run / f".model_best.pth.{finished.stdout.strip()}.tmp"
     in_progress = run / f".anytime.csv.{os.getpid()}.tmp"  # a live writer's: not ours to delete
     orphan.write_bytes(b"half a copy")
@@ -153,7 +162,8 @@ def test_orphaned_temporary_files_of_dead_writers_are_removed(tmp_path):
 
 @pytest.mark.parametrize("data", ["--no-gpu-data", "--gpu-data"])
 def test_sigterm_mid_epoch_saves_a_recovery_checkpoint_and_resumes_bit_exactly(
-        data, tmp_path, capsys, monkeypatch):
+    data, tmp_path, capsys, monkeypatch
+):
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     command = [*FLAGS, data, "--epochs", "3"]
     assert train(*command, "--result_dir", str(straight)) == 0
@@ -178,14 +188,14 @@ def test_mid_epoch_resume_with_another_batch_size_is_refused(tmp_path, capsys, m
         signal_at_step(patch, signal.SIGUSR1, 2)
         assert train(*FLAGS, "--epochs", "2", "--result_dir", str(run)) == EXIT_PREEMPTED
     before = (run / "model_recovery.pth").read_bytes()
-    assert train(*FLAGS, "--epochs", "2", "--batch-size", "8", "--result_dir", str(run),
-                 "--resume", "auto") == 2
+    assert (
+        train(*FLAGS, "--epochs", "2", "--batch-size", "8", "--result_dir", str(run), "--resume", "auto") == 2
+    )
     assert_one_line_error(capsys, "--resume", "model_recovery.pth", "batch_size=16")
     assert (run / "model_recovery.pth").read_bytes() == before
 
 
-def test_a_signal_during_validation_stops_after_the_epoch_checkpoint(
-        tmp_path, capsys, monkeypatch):
+def test_a_signal_during_validation_stops_after_the_epoch_checkpoint(tmp_path, capsys, monkeypatch):
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     assert train(*FLAGS, "--epochs", "2", "--result_dir", str(straight)) == 0
     evaluate = boostnet.training.engine.Trainer.evaluate
@@ -193,6 +203,7 @@ def test_a_signal_during_validation_stops_after_the_epoch_checkpoint(
     def evaluate_after_a_signal(self, loader):
         os.kill(os.getpid(), signal.SIGTERM)
         return evaluate(self, loader)
+
     with monkeypatch.context() as patch:
         patch.setattr(boostnet.training.engine.Trainer, "evaluate", evaluate_after_a_signal)
         assert train(*FLAGS, "--epochs", "2", "--result_dir", str(stopped)) == EXIT_PREEMPTED
@@ -205,10 +216,18 @@ def test_a_signal_during_validation_stops_after_the_epoch_checkpoint(
 
 def test_sigusr1_stops_a_real_process_with_the_preempted_status(tmp_path):
     run = tmp_path / "run"
-    command = [sys.executable, str(ROOT / "train_cifar100.py"), *FLAGS, "--epochs", "1000",
-               "--result_dir", str(run)]
-    process = subprocess.Popen(command, cwd=ROOT, env=SUBPROCESS_ENV, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    command = [
+        sys.executable,
+        str(ROOT / "train_cifar100.py"),
+        *FLAGS,
+        "--epochs",
+        "1000",
+        "--result_dir",
+        str(run),
+    ]
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=SUBPROCESS_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     assert process.stdout.readline().startswith("training:")
     process.send_signal(signal.SIGUSR1)
     _, err = process.communicate(timeout=300)
@@ -232,8 +251,7 @@ def test_first_ctrl_c_asks_to_stop_and_the_second_interrupts_at_once():
 
 @pytest.mark.parametrize("interval", ["0", "-5", "2.5", "m", "30s", "infm"])
 def test_bad_checkpoint_interval_is_one_line(interval, tmp_path, capsys):
-    assert train(*FLAGS, "--checkpoint-interval", interval, "--result_dir",
-                 str(tmp_path / "run")) == 2
+    assert train(*FLAGS, "--checkpoint-interval", interval, "--result_dir", str(tmp_path / "run")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--checkpoint-interval" in err[0]
     assert not (tmp_path / "run").exists()
@@ -251,13 +269,11 @@ def test_resume_auto_starts_afresh_in_an_empty_directory(tmp_path):
     assert load(run / "model_latest.pth")["epoch"] == 1
 
 
-def test_records_carry_provenance_timestamps_eta_and_one_summary_row_per_epoch(
-        tmp_path, capsys, monkeypatch):
+def test_records_carry_provenance_timestamps_eta_and_one_summary_row_per_epoch(tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     monkeypatch.setattr(sys, "argv", ["train_cifar100.py", "--as-typed"])
     assert train(*FLAGS, "--epochs", "1", "--deterministic", "--result_dir", str(run)) == 0
-    assert train(*FLAGS, "--epochs", "2", "--deterministic", "--result_dir", str(run),
-                 "--resume") == 0
+    assert train(*FLAGS, "--epochs", "2", "--deterministic", "--result_dir", str(run), "--resume") == 0
     assert not torch.are_deterministic_algorithms_enabled()  # restored after the run
     config = json.loads((run / "config.json").read_text())
     assert config["deterministic"] is True and len(config["provenance"]) == 2
@@ -285,7 +301,7 @@ def test_deterministic_mode_is_on_while_training(tmp_path, monkeypatch):
     def fit_noting_the_mode(self):
         seen.append(torch.are_deterministic_algorithms_enabled())
         return fit(self)
+
     monkeypatch.setattr(boostnet.training.engine.Trainer, "fit", fit_noting_the_mode)
-    assert train(*FLAGS, "--epochs", "1", "--deterministic", "--result_dir",
-                 str(tmp_path / "run")) == 0
+    assert train(*FLAGS, "--epochs", "1", "--deterministic", "--result_dir", str(tmp_path / "run")) == 0
     assert seen == [True]

@@ -1,5 +1,6 @@
 """scripts/slurm_requeue.sh with stand-ins for the training and for scontrol: a stop signal is
 passed on to the training, and the job is requeued exactly when the training was preempted."""
+
 from __future__ import annotations
 
 import os
@@ -36,10 +37,20 @@ def run_job(tmp_path: Path, stop_status: int, job_signal: signal.Signals) -> tup
     bin_dir.mkdir()
     calls = tmp_path / "scontrol_calls"
     executable(bin_dir / "scontrol", f'#!/bin/sh\necho "$@" >> {calls}\n')
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242",
-           "SLURM_SUBMIT_DIR": str(ROOT), "TRAIN": f"{sys.executable} {training}"}
-    job = subprocess.Popen(["bash", str(SCRIPT), "--epochs", "3"], env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_SUBMIT_DIR": str(ROOT),
+        "TRAIN": f"{sys.executable} {training}",
+    }
+    job = subprocess.Popen(
+        ["bash", str(SCRIPT), "--epochs", "3"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     arguments = job.stdout.readline().strip()
     job.send_signal(job_signal)
     job.communicate(timeout=60)

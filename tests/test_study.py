@@ -1,5 +1,6 @@
 """Studies over seeds: the statistics against hand computations, the files, and scripts/study.py
 end to end on digits (a second invocation reuses the finished runs)."""
+
 from __future__ import annotations
 
 import csv
@@ -10,12 +11,19 @@ import sys
 
 import pytest
 
+from boostnet.reporting.study_report import csv_rows, study_markdown, write_study
+from boostnet.reporting.study_stats import (
+    RunResult,
+    aggregate,
+    common_grid,
+    curve_area,
+    interpolate,
+    summarize,
+    t_quantile_975,
+)
 from tests.conftest import ROOT, TINY_MSDNET
 from utils.errors import run_cli
 from utils.json_files import read_json
-from boostnet.reporting.study_stats import (RunResult, aggregate, common_grid, curve_area, interpolate, summarize,
-                         t_quantile_975)
-from boostnet.reporting.study_report import csv_rows, study_markdown, write_study
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -55,8 +63,10 @@ def test_area_is_the_exact_mean_of_the_piecewise_linear_curve():
 
 
 def test_grid_spans_the_costs_every_run_covers_and_interpolates_linearly():
-    runs = [RunResult("a", 0, [], [], [1, 3, 5], [10, 30, 50]),
-            RunResult("a", 1, [], [], [2, 4, 6], [0, 40, 40])]
+    runs = [
+        RunResult("a", 0, [], [], [1, 3, 5], [10, 30, 50]),
+        RunResult("a", 1, [], [], [2, 4, 6], [0, 40, 40]),
+    ]
     grid = common_grid(runs, points=4)
     assert grid == [2.0, 3.0, 4.0, 5.0]
     assert interpolate([1, 3, 5], [10, 30, 50], grid) == pytest.approx([20, 30, 40, 50])
@@ -69,11 +79,17 @@ def test_grid_spans_the_costs_every_run_covers_and_interpolates_linearly():
 
 def synthetic_runs() -> list[RunResult]:
     """boost seeds 0-2 and joint seeds 0-1 (seed 2 missing), two exits, linear budgeted curves."""
+
     def run(variant, seed, top1, accuracy_at_2):
         return RunResult(variant, seed, [1e6, 2e6], top1, [1e6, 3e6], [top1[0], accuracy_at_2])
-    return [run("boost", 0, [60.0, 70.0], 80.0), run("boost", 1, [62.0, 71.0], 82.0),
-            run("boost", 2, [64.0, 75.0], 84.0),
-            run("joint", 0, [59.0, 68.0], 70.0), run("joint", 1, [60.0, 70.0], 72.0)]
+
+    return [
+        run("boost", 0, [60.0, 70.0], 80.0),
+        run("boost", 1, [62.0, 71.0], 82.0),
+        run("boost", 2, [64.0, 75.0], 84.0),
+        run("joint", 0, [59.0, 68.0], 70.0),
+        run("joint", 1, [60.0, 70.0], 72.0),
+    ]
 
 
 def test_aggregate_matches_a_hand_computation():
@@ -94,8 +110,9 @@ def test_aggregate_matches_a_hand_computation():
     assert study["budget_grid"] == [1e6, 2e6, 3e6]
     assert study["budgeted"]["boost"][1]["mean"] == pytest.approx((70 + 72 + 74) / 3)
     runs = {(r["variant"], r["seed"]): r["auc"] for r in study["runs"]}
-    assert runs == pytest.approx({("boost", 0): 70, ("boost", 1): 72, ("boost", 2): 74,
-                                  ("joint", 0): 64.5, ("joint", 1): 66})
+    assert runs == pytest.approx(
+        {("boost", 0): 70, ("boost", 1): 72, ("boost", 2): 74, ("joint", 0): 64.5, ("joint", 1): 66}
+    )
     assert study["auc"]["boost"]["mean"] == pytest.approx(72.0)
     assert study["auc"]["joint"]["ci95"] == pytest.approx(12.706205 * math.sqrt(1.125) / math.sqrt(2))
     assert paired["auc"]["mean"] == pytest.approx(5.75)  # (70 - 64.5 + 72 - 66) / 2
@@ -113,7 +130,11 @@ def test_one_seed_is_well_defined_and_the_files_hold_the_numbers(tmp_path):
     rows = list(csv.DictReader(paths[1].open()))
     assert rows == [{key: str(value) for key, value in row.items()} for row in csv_rows(study)]
     difference = next(r for r in rows if r["kind"] == "paired_top1_difference" and r["exit"] == "2")
-    assert (difference["variant"], float(difference["mean"]), difference["ci95"]) == ("boost-joint", 2.0, "n/a")
+    assert (difference["variant"], float(difference["mean"]), difference["ci95"]) == (
+        "boost-joint",
+        2.0,
+        "n/a",
+    )
     markdown = paths[2].read_text()
     assert markdown == study_markdown(study, config)
     assert "| 2 | 2.00 | 70.00 ± n/a | 68.00 ± n/a |" in markdown
@@ -132,8 +153,19 @@ def study_script():
     del sys.modules[spec.name]
 
 
-TINY_RUN = [*TINY_MSDNET, "--epochs", "1", "--lr_milestones", "1", "--max-steps-per-epoch", "2", "--device", "cpu",
-            "--eval-batch-size", "128"]
+TINY_RUN = [
+    *TINY_MSDNET,
+    "--epochs",
+    "1",
+    "--lr_milestones",
+    "1",
+    "--max-steps-per-epoch",
+    "2",
+    "--device",
+    "cpu",
+    "--eval-batch-size",
+    "128",
+]
 
 
 def test_reserved_flags_are_refused_before_any_work(study_script, tmp_path, capsys):
@@ -141,16 +173,33 @@ def test_reserved_flags_are_refused_before_any_work(study_script, tmp_path, caps
     with pytest.raises(SystemExit) as stop:
         run_cli(study.main, ["--out", str(tmp_path / "s"), "--", "--seed", "3"])
     assert stop.value.code == 2
-    assert capsys.readouterr().err.strip().endswith("--seed is set by the study for every run; "
-                                                    "use --seeds / --dataset / --out")
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith("--seed is set by the study for every run; use --seeds / --dataset / --out")
+    )
     assert not (tmp_path / "s").exists()
 
 
 def test_study_end_to_end_then_reused_refused_and_resumed(study_script, tmp_path, capsys):
     study = study_script
     out = tmp_path / "study"
-    argv = ["--out", str(out), "--seeds", "0", "1", "--variants", "boost", "joint", "--jobs", "2",
-            "--dataset", "digits", "--", *TINY_RUN]
+    argv = [
+        "--out",
+        str(out),
+        "--seeds",
+        "0",
+        "1",
+        "--variants",
+        "boost",
+        "joint",
+        "--jobs",
+        "2",
+        "--dataset",
+        "digits",
+        "--",
+        *TINY_RUN,
+    ]
     study.main(argv)
     first = capsys.readouterr().out
     assert first.count("trained in") == 4 and "reused" not in first

@@ -1,4 +1,5 @@
 """Training end to end on the offline digits set: run files, learning, resume, torchrun, errors."""
+
 from __future__ import annotations
 
 import json
@@ -12,17 +13,16 @@ import torch
 
 import models.boosting
 from args import parse_args
+from boostnet.data.loaders import build_splits
 from tests.conftest import ROOT, TINY_MSDNET, TINY_RANET
 from tests.run_fixtures import network_of
 from train_cifar100 import main
-from boostnet.data.loaders import build_splits
 from utils.errors import run_cli
 
 DIGITS = ["--dataset", "digits", "--workers", "0", "--device", "cpu", "--log-interval", "4"]
 SHORT = DIGITS + ["--max-steps-per-epoch", "5", "--batch-size", "16"]
 RUN_FILES = ("config.json", "log.txt", "model_latest.pth", "model_best.pth", "split.json")
-CHECKPOINT_KEYS = {"model", "optimizer", "scheduler", "objective", "epoch", "rng", "config",
-                   "best_metric"}
+CHECKPOINT_KEYS = {"model", "optimizer", "scheduler", "objective", "epoch", "rng", "config", "best_metric"}
 DIGIT_CLASSES = 10
 
 
@@ -80,8 +80,18 @@ def test_two_epochs_write_every_run_file(arch_flags, tmp_path):
 @pytest.mark.parametrize("loss", ["boost", "joint"])
 def test_a_few_epochs_learn_far_above_chance(loss, tmp_path):
     run = tmp_path / loss
-    flags = [*TINY_MSDNET, *DIGITS, "--loss", loss, "--epochs", "2", "--lr_milestones", "1",
-             "--batch-size", "32"]
+    flags = [
+        *TINY_MSDNET,
+        *DIGITS,
+        "--loss",
+        loss,
+        "--epochs",
+        "2",
+        "--lr_milestones",
+        "1",
+        "--batch-size",
+        "32",
+    ]
     assert train(*flags, "--result_dir", str(run)) == 0
     assert last_exit_test_accuracy(run, flags) > 5 * 100 / DIGIT_CLASSES
 
@@ -99,8 +109,9 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path):
     for part in ("model", "objective"):
         for key, value in expected[part].items():
             assert torch.equal(value, resumed[part][key]), f"{part} {key}"
-    for state, resumed_state in zip(expected["optimizer"]["state"].values(),
-                                    resumed["optimizer"]["state"].values()):
+    for state, resumed_state in zip(
+        expected["optimizer"]["state"].values(), resumed["optimizer"]["state"].values()
+    ):
         assert torch.equal(state["momentum_buffer"], resumed_state["momentum_buffer"])
 
 
@@ -119,9 +130,23 @@ def test_device_resident_data_trains_and_resumes_exactly(tmp_path):
 def test_torchrun_two_ranks_end_with_identical_weights(tmp_path):
     run, rank_dir = tmp_path / "run", tmp_path / "ranks"
     rank_dir.mkdir()
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-               "2", str(ROOT / "tests" / "distributed_worker.py"), str(rank_dir), *TINY_MSDNET,
-               *SHORT, "--use-valid", "--epochs", "1", "--result_dir", str(run)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(ROOT / "tests" / "distributed_worker.py"),
+        str(rank_dir),
+        *TINY_MSDNET,
+        *SHORT,
+        "--use-valid",
+        "--epochs",
+        "1",
+        "--result_dir",
+        str(run),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -159,8 +184,10 @@ def test_resume_from_corrupt_checkpoint_is_one_line_error(tmp_path, capsys):
 def test_resume_with_other_model_flags_is_refused(tmp_path, capsys):
     run = tmp_path / "run"
     assert train(*TINY_MSDNET, *SHORT, "--epochs", "1", "--result_dir", str(run)) == 0
-    assert train(*TINY_MSDNET, *SHORT, "--epochs", "2", "--nChannels", "8", "--result_dir",
-                 str(run), "--resume") == 2
+    assert (
+        train(*TINY_MSDNET, *SHORT, "--epochs", "2", "--nChannels", "8", "--result_dir", str(run), "--resume")
+        == 2
+    )
     assert_one_line_error(capsys, "--resume", "nChannels")
 
 
@@ -176,8 +203,11 @@ def test_non_finite_loss_keeps_the_last_good_checkpoint(tmp_path, capsys, monkey
     assert train(*TINY_MSDNET, *SHORT, "--epochs", "1", "--result_dir", str(run)) == 0
     good = (run / "model_latest.pth").read_bytes()
     cross_entropy = models.boosting.F.cross_entropy
-    monkeypatch.setattr(models.boosting.F, "cross_entropy",
-                        lambda *args, **kwargs: cross_entropy(*args, **kwargs) * float("nan"))
+    monkeypatch.setattr(
+        models.boosting.F,
+        "cross_entropy",
+        lambda *args, **kwargs: cross_entropy(*args, **kwargs) * float("nan"),
+    )
     assert train(*TINY_MSDNET, *SHORT, "--epochs", "2", "--result_dir", str(run), "--resume") == 2
     assert_one_line_error(capsys, "non-finite loss at epoch 2, step 1", "model_latest.pth")
     assert (run / "model_latest.pth").read_bytes() == good
@@ -185,15 +215,30 @@ def test_non_finite_loss_keeps_the_last_good_checkpoint(tmp_path, capsys, monkey
 
 def test_missing_data_path_exits_2_without_traceback(tmp_path):
     missing = tmp_path / "no_imagenet"
-    command = [sys.executable, str(ROOT / "train_imagenet.py"), "--data-root", str(missing),
-               "--device", "cpu", "--result_dir", str(tmp_path / "run")]
-    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    command = [
+        sys.executable,
+        str(ROOT / "train_imagenet.py"),
+        "--data-root",
+        str(missing),
+        "--device",
+        "cpu",
+        "--result_dir",
+        str(tmp_path / "run"),
+    ]
+    done = subprocess.run(
+        command,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines() == [
         f"error: --data-root: no ImageNet folder at {missing / 'train'} "
-        f"(expected train/ and val/ with one sub-folder per class)"]
+        f"(expected train/ and val/ with one sub-folder per class)"
+    ]
 
 
 def test_resume_with_only_the_run_directory_continues_with_the_saved_flags(tmp_path):
@@ -204,8 +249,9 @@ def test_resume_with_only_the_run_directory_continues_with_the_saved_flags(tmp_p
     resumed = json.loads((run / "config.json").read_text())
     assert resumed["epochs"] == 2 and resumed["lr_f"] == 0.05 and resumed["dataset"] == "digits"
     ignored = ("epochs", "provenance", "resume")  # the new length, this start, how it started
-    assert {k: v for k, v in resumed.items() if k not in ignored} == \
-        {k: v for k, v in config.items() if k not in ignored}
+    assert {k: v for k, v in resumed.items() if k not in ignored} == {
+        k: v for k, v in config.items() if k not in ignored
+    }
     assert load(run / "model_latest.pth")["epoch"] == 2
     assert train("--result_dir", str(run), "--resume") == 0  # finished: nothing more to train
     assert load(run / "model_latest.pth")["epoch"] == 2

@@ -1,5 +1,6 @@
 """Folders a step creates are deleted again when the step fails, so a failed start (a download
 that found no internet, a training refused before its first epoch) leaves nothing behind."""
+
 from __future__ import annotations
 
 import shutil
@@ -21,14 +22,18 @@ def spare_nothing(path: Path) -> bool:
 
 
 @contextmanager
-def removed_on_failure(created: Optional[Path],
-                       spare: Callable[[Path], bool] = spare_nothing) -> Iterator[None]:
+def removed_on_failure(
+    created: Optional[Path], spare: Callable[[Path], bool] = spare_nothing
+) -> Iterator[None]:
     """Run the block; if it raises, delete the folder `created` (from :func:`outermost_missing`,
     taken before the block made it) with all it holds, unless it holds a file `spare` keeps."""
     try:
         yield
     except BaseException:
-        if created is not None and created.is_dir() and not any(
-                spare(path) for path in created.rglob("*") if path.is_file()):
+        if (
+            created is not None
+            and created.is_dir()
+            and not any(spare(path) for path in created.rglob("*") if path.is_file())
+        ):
             shutil.rmtree(created, ignore_errors=True)
         raise

@@ -1,5 +1,6 @@
 """The argument parser every program uses: errors are one line, near misses get a "did you
 mean", defaults show in --help. A generic tool (args.py declares the project's flags with it)."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,11 @@ class OneLineParser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
         super().__init__(*args, allow_abbrev=False, **kwargs)
 
-    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
-                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+    def parse_args(
+        self,
+        args: Sequence[str] | None = None,  # type: ignore[override]
+        namespace: argparse.Namespace | None = None,
+    ) -> argparse.Namespace:
         """argparse's parse_args, with the unknown arguments reported by :meth:`unrecognized`."""
         parsed, unknown = self.parse_known_args(args, namespace)
         if unknown:
@@ -40,8 +44,11 @@ class OneLineParser(argparse.ArgumentParser):
         if len(guesses) == 1:
             return f"{message}; did you mean {next(iter(guesses.values()))}?"
         if guesses:
-            return f"{message}; did you mean " + ", ".join(
-                f"{right} for {wrong}" for wrong, right in guesses.items()) + "?"
+            return (
+                f"{message}; did you mean "
+                + ", ".join(f"{right} for {wrong}" for wrong, right in guesses.items())
+                + "?"
+            )
         return f"{message} ({self.prog} --help lists the flags)"
 
     def error(self, message: str) -> NoReturn:

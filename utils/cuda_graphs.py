@@ -6,6 +6,7 @@ copies its tensors into that graph's input buffers (unless they already are them
 and returns fresh copies of the outputs or the static outputs themselves. The training step,
 the evaluation forward and the early-exit stages all replay through it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,15 +22,15 @@ WARMUP_CALLS = 3
 KeyFn = Callable[..., Optional[Hashable]]
 
 
-def require_cuda(device: torch.device, what: str, instead: str,
-                 error: type[Exception] = RuntimeError) -> None:
+def require_cuda(
+    device: torch.device, what: str, instead: str, error: type[Exception] = RuntimeError
+) -> None:
     """CUDA graphs need a CUDA device: refuse `what` anywhere else, saying what to use `instead`."""
     if device.type != "cuda":
         raise error(f"{what} needs a CUDA device, this run uses {device}; {instead}")
 
 
-def capture(run: Callable[[], object], warmup: int = WARMUP_CALLS
-            ) -> tuple[torch.cuda.CUDAGraph, object]:
+def capture(run: Callable[[], object], warmup: int = WARMUP_CALLS) -> tuple[torch.cuda.CUDAGraph, object]:
     """Run `run` `warmup` times on a side stream, then capture one call as a CUDA graph.
 
     Thread-local capture, so a DataLoader's pin-memory thread may keep working meanwhile.
@@ -81,10 +82,17 @@ class ShapeGraphs:
     context entered around warm-up and capture (e.g. to undo what warm-up calls changed).
     """
 
-    def __init__(self, fn: Callable, eager: Callable, key: KeyFn = signature, *,
-                 max_graphs: Optional[int] = None, copy_outputs: bool = True,
-                 device: Optional[torch.device] = None,
-                 around_capture: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext):
+    def __init__(
+        self,
+        fn: Callable,
+        eager: Callable,
+        key: KeyFn = signature,
+        *,
+        max_graphs: Optional[int] = None,
+        copy_outputs: bool = True,
+        device: Optional[torch.device] = None,
+        around_capture: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    ):
         self.fn, self.eager, self.key = fn, eager, key
         self.max_graphs, self.copy_outputs, self.device = max_graphs, copy_outputs, device
         self.around_capture = around_capture
@@ -102,8 +110,11 @@ class ShapeGraphs:
     def _capture(self, args: tuple) -> CapturedGraph:
         owned = {id(t) for graph in self.graphs.values() for t in tensor_leaves(graph.outputs)}
         static_args = tree_map(
-            lambda leaf: leaf if not isinstance(leaf, Tensor) or id(leaf) in owned
-            else self._static_copy(leaf), args)
+            lambda leaf: (
+                leaf if not isinstance(leaf, Tensor) or id(leaf) in owned else self._static_copy(leaf)
+            ),
+            args,
+        )
         with self.around_capture():
             graph, outputs = capture(lambda: self.fn(*static_args))
         return CapturedGraph(graph, tensor_leaves(static_args), outputs)
@@ -115,9 +126,11 @@ class ShapeGraphs:
         captured = self.graphs[key]
         given = tensor_leaves(args)
         if [t.shape for t in captured.inputs] != [t.shape for t in given]:
-            raise ValueError(f"the CUDA graph for key {key!r} was captured for inputs of shapes "
-                             f"{[tuple(t.shape) for t in captured.inputs]}, got "
-                             f"{[tuple(t.shape) for t in given]}")
+            raise ValueError(
+                f"the CUDA graph for key {key!r} was captured for inputs of shapes "
+                f"{[tuple(t.shape) for t in captured.inputs]}, got "
+                f"{[tuple(t.shape) for t in given]}"
+            )
         for static, tensor in zip(captured.inputs, given):
             if static is not tensor:
                 static.copy_(tensor, non_blocking=True)

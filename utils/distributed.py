@@ -1,4 +1,5 @@
 """Process-group helpers: detect a torchrun launch, pick the device, reduce metrics across ranks."""
+
 from __future__ import annotations
 
 import os
@@ -31,9 +32,11 @@ class DistInfo:
 
 def launch_info() -> DistInfo:
     """Rank, world size and local rank from the environment torchrun sets (or a single process)."""
-    return DistInfo(rank=int(os.environ.get("RANK", 0)),
-                    world_size=int(os.environ.get("WORLD_SIZE", 1)),
-                    local_rank=int(os.environ.get("LOCAL_RANK", 0)))
+    return DistInfo(
+        rank=int(os.environ.get("RANK", 0)),
+        world_size=int(os.environ.get("WORLD_SIZE", 1)),
+        local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+    )
 
 
 def resolve_device(spec: str, info: DistInfo) -> torch.device:
@@ -64,8 +67,12 @@ def init_process_group(info: DistInfo, device: torch.device) -> None:
     """Join the torchrun job (NCCL on GPUs, gloo on CPU); a no-op for a single process."""
     if info.is_distributed and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, rank=info.rank, world_size=info.world_size,
-                                device_id=device if device.type == "cuda" else None)
+        dist.init_process_group(
+            backend,
+            rank=info.rank,
+            world_size=info.world_size,
+            device_id=device if device.type == "cuda" else None,
+        )
 
 
 def destroy_process_group() -> None:

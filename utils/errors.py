@@ -1,4 +1,5 @@
 """User-facing errors and the command-line wrapper that reports them without a traceback."""
+
 import sys
 from typing import Callable, NoReturn, Optional, Sequence
 
@@ -15,8 +16,9 @@ class Preempted(Exception):
     `--resume auto` continues it. Reported as one line and exit status EXIT_PREEMPTED."""
 
 
-def run_cli(main: Callable[[Optional[Sequence[str]]], object],
-            argv: Optional[Sequence[str]] = None) -> NoReturn:
+def run_cli(
+    main: Callable[[Optional[Sequence[str]]], object], argv: Optional[Sequence[str]] = None
+) -> NoReturn:
     """Run `main(argv)`; a UserError becomes `error: <msg>` on stderr and exit status 2, a
     Preempted stop `stopped: <msg>` and exit status EXIT_PREEMPTED."""
     try:

@@ -5,6 +5,7 @@ may do with it. Backbones, objectives and the programs' own flag groups declare 
 parsers in args.py turn them into argparse arguments, so this module imports neither argparse
 nor torch, and a component that declares flags knows nothing about parsing.
 """
+
 from __future__ import annotations
 
 import enum

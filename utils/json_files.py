@@ -1,6 +1,7 @@
 """The one JSON policy of every file the project writes: strict JSON (no NaN / Infinity
 tokens), with each non-finite float, such as an infinite threshold, as the string "inf",
 "-inf" or "nan"; :func:`json_floats` turns such values back into numbers."""
+
 from __future__ import annotations
 
 import json
@@ -28,6 +29,7 @@ def json_text(payload: Any, indent: Optional[int] = 2, sort_keys: bool = False) 
 def write_json(path: Path, payload: Any, indent: Optional[int] = 2, sort_keys: bool = False) -> None:
     """Write `payload` to `path` atomically as strict JSON, ending in a newline."""
     from utils.checkpoint import write_text_atomically  # imports torch: not for readers, --help
+
     write_text_atomically(path, json_text(payload, indent, sort_keys) + "\n")
 
 

@@ -1,4 +1,5 @@
 """Per-exit classification metrics shared by training, evaluation and the benchmarks."""
+
 from __future__ import annotations
 
 from typing import Sequence

@@ -1,4 +1,5 @@
 """Stop signals: SIGTERM, SIGUSR1 and Ctrl-C ask a running program to save and stop."""
+
 from __future__ import annotations
 
 import signal

@@ -3,6 +3,7 @@ shrunk for `--quick`. Torch-free, so that the benchmark's --help and flag checks
 the timing itself is boostnet/benchmarks/timing.py, which gets each case with its flags
 parsed into a training job by the script.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -48,7 +49,8 @@ class Benchmarked:
     @property
     def flags(self) -> tuple[str, ...]:
         return ("--recipe", self.recipe, *self.extra) + (
-            ("--batch-size", str(self.batch)) if self.batch else ())
+            ("--batch-size", str(self.batch)) if self.batch else ()
+        )
 
     @property
     def gpus(self) -> int:
@@ -60,28 +62,76 @@ class Benchmarked:
     def record(self, job: TrainingJob) -> dict:
         """What the JSON says about the model (`job`: its flags parsed): the flags and how its
         recipe trains."""
-        return {**asdict(self), "flags": list(self.flags), "epochs": job.train.epochs,
-                "train_images": job.data.dataset.train_size, "batch": job.train.batch_size,
-                "gpus": self.gpus, "steps_per_epoch": self.steps_per_epoch(job)}
+        return {
+            **asdict(self),
+            "flags": list(self.flags),
+            "epochs": job.train.epochs,
+            "train_images": job.data.dataset.train_size,
+            "batch": job.train.batch_size,
+            "gpus": self.gpus,
+            "steps_per_epoch": self.steps_per_epoch(job),
+        }
 
 
-MODELS = (Benchmarked("msdnet_cifar100", "msdnet_cifar100_anytime"),
-          Benchmarked("ranet_cifar100", "ranet_cifar100_anytime"),
-          Benchmarked("msdnet_imagenet", "msdnet_imagenet_anytime"),
-          Benchmarked("ranet_imagenet", "ranet_imagenet_anytime"))
-TINY_MSDNET = ("--nBlocks", "2", "--base", "1", "--step", "1", "--no-bottleneck",
-               "--nChannels", "4", "--growthRate", "2")
-TINY_RANET = ("--nBlocks", "1", "--block-step", "1", "--step", "1", "--no-bottleneck",
-              "--nChannels", "4", "--growthRate", "4")
+MODELS = (
+    Benchmarked("msdnet_cifar100", "msdnet_cifar100_anytime"),
+    Benchmarked("ranet_cifar100", "ranet_cifar100_anytime"),
+    Benchmarked("msdnet_imagenet", "msdnet_imagenet_anytime"),
+    Benchmarked("ranet_imagenet", "ranet_imagenet_anytime"),
+)
+TINY_MSDNET = (
+    "--nBlocks",
+    "2",
+    "--base",
+    "1",
+    "--step",
+    "1",
+    "--no-bottleneck",
+    "--nChannels",
+    "4",
+    "--growthRate",
+    "2",
+)
+TINY_RANET = (
+    "--nBlocks",
+    "1",
+    "--block-step",
+    "1",
+    "--step",
+    "1",
+    "--no-bottleneck",
+    "--nChannels",
+    "4",
+    "--growthRate",
+    "4",
+)
 QUICK_MODELS = (  # one layer per block, no bottlenecks, the fewest scales the heads accept
-    Benchmarked("msdnet_cifar100", "msdnet_cifar100_anytime",
-                (*TINY_MSDNET, "--grFactor", "1-2-2", "--bnFactor", "1-2-2"), 8, 16),
-    Benchmarked("ranet_cifar100", "ranet_cifar100_anytime",
-                (*TINY_RANET, "--scale-list", "1-2-3", "--grFactor", "2-1-1", "--bnFactor", "2-1-1"),
-                8, 16),
-    Benchmarked("msdnet_imagenet", "msdnet_imagenet_anytime",
-                (*TINY_MSDNET, "--grFactor", "1-2-2-2", "--bnFactor", "1-2-2-2"), 2, 2),
-    Benchmarked("ranet_imagenet", "ranet_imagenet_anytime",
-                (*TINY_RANET, "--scale-list", "1-2-3-4", "--grFactor", "2-1-1-1", "--bnFactor",
-                 "2-1-1-1"), 2, 2),
+    Benchmarked(
+        "msdnet_cifar100",
+        "msdnet_cifar100_anytime",
+        (*TINY_MSDNET, "--grFactor", "1-2-2", "--bnFactor", "1-2-2"),
+        8,
+        16,
+    ),
+    Benchmarked(
+        "ranet_cifar100",
+        "ranet_cifar100_anytime",
+        (*TINY_RANET, "--scale-list", "1-2-3", "--grFactor", "2-1-1", "--bnFactor", "2-1-1"),
+        8,
+        16,
+    ),
+    Benchmarked(
+        "msdnet_imagenet",
+        "msdnet_imagenet_anytime",
+        (*TINY_MSDNET, "--grFactor", "1-2-2-2", "--bnFactor", "1-2-2-2"),
+        2,
+        2,
+    ),
+    Benchmarked(
+        "ranet_imagenet",
+        "ranet_imagenet_anytime",
+        (*TINY_RANET, "--scale-list", "1-2-3-4", "--grFactor", "2-1-1-1", "--bnFactor", "2-1-1-1"),
+        2,
+        2,
+    ),
 )

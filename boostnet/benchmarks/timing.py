@@ -1,6 +1,7 @@
 """The timings of scripts/benchmark.py (see its docstring): training steps and evaluation
 forwards, eager and fast, real early exit, and the device-resident loader, on synthetic data.
 """
+
 from __future__ import annotations
 
 import copy
@@ -14,20 +15,25 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from adaptive_inference import exit_fractions, find_thresholds
+from boostnet.benchmarks.cases import Benchmarked, BenchmarkOptions
+from boostnet.data.datasets import DATASETS
+from boostnet.data.gpu_batches import GpuBatches
+from boostnet.evaluation.early_exit import (
+    GraphedExitStages,
+    early_exit_predict,
+    exit_stage,
+    expected_cost,
+    synchronize,
+)
+from boostnet.reporting.markdown import markdown_table
+from boostnet.training.optim import parameter_groups
+from boostnet.training.settings import TrainingJob
+from boostnet.training.step import build_eval_forward, build_train_step, make_sgd
 from models.boosting import BoostedNetwork
 from models.objectives import objective
-from boostnet.benchmarks.cases import BenchmarkOptions, Benchmarked
-from boostnet.data.datasets import DATASETS
-from boostnet.training.settings import TrainingJob
 from utils.distributed import DistInfo, resolve_device
-from boostnet.evaluation.early_exit import (GraphedExitStages, early_exit_predict, exit_stage, expected_cost,
-                              synchronize)
-from boostnet.training.optim import parameter_groups
 from utils.errors import UserError
-from boostnet.training.step import build_eval_forward, build_train_step, make_sgd
-from boostnet.data.gpu_batches import GpuBatches
 from utils.json_files import write_json
-from boostnet.reporting.markdown import markdown_table
 
 EARLY_EXIT_LEVEL = 10  # budget level k of docs/evaluation.md: exit shares p_n = q^n / sum q^m with q = 0.5
 EARLY_EXIT_BATCHES = (1, 256)
@@ -54,7 +60,7 @@ def time_calls(call: Callable[[], object], device: torch.device, warmup: int, st
         call()
     synchronize(device)
     durations = event_durations(call, steps) if device.type == "cuda" else wall_durations(call, steps)
-    peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     return Timing(statistics.median(durations), first_call_s, peak)
 
 
@@ -90,8 +96,7 @@ def build(job: TrainingJob, device: torch.device) -> tuple[BoostedNetwork, torch
     return network, method.loss(job.objective, exits).to(device)
 
 
-def synthetic_batch(job: TrainingJob, batch: int, device: torch.device
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+def synthetic_batch(job: TrainingJob, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Seeded random images of the recipe's input size and random labels, on `device`."""
     size, classes = job.model.inputs.image_size, job.model.inputs.num_classes
     generator = torch.Generator().manual_seed(0)
@@ -104,26 +109,46 @@ def time_mode(case: Case, mode: str, device: torch.device, options: BenchmarkOpt
     recipe, job = case
     network, losses = build(job, device)
     train_settings = job.train
-    optimizer = make_sgd(parameter_groups(network.network, train_settings.weight_decay,
-                                          job.model.backbone.per_exit_weight_decay),
-                         train_settings.lr, train_settings.momentum, device)
-    step = build_train_step(network, losses, optimizer, mode, amp=options.amp,
-                            channels_last=options.channels_last,
-                            compile_backend=options.compile_backend)
+    optimizer = make_sgd(
+        parameter_groups(
+            network.network, train_settings.weight_decay, job.model.backbone.per_exit_weight_decay
+        ),
+        train_settings.lr,
+        train_settings.momentum,
+        device,
+    )
+    step = build_train_step(
+        network,
+        losses,
+        optimizer,
+        mode,
+        amp=options.amp,
+        channels_last=options.channels_last,
+        compile_backend=options.compile_backend,
+    )
     batch = train_settings.batch_size
     images, targets = synthetic_batch(job, batch, device)
     network.train()
     train = time_calls(lambda: step(images, targets), device, options.warmup, options.steps)
     network.eval()
-    forward = build_eval_forward(network, mode, amp=options.amp, channels_last=options.channels_last,
-                                 compile_backend=options.compile_backend)
+    forward = build_eval_forward(
+        network,
+        mode,
+        amp=options.amp,
+        channels_last=options.channels_last,
+        compile_backend=options.compile_backend,
+    )
     eval_images, _ = synthetic_batch(job, recipe.eval_batch, device)
     evaluate = time_calls(lambda: forward(eval_images), device, options.warmup, options.steps)
-    return {"model": recipe.name, "mode": mode, "batch": batch,
-            "eval_batch": recipe.eval_batch, "train": summary(train, batch),
-            "eval": summary(evaluate, recipe.eval_batch),
-            "projected_recipe_hours": (train_settings.epochs * recipe.steps_per_epoch(job) * train.ms
-                                       / 3.6e6)}
+    return {
+        "model": recipe.name,
+        "mode": mode,
+        "batch": batch,
+        "eval_batch": recipe.eval_batch,
+        "train": summary(train, batch),
+        "eval": summary(evaluate, recipe.eval_batch),
+        "projected_recipe_hours": (train_settings.epochs * recipe.steps_per_epoch(job) * train.ms / 3.6e6),
+    }
 
 
 def summary(timing: Timing, batch: int) -> dict:
@@ -160,21 +185,39 @@ def time_early_exit(case: Case, device: torch.device, options: BenchmarkOptions)
     graphs = device.type == "cuda"
     rows = []
     for batch in EARLY_EXIT_BATCHES:
-        timed = images if batch > 1 else images[:options.single_images]
+        timed = images if batch > 1 else images[: options.single_images]
         stages = GraphedExitStages(exit_stage(network), batch, device) if graphs else None
-        runs = {"full_network": build_eval_forward(network, "cuda_graph" if graphs else "eager"),
-                "early_exit": lambda x, stages=stages: early_exit_predict(network, x, thresholds,
-                                                                          stages)}
-        ms = {name: time_calls(torch.no_grad()(lambda run=run: [run(c) for c in timed.split(batch)]),
-                               device, options.early_exit_warmup, options.early_exit_steps).ms
-              for name, run in runs.items()}
-        counts = torch.bincount(exits[:len(timed)], minlength=network.num_exits)
+        runs = {
+            "full_network": build_eval_forward(network, "cuda_graph" if graphs else "eager"),
+            "early_exit": lambda x, stages=stages: early_exit_predict(network, x, thresholds, stages),
+        }
+        ms = {
+            name: time_calls(
+                torch.no_grad()(
+                    lambda run=run, timed=timed, batch=batch: [run(c) for c in timed.split(batch)]
+                ),
+                device,
+                options.early_exit_warmup,
+                options.early_exit_steps,
+            ).ms
+            for name, run in runs.items()
+        }
+        counts = torch.bincount(exits[: len(timed)], minlength=network.num_exits)
         promised = costs[-1] / expected_cost(counts, costs)
         speedup = ms["full_network"] / ms["early_exit"]
-        rows.append({"model": recipe.name, "batch": batch, "images": len(timed), "cuda_graphs": graphs,
-                     "exit_counts": counts.tolist(), "promised_speedup": promised,
-                     **{f"{name}_images_per_s": len(timed) * 1000 / value for name, value in ms.items()},
-                     "speedup": speedup, "share_of_promise": speedup / promised})
+        rows.append(
+            {
+                "model": recipe.name,
+                "batch": batch,
+                "images": len(timed),
+                "cuda_graphs": graphs,
+                "exit_counts": counts.tolist(),
+                "promised_speedup": promised,
+                **{f"{name}_images_per_s": len(timed) * 1000 / value for name, value in ms.items()},
+                "speedup": speedup,
+                "share_of_promise": speedup / promised,
+            }
+        )
     return rows
 
 
@@ -185,33 +228,80 @@ def time_gpu_data(device: torch.device, quick: bool, steps: int) -> dict:
     data = GpuBatches.from_uint8(images, torch.zeros(count, dtype=torch.int64), 64, device, seed=0)
     generator, order = data.generator(0), data.shard(0)
     timing = time_calls(lambda: data.augment(data.images[order[:64]], generator), device, 3, steps)
-    return {"images": count, "batch": 64, "ms_per_batch": timing.ms,
-            "images_per_s": 64 * 1000 / timing.ms}
+    return {"images": count, "batch": 64, "ms_per_batch": timing.ms, "images_per_s": 64 * 1000 / timing.ms}
 
 
 def results_tables(rows: list[dict], early_exit: list[dict]) -> str:
     """The results as Markdown tables (step timings, then early exit)."""
-    tables = [markdown_table(
-        ["model", "mode", "batch", "train ms/step", "train img/s", "train speedup", "eval ms",
-         "eval speedup", "first call s", "peak MB", "recipe hours"],
-        [(r["model"], r["mode"], r["batch"], f"{r['train']['ms']:.2f}",
-          f"{r['train']['images_per_s']:.0f}", f"{r['train_speedup']:.2f}x", f"{r['eval']['ms']:.2f}",
-          f"{r['eval_speedup']:.2f}x", f"{r['train']['first_call_s']:.1f}",
-          "-" if r["train"]["peak_memory_mb"] is None else f"{r['train']['peak_memory_mb']:.0f}",
-          f"{r['projected_recipe_hours']:.2f}") for r in rows])]
+    tables = [
+        markdown_table(
+            [
+                "model",
+                "mode",
+                "batch",
+                "train ms/step",
+                "train img/s",
+                "train speedup",
+                "eval ms",
+                "eval speedup",
+                "first call s",
+                "peak MB",
+                "recipe hours",
+            ],
+            [
+                (
+                    r["model"],
+                    r["mode"],
+                    r["batch"],
+                    f"{r['train']['ms']:.2f}",
+                    f"{r['train']['images_per_s']:.0f}",
+                    f"{r['train_speedup']:.2f}x",
+                    f"{r['eval']['ms']:.2f}",
+                    f"{r['eval_speedup']:.2f}x",
+                    f"{r['train']['first_call_s']:.1f}",
+                    "-" if r["train"]["peak_memory_mb"] is None else f"{r['train']['peak_memory_mb']:.0f}",
+                    f"{r['projected_recipe_hours']:.2f}",
+                )
+                for r in rows
+            ],
+        )
+    ]
     if early_exit:
-        tables.append(markdown_table(
-            ["model", "batch", "CUDA graphs", "exits", "promised", "early exit img/s", "full img/s",
-             "speedup", "share of promise"],
-            [(r["model"], r["batch"], "yes" if r["cuda_graphs"] else "no",
-              "/".join(map(str, r["exit_counts"])), f"{r['promised_speedup']:.2f}x",
-              f"{r['early_exit_images_per_s']:.0f}", f"{r['full_network_images_per_s']:.0f}",
-              f"{r['speedup']:.2f}x", f"{r['share_of_promise']:.0%}") for r in early_exit]))
+        tables.append(
+            markdown_table(
+                [
+                    "model",
+                    "batch",
+                    "CUDA graphs",
+                    "exits",
+                    "promised",
+                    "early exit img/s",
+                    "full img/s",
+                    "speedup",
+                    "share of promise",
+                ],
+                [
+                    (
+                        r["model"],
+                        r["batch"],
+                        "yes" if r["cuda_graphs"] else "no",
+                        "/".join(map(str, r["exit_counts"])),
+                        f"{r['promised_speedup']:.2f}x",
+                        f"{r['early_exit_images_per_s']:.0f}",
+                        f"{r['full_network_images_per_s']:.0f}",
+                        f"{r['speedup']:.2f}x",
+                        f"{r['share_of_promise']:.0%}",
+                    )
+                    for r in early_exit
+                ],
+            )
+        )
     return "\n\n".join(tables)
 
 
 def wants_early_exit(job: TrainingJob, device: torch.device, options: BenchmarkOptions) -> bool:
-    """Early exit is timed unless switched off; on the CPU only at CIFAR size (256 ImageNet images are slow)."""
+    """Early exit is timed unless switched off; on the CPU only at CIFAR size (256 ImageNet images are
+    slow)."""
     return options.early_exit and (device.type == "cuda" or not job.model.inputs.imagenet_style)
 
 
@@ -222,13 +312,10 @@ def fast_modes(device: torch.device, requested: Optional[Sequence[str]]) -> list
     return ["cuda_graph", "compiled_cuda_graph"] if device.type == "cuda" else ["compile"]
 
 
-def time_recipe(case: Case, device: torch.device, options: BenchmarkOptions
-                ) -> tuple[list[dict], list[dict]]:
+def time_recipe(case: Case, device: torch.device, options: BenchmarkOptions) -> tuple[list[dict], list[dict]]:
     """One recipe model's step-mode rows and early-exit rows."""
-    rows = [time_mode(case, mode, device, options)
-            for mode in ["eager", *fast_modes(device, options.modes)]]
-    early_exit = (time_early_exit(case, device, options)
-                  if wants_early_exit(case[1], device, options) else [])
+    rows = [time_mode(case, mode, device, options) for mode in ["eager", *fast_modes(device, options.modes)]]
+    early_exit = time_early_exit(case, device, options) if wants_early_exit(case[1], device, options) else []
     return rows, early_exit
 
 
@@ -237,15 +324,15 @@ def threads_per_job(options: BenchmarkOptions) -> int:
     return max(1, torch.get_num_threads() // options.jobs)
 
 
-def time_in_job(case: Case, device: torch.device, options: BenchmarkOptions
-                ) -> tuple[list[dict], list[dict]]:
+def time_in_job(case: Case, device: torch.device, options: BenchmarkOptions) -> tuple[list[dict], list[dict]]:
     """`time_recipe` in a worker process, on its share of the CPU threads."""
     torch.set_num_threads(threads_per_job(options))
     return time_recipe(case, device, options)
 
 
-def time_in_workers(cases: Sequence[Case], device: torch.device, options: BenchmarkOptions
-                    ) -> list[tuple[list[dict], list[dict]]]:
+def time_in_workers(
+    cases: Sequence[Case], device: torch.device, options: BenchmarkOptions
+) -> list[tuple[list[dict], list[dict]]]:
     """`time_recipe` for every recipe, `options.jobs` recipes at a time in worker processes.
 
     On the CPU, tracing and compiling is single-threaded Python, so recipes timed side by side
@@ -259,8 +346,10 @@ def time_in_workers(cases: Sequence[Case], device: torch.device, options: Benchm
     fork = threads_per_job(options) == 1 and "fork" in methods
     context = multiprocessing.get_context("fork" if fork else "spawn")
     with ProcessPoolExecutor(options.jobs, mp_context=context) as pool:
-        futures = {case[0].name: pool.submit(time_in_job, case, device, options)
-                   for case in sorted(cases, key=trace_size, reverse=True)}
+        futures = {
+            case[0].name: pool.submit(time_in_job, case, device, options)
+            for case in sorted(cases, key=trace_size, reverse=True)
+        }
         return [futures[recipe.name].result() for recipe, _ in cases]
 
 
@@ -276,33 +365,43 @@ def run_benchmark(options: BenchmarkOptions, cases: Sequence[Case]) -> dict:
     device = resolve_device(options.device, DistInfo())
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    options = replace(options, jobs=options.jobs or (2 if options.quick and device.type == "cpu"
-                                                     else 1))
+    options = replace(options, jobs=options.jobs or (2 if options.quick and device.type == "cpu" else 1))
     if options.jobs > 1 and device.type == "cuda":
         raise UserError("--jobs > 1 would share one GPU between timings; use --jobs 1")
     started = time.perf_counter()
-    timed = time_in_workers(cases, device, options) if options.jobs > 1 else [
-        time_recipe(case, device, options) for case in cases]
+    timed = (
+        time_in_workers(cases, device, options)
+        if options.jobs > 1
+        else [time_recipe(case, device, options) for case in cases]
+    )
     rows = [row for recipe_rows, _ in timed for row in recipe_rows]
     early_exit = [row for _, recipe_rows in timed for row in recipe_rows]
     add_speedups(rows)
-    result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-              "torch": torch.__version__, "quick": options.quick, "amp": options.amp,
-              "compile_backend": options.compile_backend,
-              "channels_last": options.channels_last, "threads": threads_per_job(options),
-              "jobs": options.jobs,
-              "tf32": {"cudnn": torch.backends.cudnn.allow_tf32,
-                       "matmul": torch.backends.cuda.matmul.allow_tf32},
-              "recipes": [recipe.record(job) for recipe, job in cases],
-              "results": rows, "early_exit": early_exit,
-              "gpu_data": time_gpu_data(device, options.quick, options.steps)}
+    result = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "quick": options.quick,
+        "amp": options.amp,
+        "compile_backend": options.compile_backend,
+        "channels_last": options.channels_last,
+        "threads": threads_per_job(options),
+        "jobs": options.jobs,
+        "tf32": {"cudnn": torch.backends.cudnn.allow_tf32, "matmul": torch.backends.cuda.matmul.allow_tf32},
+        "recipes": [recipe.record(job) for recipe, job in cases],
+        "results": rows,
+        "early_exit": early_exit,
+        "gpu_data": time_gpu_data(device, options.quick, options.steps),
+    }
     result["wall_s"] = time.perf_counter() - started
     options.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(options.out, result)
-    print(f"{result['device']}, torch {result['torch']}, {result['wall_s']:.0f} s; "
-          f"written to {options.out}\n")
+    print(
+        f"{result['device']}, torch {result['torch']}, {result['wall_s']:.0f} s; written to {options.out}\n"
+    )
     print(results_tables(rows, early_exit))
     data = result["gpu_data"]
-    print(f"\ndevice-resident data: {data['ms_per_batch']:.2f} ms per augmented batch of 64 "
-          f"({data['images_per_s']:.0f} images/s)")
+    print(
+        f"\ndevice-resident data: {data['ms_per_batch']:.2f} ms per augmented batch of 64 "
+        f"({data['images_per_s']:.0f} images/s)"
+    )
     return result

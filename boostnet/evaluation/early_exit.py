@@ -6,6 +6,7 @@ budgeted-batch protocol (docs/evaluation.md) decides it; the last exit takes who
 Every stage carries the running output F_{n-1} of the remaining samples along, and the
 :class:`~models.boosting.BoostedNetwork` combines it with the exit's logits.
 """
+
 from __future__ import annotations
 
 import copy
@@ -18,11 +19,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from models.multi_exit import select_samples
-from models.boosting import BoostedNetwork
-from models.multi_exit import Features
-from utils.cuda_graphs import ShapeGraphs, require_cuda, tensor_leaves
 from boostnet.training.step import build_eval_forward
+from models.boosting import BoostedNetwork
+from models.multi_exit import Features, select_samples
+from utils.cuda_graphs import ShapeGraphs, require_cuda, tensor_leaves
 
 
 @dataclass
@@ -57,20 +57,23 @@ def exit_stage(model: BoostedNetwork) -> ExitStage:
     -> (features, output of exit n, confidence, predicted class)."""
     backbone = model.network
 
-    def stage(n: int, features: Features, previous: Optional[Tensor]
-              ) -> tuple[Features, Tensor, Tensor, Tensor]:
+    def stage(
+        n: int, features: Features, previous: Optional[Tensor]
+    ) -> tuple[Features, Tensor, Tensor, Tensor]:
         if n == 0:
             features = backbone.stem(features)
         features = backbone.advance(n, features)
         output = model.combine(n, backbone.classify(n, features), previous)
         confidence, predicted = torch.softmax(output, dim=1).max(dim=1)
         return features, output, confidence, predicted
+
     return stage
 
 
 @torch.inference_mode()
-def early_exit_predict(model: BoostedNetwork, images: Tensor, thresholds: Sequence[float],
-                       stage: ExitStage | None = None) -> EarlyExitResult:
+def early_exit_predict(
+    model: BoostedNetwork, images: Tensor, thresholds: Sequence[float], stage: ExitStage | None = None
+) -> EarlyExitResult:
     """Classify `images` with `model`'s exit outputs, dropping samples as they exit.
 
     One `nonzero` per exit is the only host synchronisation (deciding who stays needs the
@@ -135,8 +138,7 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def pass_seconds(step: Callable[[Tensor], object], batches: Sequence[Tensor],
-                 device: torch.device) -> float:
+def pass_seconds(step: Callable[[Tensor], object], batches: Sequence[Tensor], device: torch.device) -> float:
     """Wall-clock time of one call of `step` per batch, all batches in a row, queued GPU work included."""
     synchronize(device)
     start = time.perf_counter()
@@ -164,20 +166,31 @@ class Throughput:
 
     def as_json(self) -> dict:
         """The figures as JSON fields (shared by real_exit.json and the benchmark report)."""
-        return {"images_per_second": {"full_network": self.full_network, "early_exit": self.early_exit},
-                "speedup": self.speedup, "paired_speedup_range": list(self.paired_speedup_range),
-                "timing_repeats": self.repeats, "timed_images": self.images}
+        return {
+            "images_per_second": {"full_network": self.full_network, "early_exit": self.early_exit},
+            "speedup": self.speedup,
+            "paired_speedup_range": list(self.paired_speedup_range),
+            "timing_repeats": self.repeats,
+            "timed_images": self.images,
+        }
 
     def summary(self) -> str:
         """One line whose speed-up is the ratio of the two rates it prints."""
         low, high = self.paired_speedup_range
-        return (f"early exit {self.early_exit:.1f} images/s vs full network {self.full_network:.1f} "
-                f"images/s, {self.speedup:.2f}x (medians of {self.repeats} paired passes over "
-                f"{self.images} images; per-pass ratio {low:.2f}-{high:.2f}x)")
+        return (
+            f"early exit {self.early_exit:.1f} images/s vs full network {self.full_network:.1f} "
+            f"images/s, {self.speedup:.2f}x (medians of {self.repeats} paired passes over "
+            f"{self.images} images; per-pass ratio {low:.2f}-{high:.2f}x)"
+        )
 
 
-def paired_throughput(full_network: Callable[[Tensor], object], early_exit: Callable[[Tensor], object],
-                      batches: Sequence[Tensor], device: torch.device, repeats: int) -> Throughput:
+def paired_throughput(
+    full_network: Callable[[Tensor], object],
+    early_exit: Callable[[Tensor], object],
+    batches: Sequence[Tensor],
+    device: torch.device,
+    repeats: int,
+) -> Throughput:
     """Each repetition times one pass over all `batches` with each path, back to back (alternating
     which goes first); rates are medians over repetitions, the spread from the paired ratios.
 
@@ -201,13 +214,23 @@ def paired_throughput(full_network: Callable[[Tensor], object], early_exit: Call
         early_rates.append(images / early)
     ratios = [early_rate / full_rate for early_rate, full_rate in zip(early_rates, full_rates)]
     full_rate, early_rate = statistics.median(full_rates), statistics.median(early_rates)
-    return Throughput(full_network=full_rate, early_exit=early_rate, speedup=early_rate / full_rate,
-                      paired_speedup_range=(min(ratios), max(ratios)), repeats=repeats, images=images)
+    return Throughput(
+        full_network=full_rate,
+        early_exit=early_rate,
+        speedup=early_rate / full_rate,
+        paired_speedup_range=(min(ratios), max(ratios)),
+        repeats=repeats,
+        images=images,
+    )
 
 
-def early_exit_throughput(model: BoostedNetwork, batches: Sequence[Tensor],
-                          thresholds: Sequence[float], device: torch.device,
-                          repeats: int) -> Throughput:
+def early_exit_throughput(
+    model: BoostedNetwork,
+    batches: Sequence[Tensor],
+    thresholds: Sequence[float],
+    device: torch.device,
+    repeats: int,
+) -> Throughput:
     """Images/s of the full network and of real early exit, both on one inference copy of `model`.
 
     On a GPU both replay CUDA graphs: the full network one at the first batch's shape, early exit
@@ -221,6 +244,10 @@ def early_exit_throughput(model: BoostedNetwork, batches: Sequence[Tensor],
     def early_exit(images: Tensor) -> EarlyExitResult:
         return early_exit_predict(fast, images, thresholds, stages)
 
-    return paired_throughput(full_network, early_exit,
-                             [images.contiguous(memory_format=torch.channels_last) for images in batches],
-                             device, repeats)
+    return paired_throughput(
+        full_network,
+        early_exit,
+        [images.contiguous(memory_format=torch.channels_last) for images in batches],
+        device,
+        repeats,
+    )

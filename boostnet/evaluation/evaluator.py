@@ -10,6 +10,7 @@ touched. `--save-logits FILE.npz` also dumps every exit's outputs (docs/evaluati
 
 This module sequences the work: results.py computes, tables.py formats, outputs.py writes.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,10 +19,15 @@ from typing import Optional
 from boostnet.data.loaders import SPLIT_FILE, DataSplits, build_splits
 from boostnet.evaluation import outputs, tables
 from boostnet.evaluation.loading import LoadedRun, load_run
-from boostnet.evaluation.logits_dump import (SplitDump, check_dump_path, source_indices,
-                                             write_logits_dump)
-from boostnet.evaluation.results import (SplitOutputs, anytime_rows, budget_result,
-                                         budgeted_levels, real_exit_result, split_outputs)
+from boostnet.evaluation.logits_dump import SplitDump, check_dump_path, source_indices, write_logits_dump
+from boostnet.evaluation.results import (
+    SplitOutputs,
+    anytime_rows,
+    budget_result,
+    budgeted_levels,
+    real_exit_result,
+    split_outputs,
+)
 from boostnet.evaluation.settings import EvalSettings, EvaluationJob
 from models.costs import ExitCosts
 from utils.errors import UserError
@@ -56,19 +62,25 @@ def check_request(job: EvaluationJob, costs: ExitCosts) -> None:
         raise UserError("--real-exit needs --budget X (multiply-adds per image) to choose its thresholds")
     flag = validation_only_flag(evaluation)
     if flag is not None and not has_validation_split(job.run_dir):
-        raise UserError(f"{flag}: {job.run_dir} has no validation split ({SPLIT_FILE}; the run was "
-                        f"trained without --use-valid) to fit thresholds on; use --evalmode anytime "
-                        f"or train with --use-valid")
+        raise UserError(
+            f"{flag}: {job.run_dir} has no validation split ({SPLIT_FILE}; the run was "
+            f"trained without --use-valid) to fit thresholds on; use --evalmode anytime "
+            f"or train with --use-valid"
+        )
     cheapest = costs.macs[0]
     if evaluation.budget is not None and evaluation.budget < cheapest:
-        raise UserError(f"--budget {evaluation.budget:g}: below the cheapest setting (every sample "
-                        f"leaving at exit 1), which costs {cheapest:g} multiply-adds per image")
+        raise UserError(
+            f"--budget {evaluation.budget:g}: below the cheapest setting (every sample "
+            f"leaving at exit 1), which costs {cheapest:g} multiply-adds per image"
+        )
 
 
 def budgeted_skipped(run_dir: Path) -> str:
     """Why `--evalmode both` ran anytime alone."""
-    return (f"budgeted batch skipped: {run_dir} was trained without --use-valid, so it has no "
-            f"validation split to fit thresholds on (train with --use-valid)")
+    return (
+        f"budgeted batch skipped: {run_dir} was trained without --use-valid, so it has no "
+        f"validation split to fit thresholds on (train with --use-valid)"
+    )
 
 
 def anytime(run: LoadedRun, test: SplitOutputs) -> None:
@@ -81,8 +93,9 @@ def budgeted(run: LoadedRun, val: SplitOutputs, test: SplitOutputs) -> None:
     flat_curve = run.job.evaluation.flat_curve
     levels = budgeted_levels(run, val, test)
     print(tables.budgeted_text(run.name, val.samples, test.samples, flat_curve, levels))
-    outputs.write_budgeted(run.job.run_dir, run.header(), flat_curve, run.costs.macs,
-                           (val.samples, test.samples), levels)
+    outputs.write_budgeted(
+        run.job.run_dir, run.header(), flat_curve, run.costs.macs, (val.samples, test.samples), levels
+    )
 
 
 def budget(run: LoadedRun, val: SplitOutputs, test: SplitOutputs, budget: float) -> list[float]:
@@ -93,23 +106,26 @@ def budget(run: LoadedRun, val: SplitOutputs, test: SplitOutputs, budget: float)
     return result["thresholds"]
 
 
-def real_exit(run: LoadedRun, splits: DataSplits, test: SplitOutputs,
-              thresholds: list[float]) -> None:
+def real_exit(run: LoadedRun, splits: DataSplits, test: SplitOutputs, thresholds: list[float]) -> None:
     result = real_exit_result(run, splits.test, test, thresholds)
     print(tables.real_exit_text(run.name, result))
     outputs.write_real_exit(run.job.run_dir, run.header(), result)
 
 
-def save_logits(run: LoadedRun, splits: DataSplits, test: SplitOutputs,
-                val: Optional[SplitOutputs]) -> None:
+def save_logits(run: LoadedRun, splits: DataSplits, test: SplitOutputs, val: Optional[SplitOutputs]) -> None:
     """`--save-logits`: the test split's outputs and, when it was evaluated, the validation split's."""
     path = run.job.evaluation.save_logits
-    write_logits_dump(path, SplitDump(test.outputs, test.targets, source_indices(splits.test)),
-                      None if val is None else SplitDump(val.outputs, val.targets,
-                                                         source_indices(splits.val)),
-                      run.costs.macs, run.header())
-    print(f"outputs of every exit ({'test and validation' if val is not None else 'test'} split) "
-          f"written to {path}")
+    write_logits_dump(
+        path,
+        SplitDump(test.outputs, test.targets, source_indices(splits.test)),
+        None if val is None else SplitDump(val.outputs, val.targets, source_indices(splits.val)),
+        run.costs.macs,
+        run.header(),
+    )
+    print(
+        f"outputs of every exit ({'test and validation' if val is not None else 'test'} split) "
+        f"written to {path}"
+    )
 
 
 def evaluate(job: EvaluationJob) -> None:

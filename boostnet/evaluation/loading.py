@@ -1,4 +1,5 @@
 """The run an evaluation reads: its checkpoint loaded into the network its flags describe."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,8 +32,13 @@ class LoadedRun:
     def header(self) -> dict:
         """Identification shared by every output file."""
         job = self.job
-        return {"run": self.name, **self.checkpoint.header(), "arch": job.model.arch,
-                "loss": job.objective.name, "dataset": job.data.dataset.name}
+        return {
+            "run": self.name,
+            **self.checkpoint.header(),
+            "arch": job.model.arch,
+            "loss": job.objective.name,
+            "dataset": job.data.dataset.name,
+        }
 
 
 def load_run(job: EvaluationJob) -> LoadedRun:
@@ -40,12 +46,19 @@ def load_run(job: EvaluationJob) -> LoadedRun:
     use_threads(job.runtime.threads)
     checkpoint = load_checkpoint(job.checkpoint_file, flag="--evaluate-from")
     model = job.model.build()
-    load_weights(model, checkpoint["model"], job.checkpoint_file, "--evaluate-from",
-                 "the run's config (different architecture or flags?)")
+    load_weights(
+        model,
+        checkpoint["model"],
+        job.checkpoint_file,
+        "--evaluate-from",
+        "the run's config (different architecture or flags?)",
+    )
     costs = job.model.backbone.cost(model, job.model.inputs)
     device = resolve_device(job.runtime.device, DistInfo())
-    network = objective(job.objective.name).network(model.to(device).eval(), job.objective,
-                                                    job.model.num_exits)
-    described = describe_checkpoint(job.checkpoint_file, checkpoint, job.config,
-                                    file_digest(job.checkpoint_file))
+    network = objective(job.objective.name).network(
+        model.to(device).eval(), job.objective, job.model.num_exits
+    )
+    described = describe_checkpoint(
+        job.checkpoint_file, checkpoint, job.config, file_digest(job.checkpoint_file)
+    )
     return LoadedRun(job, described, network, costs, device)

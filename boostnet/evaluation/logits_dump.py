@@ -4,6 +4,7 @@ The archive is for other early-exit tools (threshold fitting, calibration): plai
 unicode strings only, so ``numpy.load`` reads it without pickle. The layout is documented in
 docs/evaluation-outputs.md.
 """
+
 from __future__ import annotations
 
 import os
@@ -55,18 +56,24 @@ def source_indices(dataset: Dataset) -> np.ndarray:
 
 def split_arrays(split: SplitDump, prefix: str) -> dict[str, np.ndarray]:
     """The arrays of one split, named `prefix` + logits / labels / indices."""
-    return {f"{prefix}logits": split.outputs.float().numpy(),
-            f"{prefix}labels": split.labels.numpy().astype(np.int64),
-            f"{prefix}indices": split.indices.astype(np.int64)}
+    return {
+        f"{prefix}logits": split.outputs.float().numpy(),
+        f"{prefix}labels": split.labels.numpy().astype(np.int64),
+        f"{prefix}indices": split.indices.astype(np.int64),
+    }
 
 
-def write_logits_dump(path: Path, test: SplitDump, val: Optional[SplitDump], costs: Sequence[int],
-                      metadata: dict[str, str]) -> None:
+def write_logits_dump(
+    path: Path, test: SplitDump, val: Optional[SplitDump], costs: Sequence[int], metadata: dict[str, str]
+) -> None:
     """Write the test split (plain names) and, when given, the validation split (val_ names)."""
-    arrays = {**split_arrays(test, ""), "split": np.array(TEST_SPLIT),
-              "costs": np.asarray(costs, dtype=np.int64),
-              "num_classes": np.array(test.outputs.shape[2], dtype=np.int64),
-              **{key: np.array(str(value)) for key, value in metadata.items()}}
+    arrays = {
+        **split_arrays(test, ""),
+        "split": np.array(TEST_SPLIT),
+        "costs": np.asarray(costs, dtype=np.int64),
+        "num_classes": np.array(test.outputs.shape[2], dtype=np.int64),
+        **{key: np.array(str(value)) for key, value in metadata.items()},
+    }
     if val is not None:
         arrays.update(split_arrays(val, VALIDATION_PREFIX))
 

@@ -1,6 +1,7 @@
 """The result files an evaluation writes into the run directory (docs/evaluation-outputs.md):
 anytime.csv/json, budgeted.csv/json, budget.json, real_exit.json. Each JSON file starts with
 the run's header (run, checkpoint and its SHA-256, arch, loss, dataset)."""
+
 from __future__ import annotations
 
 import csv
@@ -11,8 +12,7 @@ from typing import Any
 from utils.checkpoint import write_text_atomically
 from utils.json_files import write_json
 
-BUDGETED_COLUMNS = ("level", "q", "expected_cost", "val_accuracy", "test_accuracy", "test_ece",
-                    "test_nll")
+BUDGETED_COLUMNS = ("level", "q", "expected_cost", "val_accuracy", "test_accuracy", "test_ece", "test_nll")
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -35,19 +35,32 @@ def budgeted_rows(levels: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def write_anytime(run_dir: Path, header: dict[str, Any], samples: int,
-                  rows: list[dict[str, Any]]) -> None:
+def write_anytime(run_dir: Path, header: dict[str, Any], samples: int, rows: list[dict[str, Any]]) -> None:
     write_csv(run_dir / "anytime.csv", rows)
     write_json(run_dir / "anytime.json", {**header, "test_samples": samples, "exits": rows})
 
 
-def write_budgeted(run_dir: Path, header: dict[str, Any], flat_curve: bool, costs: list[int],
-                   samples: tuple[int, int], levels: list[dict[str, Any]]) -> None:
+def write_budgeted(
+    run_dir: Path,
+    header: dict[str, Any],
+    flat_curve: bool,
+    costs: list[int],
+    samples: tuple[int, int],
+    levels: list[dict[str, Any]],
+) -> None:
     """budgeted.csv and budgeted.json (`samples`: validation and test counts)."""
     write_csv(run_dir / "budgeted.csv", budgeted_rows(levels))
-    write_json(run_dir / "budgeted.json", {
-        **header, "flat_curve": flat_curve, "costs": costs, "val_samples": samples[0],
-        "test_samples": samples[1], "levels": levels})
+    write_json(
+        run_dir / "budgeted.json",
+        {
+            **header,
+            "flat_curve": flat_curve,
+            "costs": costs,
+            "val_samples": samples[0],
+            "test_samples": samples[1],
+            "levels": levels,
+        },
+    )
 
 
 def write_budget(run_dir: Path, header: dict[str, Any], result: dict[str, Any]) -> None:
@@ -56,5 +69,7 @@ def write_budget(run_dir: Path, header: dict[str, Any], result: dict[str, Any]) 
 
 def write_real_exit(run_dir: Path, header: dict[str, Any], result: dict[str, Any]) -> None:
     """real_exit.json (the record without its Throughput object, whose figures it holds)."""
-    write_json(run_dir / "real_exit.json",
-               {**header, **{key: value for key, value in result.items() if key != "speed"}})
+    write_json(
+        run_dir / "real_exit.json",
+        {**header, **{key: value for key, value in result.items() if key != "speed"}},
+    )

@@ -1,4 +1,5 @@
 """What an evaluation is told: the run and checkpoint, the modes, the budget, the outputs."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -1,4 +1,5 @@
 """Markdown tables for the reports (results.md, study.md, the benchmark's tables)."""
+
 from __future__ import annotations
 
 from typing import Any, Sequence

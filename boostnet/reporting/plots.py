@@ -8,6 +8,7 @@ at the published MACs of docs/costs.md) to CIFAR-100 runs.
 
 The command is `python -m utils.plots` (utils/plots.py); this module is the library behind it.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,24 +16,44 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from utils.errors import UserError
 from boostnet.evaluation.checkpoint_choice import SHOWN_DIGEST_CHARS
-from utils.json_files import read_json
 from boostnet.reporting.markdown import markdown_table
+from utils.errors import UserError
+from utils.json_files import read_json
 
 ANYTIME_FILE = "anytime.json"
 BUDGETED_FILE = "budgeted.json"
-MSDNET_C100_MACS = [15140452, 25505992, 37788460, 52061840, 62181620, 74070872, 87729596, 100038944,
-                    110121860, 121679336]
+MSDNET_C100_MACS = [
+    15140452,
+    25505992,
+    37788460,
+    52061840,
+    62181620,
+    74070872,
+    87729596,
+    100038944,
+    110121860,
+    121679336,
+]
 Z_95 = 1.959963984540054  # the standard normal's 97.5% quantile: two-sided 95% intervals
 SPLIT = "test"  # the split every plotted accuracy is measured on
 ONE_SEED_NOTE = "one seed per run; bars: 95% Wilson interval over the test samples"
 FORMATS = ("png", "pdf", "svg")
-HEADER_KEYS = ("dataset", "test_samples", "checkpoint", "checkpoint_sha256", "checkpoint_kind",
-               "checkpoint_epoch")
-ROW_KEYS = {ANYTIME_FILE: ("exits", ("exit", "macs", "params", "top1", "top5", "nll", "ece")),
-            BUDGETED_FILE: ("levels", ("level", "expected_cost", "val_accuracy", "test_accuracy",
-                                       "test_nll", "test_ece"))}
+HEADER_KEYS = (
+    "dataset",
+    "test_samples",
+    "checkpoint",
+    "checkpoint_sha256",
+    "checkpoint_kind",
+    "checkpoint_epoch",
+)
+ROW_KEYS = {
+    ANYTIME_FILE: ("exits", ("exit", "macs", "params", "top1", "top5", "nll", "ece")),
+    BUDGETED_FILE: (
+        "levels",
+        ("level", "expected_cost", "val_accuracy", "test_accuracy", "test_nll", "test_ece"),
+    ),
+}
 
 
 @dataclass
@@ -48,12 +69,20 @@ class Curve:
     note: str = ""
 
 
-REFERENCES = {"msdnet_c100": [
-    Curve("MSDNet (published)", MSDNET_C100_MACS,
-          [64.6, 67.9, 69.4, 71.5, 72.8, 74.0, 74.7, 75.4, 75.5, 76.0]),
-    Curve("BoostNet (published)", MSDNET_C100_MACS,
-          [65.3, 70.0, 72.3, 74.2, 75.2, 75.9, 75.9, 76.5, 76.5, 76.3]),
-]}
+REFERENCES = {
+    "msdnet_c100": [
+        Curve(
+            "MSDNet (published)",
+            MSDNET_C100_MACS,
+            [64.6, 67.9, 69.4, 71.5, 72.8, 74.0, 74.7, 75.4, 75.5, 76.0],
+        ),
+        Curve(
+            "BoostNet (published)",
+            MSDNET_C100_MACS,
+            [65.3, 70.0, 72.3, 74.2, 75.2, 75.9, 75.9, 76.5, 76.5, 76.3],
+        ),
+    ]
+}
 REFERENCE_DATASETS = {"msdnet_c100": "cifar100"}
 
 
@@ -73,9 +102,15 @@ class Source:
     @classmethod
     def of(cls, result_file: Path, data: dict[str, Any]) -> Source:
         """The source `data`, the checked JSON of `result_file`, names."""
-        return cls(result_file, str(data["checkpoint"]), str(data["checkpoint_sha256"]),
-                   str(data["checkpoint_kind"]), data["checkpoint_epoch"], str(data["dataset"]),
-                   int(data["test_samples"]))
+        return cls(
+            result_file,
+            str(data["checkpoint"]),
+            str(data["checkpoint_sha256"]),
+            str(data["checkpoint_kind"]),
+            data["checkpoint_epoch"],
+            str(data["dataset"]),
+            int(data["test_samples"]),
+        )
 
     def checkpoint_note(self) -> str:
         """`best, epoch 7` (`epoch unknown` for an imported file that did not say)."""
@@ -110,8 +145,9 @@ def chosen_labels(run_dirs: Sequence[Path], labels: Sequence[str] | None) -> lis
         raise UserError(f"--labels: {len(labels)} label(s) for {len(run_dirs)} run(s); give one per run")
     repeated = sorted({label for label in labels if labels.count(label) > 1})
     if repeated:
-        raise UserError(f"--labels: {', '.join(map(repr, repeated))} given twice; "
-                        f"legends need distinct labels")
+        raise UserError(
+            f"--labels: {', '.join(map(repr, repeated))} given twice; legends need distinct labels"
+        )
     return list(labels)
 
 
@@ -131,8 +167,10 @@ def read_results_file(path: Path) -> dict[str, Any] | None:
     missing = [key for key in HEADER_KEYS if key not in data]
     missing += sorted({key for row in rows for key in row_keys if key not in row})
     if missing:
-        raise UserError(f"{path} lacks {', '.join(missing)} (written by an older evaluator?); evaluate "
-                        f"{path.parent} again (eval_cifar100.py --evaluate-from {path.parent})")
+        raise UserError(
+            f"{path} lacks {', '.join(missing)} (written by an older evaluator?); evaluate "
+            f"{path.parent} again (eval_cifar100.py --evaluate-from {path.parent})"
+        )
     return data
 
 
@@ -142,9 +180,11 @@ def one_checkpoint(sources: Sequence[Source]) -> Source:
     first = sources[0]
     for other in sources[1:]:
         if other.sha256 != first.sha256:
-            raise UserError(f"{first.result_file} is of {first.describe()} but {other.result_file} is of "
-                            f"{other.describe()}; refusing to plot results of different checkpoints "
-                            f"together: evaluate {first.result_file.parent} again with --evalmode both")
+            raise UserError(
+                f"{first.result_file} is of {first.describe()} but {other.result_file} is of "
+                f"{other.describe()}; refusing to plot results of different checkpoints "
+                f"together: evaluate {first.result_file.parent} again with --evalmode both"
+            )
     return first
 
 
@@ -153,11 +193,16 @@ def load_results(run_dir: Path, label: str) -> RunResults:
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} does not exist")
     anytime, budgeted = (read_results_file(run_dir / name) for name in (ANYTIME_FILE, BUDGETED_FILE))
-    sources = [Source.of(run_dir / name, data)
-               for name, data in ((ANYTIME_FILE, anytime), (BUDGETED_FILE, budgeted)) if data is not None]
+    sources = [
+        Source.of(run_dir / name, data)
+        for name, data in ((ANYTIME_FILE, anytime), (BUDGETED_FILE, budgeted))
+        if data is not None
+    ]
     if not sources:
-        raise UserError(f"{run_dir} has no {ANYTIME_FILE} or {BUDGETED_FILE}; evaluate it first "
-                        f"(eval_cifar100.py --evaluate-from {run_dir})")
+        raise UserError(
+            f"{run_dir} has no {ANYTIME_FILE} or {BUDGETED_FILE}; evaluate it first "
+            f"(eval_cifar100.py --evaluate-from {run_dir})"
+        )
     return RunResults(label, anytime, budgeted, one_checkpoint(sources))
 
 
@@ -166,8 +211,9 @@ def common_test_set(runs: Sequence[RunResults]) -> tuple[str, int]:
     since their accuracies are not comparable in one figure."""
     test_sets = {(run.source.dataset, run.source.test_samples) for run in runs}
     if len(test_sets) > 1:
-        described = "; ".join(f"{run.label}: {run.source.dataset}, {run.source.test_samples} {SPLIT} samples"
-                              for run in runs)
+        described = "; ".join(
+            f"{run.label}: {run.source.dataset}, {run.source.test_samples} {SPLIT} samples" for run in runs
+        )
         raise UserError(f"the runs were evaluated on different test sets ({described}); plot them separately")
     return test_sets.pop()
 
@@ -177,26 +223,33 @@ def reference_curves(name: str | None, dataset: str) -> list[Curve]:
     if name is None:
         return []
     if dataset != REFERENCE_DATASETS[name]:
-        raise UserError(f"--reference {name}: the published curves are {REFERENCE_DATASETS[name]}'s, but "
-                        f"the runs were evaluated on {dataset}; drop --reference")
+        raise UserError(
+            f"--reference {name}: the published curves are {REFERENCE_DATASETS[name]}'s, but "
+            f"the runs were evaluated on {dataset}; drop --reference"
+        )
     return REFERENCES[name]
 
 
 def wilson_interval(accuracy: float, samples: int) -> tuple[float, float]:
     """95% Wilson score interval (percent) of a binomial proportion `accuracy` (percent) measured
     on `samples` samples: it stays inside [0, 100] and is sound near 0 and 100 %, unlike p ± z·se."""
-    p, z2 = accuracy / 100, Z_95 ** 2
+    p, z2 = accuracy / 100, Z_95**2
     scale = 1 + z2 / samples
     centre = (p + z2 / (2 * samples)) / scale
-    half = Z_95 * math.sqrt(p * (1 - p) / samples + z2 / (4 * samples ** 2)) / scale
+    half = Z_95 * math.sqrt(p * (1 - p) / samples + z2 / (4 * samples**2)) / scale
     return 100 * (centre - half), 100 * (centre + half)
 
 
 def run_curve(run: RunResults, rows: Sequence[dict[str, Any]], cost_key: str, accuracy_key: str) -> Curve:
     """One run's accuracy (`accuracy_key`) against cost (`cost_key`) over `rows`, with the test
     sample count for its intervals and its checkpoint for the legend."""
-    return Curve(run.label, [row[cost_key] for row in rows], [row[accuracy_key] for row in rows],
-                 run.source.test_samples, run.source.checkpoint_note())
+    return Curve(
+        run.label,
+        [row[cost_key] for row in rows],
+        [row[accuracy_key] for row in rows],
+        run.source.test_samples,
+        run.source.checkpoint_note(),
+    )
 
 
 def anytime_curves(runs: Sequence[RunResults]) -> list[Curve]:
@@ -206,22 +259,31 @@ def anytime_curves(runs: Sequence[RunResults]) -> list[Curve]:
 
 def budgeted_curves(runs: Sequence[RunResults]) -> list[Curve]:
     """Test accuracy of every budget level at its expected cost, per run."""
-    return [run_curve(run, run.budgeted["levels"], "expected_cost", "test_accuracy")
-            for run in runs if run.budgeted]
+    return [
+        run_curve(run, run.budgeted["levels"], "expected_cost", "test_accuracy")
+        for run in runs
+        if run.budgeted
+    ]
 
 
 def draw_curve(axes: Any, curve: Curve) -> None:
     """One curve: a marked line, with 95% Wilson error bars where its sample count is known."""
     xs = [m / 1e6 for m in curve.macs]
     label = f"{curve.label} ({curve.note})" if curve.note else curve.label
-    style = {"marker": "o", "markersize": 3, "label": label,
-             "linestyle": "--" if curve.samples is None else "-"}
+    style = {
+        "marker": "o",
+        "markersize": 3,
+        "label": label,
+        "linestyle": "--" if curve.samples is None else "-",
+    }
     if curve.samples is None:
         axes.plot(xs, curve.accuracy, **style)
         return
     bounds = [wilson_interval(accuracy, curve.samples) for accuracy in curve.accuracy]
-    errors = [[max(0.0, a - low) for a, (low, _) in zip(curve.accuracy, bounds)],  # max: rounding at 0 %
-              [max(0.0, high - a) for a, (_, high) in zip(curve.accuracy, bounds)]]
+    errors = [
+        [max(0.0, a - low) for a, (low, _) in zip(curve.accuracy, bounds)],  # max: rounding at 0 %
+        [max(0.0, high - a) for a, (_, high) in zip(curve.accuracy, bounds)],
+    ]
     axes.errorbar(xs, curve.accuracy, yerr=errors, capsize=2, elinewidth=0.8, **style)
 
 
@@ -229,8 +291,10 @@ def draw(curves: Sequence[Curve], title: str, paths: Sequence[Path]) -> None:
     """Accuracy against millions of multiply-adds, one curve each, saved to every path (its
     suffix picks the format); the legend says the runs are one seed each."""
     import matplotlib  # here: importing matplotlib takes a second the other functions need not pay
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     figure, axes = plt.subplots(figsize=(6.4, 4.8))
     for curve in curves:
         draw_curve(axes, curve)
@@ -261,46 +325,101 @@ def interval_text(accuracy: float, samples: int) -> str:
 def provenance_markdown(runs: Sequence[RunResults], test_set: tuple[str, int]) -> list[str]:
     """What the numbers were measured on, and from which checkpoint of each run."""
     dataset, samples = test_set
-    return [f"Dataset {dataset}, {SPLIT} split, {samples:,} samples. Each run is one seed (one training "
-            f"run): its 95% intervals are Wilson score intervals over the {SPLIT} samples, so they cover "
-            f"the sampling of the {SPLIT} set only, not the variation between seeds "
-            f"(scripts/study.py measures that).",
-            "## Runs", "\n".join(f"- {run.label}: {run.source.describe()}" for run in runs)]
+    return [
+        f"Dataset {dataset}, {SPLIT} split, {samples:,} samples. Each run is one seed (one training "
+        f"run): its 95% intervals are Wilson score intervals over the {SPLIT} samples, so they cover "
+        f"the sampling of the {SPLIT} set only, not the variation between seeds "
+        f"(scripts/study.py measures that).",
+        "## Runs",
+        "\n".join(f"- {run.label}: {run.source.describe()}" for run in runs),
+    ]
 
 
-def results_markdown(runs: Sequence[RunResults], reference: Sequence[Curve], test_set: tuple[str, int],
-                     title: str | None) -> str:
+def results_markdown(
+    runs: Sequence[RunResults], reference: Sequence[Curve], test_set: tuple[str, int], title: str | None
+) -> str:
     """The plotted numbers as Markdown: provenance, anytime per exit, budgeted per level, the reference."""
     samples = test_set[1]
     sections = [f"# {title or 'Results'}", *provenance_markdown(runs, test_set)]
-    anytime = [(run.label, e["exit"], f"{e['macs'] / 1e6:.2f}", f"{e['params']:,}", f"{e['top1']:.2f}",
-                f"{e['top5']:.2f}", interval_text(e["top1"], samples), f"{e['nll']:.4f}", f"{e['ece']:.4f}")
-               for run in runs if run.anytime for e in run.anytime["exits"]]
+    anytime = [
+        (
+            run.label,
+            e["exit"],
+            f"{e['macs'] / 1e6:.2f}",
+            f"{e['params']:,}",
+            f"{e['top1']:.2f}",
+            f"{e['top5']:.2f}",
+            interval_text(e["top1"], samples),
+            f"{e['nll']:.4f}",
+            f"{e['ece']:.4f}",
+        )
+        for run in runs
+        if run.anytime
+        for e in run.anytime["exits"]
+    ]
     if anytime:
-        sections += [f"## Anytime prediction ({SPLIT})",
-                     markdown_table(["run", "exit", "MMACs", "params", "top-1 %", "top-5 %", "top-1 95% CI",
-                                     "NLL (nats)", "ECE"], anytime)]
-    budgeted = [(run.label, level["level"], f"{level['expected_cost'] / 1e6:.2f}",
-                 f"{level['val_accuracy']:.2f}", f"{level['test_accuracy']:.2f}",
-                 interval_text(level["test_accuracy"], samples), f"{level['test_nll']:.4f}",
-                 f"{level['test_ece']:.4f}")
-                for run in runs if run.budgeted for level in run.budgeted["levels"]]
+        sections += [
+            f"## Anytime prediction ({SPLIT})",
+            markdown_table(
+                ["run", "exit", "MMACs", "params", "top-1 %", "top-5 %", "top-1 95% CI", "NLL (nats)", "ECE"],
+                anytime,
+            ),
+        ]
+    budgeted = [
+        (
+            run.label,
+            level["level"],
+            f"{level['expected_cost'] / 1e6:.2f}",
+            f"{level['val_accuracy']:.2f}",
+            f"{level['test_accuracy']:.2f}",
+            interval_text(level["test_accuracy"], samples),
+            f"{level['test_nll']:.4f}",
+            f"{level['test_ece']:.4f}",
+        )
+        for run in runs
+        if run.budgeted
+        for level in run.budgeted["levels"]
+    ]
     if budgeted:
-        sections += ["## Budgeted batch classification",
-                     markdown_table(["run", "level", "expected MMACs", "val top-1 %", "test top-1 %",
-                                     "test 95% CI", "test NLL (nats)", "test ECE"], budgeted)]
+        sections += [
+            "## Budgeted batch classification",
+            markdown_table(
+                [
+                    "run",
+                    "level",
+                    "expected MMACs",
+                    "val top-1 %",
+                    "test top-1 %",
+                    "test 95% CI",
+                    "test NLL (nats)",
+                    "test ECE",
+                ],
+                budgeted,
+            ),
+        ]
     if reference:
-        sections += ["## Published reference (anytime, CIFAR-100)",
-                     markdown_table(["curve", "exit", "MMACs", "top-1 %"],
-                                    [(curve.label, n + 1, f"{macs / 1e6:.2f}", f"{accuracy:.1f}")
-                                     for curve in reference
-                                     for n, (macs, accuracy) in enumerate(zip(curve.macs, curve.accuracy))])]
+        sections += [
+            "## Published reference (anytime, CIFAR-100)",
+            markdown_table(
+                ["curve", "exit", "MMACs", "top-1 %"],
+                [
+                    (curve.label, n + 1, f"{macs / 1e6:.2f}", f"{accuracy:.1f}")
+                    for curve in reference
+                    for n, (macs, accuracy) in enumerate(zip(curve.macs, curve.accuracy))
+                ],
+            ),
+        ]
     return "\n\n".join(sections) + "\n"
 
 
-def write_plots(run_dirs: Sequence[Path], out: Path, reference_name: str | None = None,
-                labels: Sequence[str] | None = None, title: str | None = None,
-                formats: Sequence[str] = ("png",)) -> list[Path]:
+def write_plots(
+    run_dirs: Sequence[Path],
+    out: Path,
+    reference_name: str | None = None,
+    labels: Sequence[str] | None = None,
+    title: str | None = None,
+    formats: Sequence[str] = ("png",),
+) -> list[Path]:
     """Write anytime.<format>, budgeted.<format> (when any run has budgeted results) and
     results.md to `out`, after every check has passed; returns the files written."""
     if out.exists() and not out.is_dir():
@@ -314,8 +433,10 @@ def write_plots(run_dirs: Sequence[Path], out: Path, reference_name: str | None 
     except OSError as error:
         raise UserError(f"--out {out}: {error.strerror or error}") from None
     written = []
-    plots = {"anytime": ("Anytime prediction", anytime_curves(runs) + reference),
-             "budgeted": ("Budgeted batch classification", budgeted_curves(runs))}
+    plots = {
+        "anytime": ("Anytime prediction", anytime_curves(runs) + reference),
+        "budgeted": ("Budgeted batch classification", budgeted_curves(runs)),
+    }
     for name, (kind, curves) in plots.items():
         if curves:
             paths = [out / f"{name}.{suffix}" for suffix in dict.fromkeys(formats)]

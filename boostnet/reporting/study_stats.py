@@ -6,6 +6,7 @@ per trained run (read from the evaluator's anytime.json / budgeted.json by :func
 the output of :func:`aggregate` is a JSON-ready dict. An interval needs two seeds or more; with
 one seed its std and half-width are None (null in JSON, "n/a" in tables).
 """
+
 from __future__ import annotations
 
 import math
@@ -13,10 +14,38 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 # Two-sided 95% Student-t quantiles t_{0.975}(df) for df = 1..30 (standard tables, 6 decimals).
-T_975 = (12.706205, 4.302653, 3.182446, 2.776445, 2.570582, 2.446912, 2.364624, 2.306004,
-         2.262157, 2.228139, 2.200985, 2.178813, 2.160369, 2.144787, 2.131450, 2.119905,
-         2.109816, 2.100922, 2.093024, 2.085963, 2.079614, 2.073873, 2.068658, 2.063899,
-         2.059539, 2.055529, 2.051831, 2.048407, 2.045230, 2.042272)
+T_975 = (
+    12.706205,
+    4.302653,
+    3.182446,
+    2.776445,
+    2.570582,
+    2.446912,
+    2.364624,
+    2.306004,
+    2.262157,
+    2.228139,
+    2.200985,
+    2.178813,
+    2.160369,
+    2.144787,
+    2.131450,
+    2.119905,
+    2.109816,
+    2.100922,
+    2.093024,
+    2.085963,
+    2.079614,
+    2.073873,
+    2.068658,
+    2.063899,
+    2.059539,
+    2.055529,
+    2.051831,
+    2.048407,
+    2.045230,
+    2.042272,
+)
 Z_975 = 1.959964
 DEFAULT_GRID_POINTS = 50
 
@@ -29,7 +58,7 @@ def t_quantile_975(df: int) -> float:
     if df <= len(T_975):
         return T_975[df - 1]
     z = Z_975
-    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
 
 
 @dataclass(frozen=True)
@@ -72,10 +101,14 @@ class RunResult:
 
 def run_result(variant: str, seed: int, anytime: dict[str, Any], budgeted: dict[str, Any]) -> RunResult:
     """A RunResult from the evaluator's anytime.json and budgeted.json contents."""
-    return RunResult(variant, seed, [row["macs"] for row in anytime["exits"]],
-                     [row["top1"] for row in anytime["exits"]],
-                     [level["expected_cost"] for level in budgeted["levels"]],
-                     [level["test_accuracy"] for level in budgeted["levels"]])
+    return RunResult(
+        variant,
+        seed,
+        [row["macs"] for row in anytime["exits"]],
+        [row["top1"] for row in anytime["exits"]],
+        [level["expected_cost"] for level in budgeted["levels"]],
+        [level["test_accuracy"] for level in budgeted["levels"]],
+    )
 
 
 def sorted_curve(costs: Sequence[float], accuracy: Sequence[float]) -> tuple[list[float], list[float]]:
@@ -111,8 +144,10 @@ def common_grid(runs: Sequence[RunResult], points: int = DEFAULT_GRID_POINTS) ->
     low = max(min(run.budget_costs) for run in runs)
     high = min(max(run.budget_costs) for run in runs)
     if not low < high:
-        raise ValueError(f"the runs' budgeted curves share no range of costs (the cheapest ends at "
-                         f"{high:g}, the dearest starts at {low:g})")
+        raise ValueError(
+            f"the runs' budgeted curves share no range of costs (the cheapest ends at "
+            f"{high:g}, the dearest starts at {low:g})"
+        )
     return [low + (high - low) * i / (points - 1) for i in range(points)]
 
 
@@ -149,45 +184,55 @@ def anytime_summary(seeds: dict[int, RunResult]) -> list[dict[str, Any]]:
     runs = list(seeds.values())
     macs = per_exit([run.exit_macs for run in runs], f"variant {runs[0].variant}")
     top1 = per_exit([run.exit_top1 for run in runs], f"variant {runs[0].variant}")
-    return [{"exit": n + 1, "macs": cost.mean, "top1": accuracy.to_dict()}
-            for n, (cost, accuracy) in enumerate(zip(macs, top1))]
+    return [
+        {"exit": n + 1, "macs": cost.mean, "top1": accuracy.to_dict()}
+        for n, (cost, accuracy) in enumerate(zip(macs, top1))
+    ]
 
 
-def paired_difference(reference: dict[int, RunResult], other: dict[int, RunResult],
-                      areas: dict[tuple[str, int], float]) -> dict[str, Any] | None:
+def paired_difference(
+    reference: dict[int, RunResult], other: dict[int, RunResult], areas: dict[tuple[str, int], float]
+) -> dict[str, Any] | None:
     """reference - other per exit and in area, over the seeds both have (None when they share none)."""
     seeds = sorted(set(reference) & set(other))
     if not seeds:
         return None
     first = reference[seeds[0]]
     if any(len(reference[s].exit_top1) != len(other[s].exit_top1) for s in seeds):
-        raise ValueError(f"variants {first.variant} and {other[seeds[0]].variant} have different "
-                         f"numbers of exits")
+        raise ValueError(
+            f"variants {first.variant} and {other[seeds[0]].variant} have different numbers of exits"
+        )
     differences = [[a - b for a, b in zip(reference[s].exit_top1, other[s].exit_top1)] for s in seeds]
     area_differences = [areas[first.variant, s] - areas[other[s].variant, s] for s in seeds]
-    return {"seeds": seeds, "exits": [s.to_dict() for s in per_exit(differences, "paired")],
-            "auc": summarize(area_differences).to_dict()}
+    return {
+        "seeds": seeds,
+        "exits": [s.to_dict() for s in per_exit(differences, "paired")],
+        "auc": summarize(area_differences).to_dict(),
+    }
 
 
-def aggregate(runs: Sequence[RunResult], reference: str = "boost",
-              grid_points: int = DEFAULT_GRID_POINTS) -> dict[str, Any]:
+def aggregate(
+    runs: Sequence[RunResult], reference: str = "boost", grid_points: int = DEFAULT_GRID_POINTS
+) -> dict[str, Any]:
     """Everything the study reports, as plain JSON-ready values (see docs/study.md)."""
     if not runs:
         raise ValueError("no runs to aggregate")
     grouped = by_variant(runs)
     grid = common_grid(runs, grid_points)
-    areas = {(run.variant, run.seed): curve_area(run.budget_costs, run.budget_accuracy, grid[0], grid[-1])
-             for run in runs}
+    areas = {
+        (run.variant, run.seed): curve_area(run.budget_costs, run.budget_accuracy, grid[0], grid[-1])
+        for run in runs
+    }
     budgeted = {}
     for variant, seeds in grouped.items():
-        curves = [interpolate(*sorted_curve(run.budget_costs, run.budget_accuracy), grid)
-                  for run in seeds.values()]
+        curves = [
+            interpolate(*sorted_curve(run.budget_costs, run.budget_accuracy), grid) for run in seeds.values()
+        ]
         budgeted[variant] = [summarize(column).to_dict() for column in zip(*curves)]
     paired = {}
     if reference in grouped:
         for variant, seeds in grouped.items():
-            difference = (paired_difference(grouped[reference], seeds, areas)
-                          if variant != reference else None)
+            difference = paired_difference(grouped[reference], seeds, areas) if variant != reference else None
             if difference is not None:
                 paired[variant] = difference
     return {
@@ -196,10 +241,19 @@ def aggregate(runs: Sequence[RunResult], reference: str = "boost",
         "anytime": {variant: anytime_summary(seeds) for variant, seeds in grouped.items()},
         "budget_grid": grid,
         "budgeted": budgeted,
-        "auc": {variant: summarize([areas[variant, s] for s in seeds]).to_dict()
-                for variant, seeds in grouped.items()},
-        "runs": [{"variant": run.variant, "seed": run.seed, "exit_top1": run.exit_top1,
-                  "auc": areas[run.variant, run.seed]} for run in runs],
+        "auc": {
+            variant: summarize([areas[variant, s] for s in seeds]).to_dict()
+            for variant, seeds in grouped.items()
+        },
+        "runs": [
+            {
+                "variant": run.variant,
+                "seed": run.seed,
+                "exit_top1": run.exit_top1,
+                "auc": areas[run.variant, run.seed],
+            }
+            for run in runs
+        ],
         "reference": reference,
         "paired": paired,
     }

@@ -11,6 +11,7 @@ summary.csv, TensorBoard scalars and an atomic `model_latest.pth` (+ `model_best
 records the position in the epoch too (:mod:`boostnet.runs.recovery`); a stop then exits with
 EXIT_PREEMPTED. The run directory is locked while training (:mod:`boostnet.runs.lock`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,25 +32,36 @@ from boostnet.data.gpu_batches import GpuBatches, use_gpu_data
 from boostnet.data.loaders import build_splits, eval_loader, remaining_batches, start_epoch, train_loader
 from boostnet.runs.layout import BEST_CHECKPOINT, LATEST_CHECKPOINT, RECOVERY_CHECKPOINT
 from boostnet.runs.lock import owned_run_dir
+from boostnet.runs.records import (
+    RunLog,
+    check_run_dir,
+    duration_text,
+    locate_checkpoint,
+    provenance,
+    write_config,
+    write_summary,
+)
 from boostnet.runs.recovery import PartialEpoch, RecoveryTrigger, newest_checkpoint, preempted
-from boostnet.runs.records import (RunLog, check_run_dir, duration_text, locate_checkpoint,
-                                   provenance, write_config, write_summary)
 from boostnet.training.metrics import ExitMetrics, IntervalSpeed, MetricSums
 from boostnet.training.optim import build_optimizer, build_scheduler, schedule_text, scheduled_lr
 from boostnet.training.settings import TrainingJob
-from boostnet.training.step import (build_eval_forward, build_train_step, memory_format_for,
-                                    resolve_step_mode)
+from boostnet.training.step import build_eval_forward, build_train_step, memory_format_for, resolve_step_mode
 from models.multi_exit import MultiExitNetwork
 from models.objectives import objective
 from utils import distributed
-from utils.checkpoint import (capture_rng_state, load_checkpoint, load_weights, restore_rng_state,
-                              save_checkpoint)
+from utils.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    load_weights,
+    restore_rng_state,
+    save_checkpoint,
+)
 from utils.determinism import deterministic_algorithms
 from utils.distributed import DistInfo
 from utils.errors import UserError
 from utils.metrics import correct_counts
 
-NO_BAD_STEP = 2 ** 62
+NO_BAD_STEP = 2**62
 
 
 def seed_everything(seed: int) -> None:
@@ -59,16 +71,31 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def training_state(model: MultiExitNetwork, optimizer: torch.optim.Optimizer,
-                   scheduler: torch.optim.lr_scheduler.LRScheduler, objective: nn.Module,
-                   scaler: torch.amp.GradScaler, epochs_done: int, config: dict,
-                   best_metric: float | None, summary: Sequence[dict] = ()) -> dict:
+def training_state(
+    model: MultiExitNetwork,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    objective: nn.Module,
+    scaler: torch.amp.GradScaler,
+    epochs_done: int,
+    config: dict,
+    best_metric: float | None,
+    summary: Sequence[dict] = (),
+) -> dict:
     """Everything `--resume` restores, as model_latest.pth holds it (`summary`: the
     summary.csv rows so far)."""
-    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "objective": objective.state_dict(),
-            "scaler": scaler.state_dict(), "epoch": epochs_done, "rng": capture_rng_state(),
-            "config": config, "best_metric": best_metric, "summary": list(summary)}
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "objective": objective.state_dict(),
+        "scaler": scaler.state_dict(),
+        "epoch": epochs_done,
+        "rng": capture_rng_state(),
+        "config": config,
+        "best_metric": best_metric,
+        "summary": list(summary),
+    }
 
 
 class Trainer:
@@ -79,15 +106,30 @@ class Trainer:
         self.run_dir = job.run.result_dir
         self.config = {**job.record, "provenance": [provenance(device, info.world_size)]}
         splits = build_splits(job.data, job.train.use_valid, job.train.seed, self.run_dir)
-        self.train_loader = train_loader(splits.train, job.train.batch_size, job.data.workers,
-                                         job.train.seed, info, device)
+        self.train_loader = train_loader(
+            splits.train, job.train.batch_size, job.data.workers, job.train.seed, info, device
+        )
         data = job.data.dataset
-        self.gpu_batches = (GpuBatches.from_dataset(
-            splits.train, job.train.batch_size, device, job.train.seed, rank=info.rank,
-            world_size=info.world_size, flip=data.flip, mean=data.mean, std=data.std)
-            if use_gpu_data(job.speed.gpu_data, data, device) else None)
-        self.val_loader = (eval_loader(splits.val, job.data.eval_batch_size, job.data.workers, info,
-                                       device) if splits.val is not None else None)
+        self.gpu_batches = (
+            GpuBatches.from_dataset(
+                splits.train,
+                job.train.batch_size,
+                device,
+                job.train.seed,
+                rank=info.rank,
+                world_size=info.world_size,
+                flip=data.flip,
+                mean=data.mean,
+                std=data.std,
+            )
+            if use_gpu_data(job.speed.gpu_data, data, device)
+            else None
+        )
+        self.val_loader = (
+            eval_loader(splits.val, job.data.eval_batch_size, job.data.workers, info, device)
+            if splits.val is not None
+            else None
+        )
         seed_everything(job.train.seed)
         self.model = self._build_model()
         method = objective(job.objective.name)
@@ -95,8 +137,9 @@ class Trainer:
         newest = newest_checkpoint(self.run_dir, job.run.resume)
         if job.train.init_from is not None and newest is None:  # a fresh start, also under --resume auto
             self._init_from(job.train.init_from)
-        self.optimizer = build_optimizer(self.model, job.train,
-                                         job.model.backbone.per_exit_weight_decay, device)
+        self.optimizer = build_optimizer(
+            self.model, job.train, job.model.backbone.per_exit_weight_decay, device
+        )
         self.scheduler = build_scheduler(self.optimizer, job.train)
         self.scaler = torch.amp.GradScaler(device.type, enabled=job.speed.amp == "fp16")
         self.start_epoch, self.best_metric, self.summary_rows = 0, None, []
@@ -109,10 +152,17 @@ class Trainer:
         mode = resolve_step_mode(job.speed, device, info.world_size)
         exits = self.model.num_exits
         self.train_step = build_train_step(
-            method.network(self._training_model(), job.objective, exits), self.objective,
-            self.optimizer, mode, job.speed.amp, job.speed.channels_last, scaler=self.scaler)
-        self.eval_forward = build_eval_forward(method.network(self.model, job.objective, exits),
-                                               mode, job.speed.amp, job.speed.channels_last)
+            method.network(self._training_model(), job.objective, exits),
+            self.objective,
+            self.optimizer,
+            mode,
+            job.speed.amp,
+            job.speed.channels_last,
+            scaler=self.scaler,
+        )
+        self.eval_forward = build_eval_forward(
+            method.network(self.model, job.objective, exits), mode, job.speed.amp, job.speed.channels_last
+        )
         self.log = RunLog(self.run_dir, info.is_main)
 
     def _build_model(self) -> MultiExitNetwork:
@@ -136,8 +186,13 @@ class Trainer:
         """Start from another run's (or an imported checkpoint's) weights; nothing else of it."""
         _, checkpoint_file = locate_checkpoint(path, "--init-from")
         checkpoint = load_checkpoint(checkpoint_file, "--init-from")
-        load_weights(self.model, checkpoint["model"], checkpoint_file, "--init-from",
-                     "these flags (pass the model flags of the run it comes from)")
+        load_weights(
+            self.model,
+            checkpoint["model"],
+            checkpoint_file,
+            "--init-from",
+            "these flags (pass the model flags of the run it comes from)",
+        )
 
     def _resume(self, path: Path, checkpoint: dict) -> None:
         """Restore model, optimiser, scheduler, objective, scaler, RNG and records from an epoch
@@ -167,10 +222,12 @@ class Trainer:
         try:
             with self.recovery.signals:
                 images = len(self.train_loader.sampler) * self.info.world_size
-                self.log.line(f"{self._start_description()}: {job.model.arch} "
-                              f"({self.model.num_exits} exits, loss {job.objective.name}) on "
-                              f"{job.data.dataset.name}: {images} training images, {self.info.world_size} "
-                              f"process(es) on {self.device}; run directory {self.run_dir}")
+                self.log.line(
+                    f"{self._start_description()}: {job.model.arch} "
+                    f"({self.model.num_exits} exits, loss {job.objective.name}) on "
+                    f"{job.data.dataset.name}: {images} training images, {self.info.world_size} "
+                    f"process(es) on {self.device}; run directory {self.run_dir}"
+                )
                 self.log.line(schedule_text(self.train))
                 if self.resumed_from is not None and self.info.is_main:
                     self._write_records()  # in case a kill came between checkpoint and records
@@ -178,8 +235,7 @@ class Trainer:
                     self._run_epoch(epoch)
                     stop = self.recovery.stop_requested()
                     if stop is not None and epoch + 1 < epochs:
-                        self._stop(stop, f"after epoch {epoch + 1}",
-                                   self.run_dir / LATEST_CHECKPOINT)
+                        self._stop(stop, f"after epoch {epoch + 1}", self.run_dir / LATEST_CHECKPOINT)
             self.log.line(f"done: checkpoints in {self.run_dir}")
         finally:
             self.log.close()
@@ -190,8 +246,10 @@ class Trainer:
         if self.resumed_from is None:
             return "training"
         if self.partial_epoch is not None:
-            return (f"resuming epoch {self.start_epoch + 1} after step {self.partial_epoch.step} "
-                    f"from {self.resumed_from.name}")
+            return (
+                f"resuming epoch {self.start_epoch + 1} after step {self.partial_epoch.step} "
+                f"from {self.resumed_from.name}"
+            )
         return f"resuming after epoch {self.start_epoch} from {self.resumed_from.name}"
 
     def _run_epoch(self, epoch: int) -> None:
@@ -206,21 +264,31 @@ class Trainer:
         val_metrics = self.evaluate(self.val_loader) if self.val_loader is not None else None
         self.scheduler.step()
         images_per_second = train_metrics.count / seconds
-        is_best = val_metrics is None or (self.best_metric is None
-                                          or val_metrics.accuracy[-1] > self.best_metric)
+        is_best = val_metrics is None or (
+            self.best_metric is None or val_metrics.accuracy[-1] > self.best_metric
+        )
         if val_metrics is not None and is_best:
             self.best_metric = val_metrics.accuracy[-1]
-        per_exit = {**train_metrics.scalars("train"),
-                    **(val_metrics.scalars("val") if val_metrics is not None else {})}
+        per_exit = {
+            **train_metrics.scalars("train"),
+            **(val_metrics.scalars("val") if val_metrics is not None else {}),
+        }
         scalars = {**per_exit, "lr": lr, "images_per_s": images_per_second}
-        self.summary_rows.append({"epoch": epoch + 1, "lr": lr, "seconds": seconds,
-                                  "images_per_s": images_per_second,
-                                  **{tag.replace("/", "_"): value
-                                     for tag, value in per_exit.items()}})
-        text = (f"epoch {epoch + 1}/{self.train.epochs} lr {lr:.4g} train {train_metrics.summary()}"
-                + (f" | val {val_metrics.summary()}" if val_metrics is not None else "")
-                + f" | {images_per_second:.0f} img/s, {seconds:.1f} s, ETA {self._eta(epoch)}"
-                + (" *" if is_best else ""))
+        self.summary_rows.append(
+            {
+                "epoch": epoch + 1,
+                "lr": lr,
+                "seconds": seconds,
+                "images_per_s": images_per_second,
+                **{tag.replace("/", "_"): value for tag, value in per_exit.items()},
+            }
+        )
+        text = (
+            f"epoch {epoch + 1}/{self.train.epochs} lr {lr:.4g} train {train_metrics.summary()}"
+            + (f" | val {val_metrics.summary()}" if val_metrics is not None else "")
+            + f" | {images_per_second:.0f} img/s, {seconds:.1f} s, ETA {self._eta(epoch)}"
+            + (" *" if is_best else "")
+        )
         self.log.line(text)
         self.log.scalars(scalars, epoch + 1)
         if self.info.is_main:
@@ -248,29 +316,37 @@ class Trainer:
         first_bad_step = torch.full((), NO_BAD_STEP, dtype=torch.int64, device=self.device)
         interval = IntervalSpeed(self.info.world_size)
         # The bar only on a terminal (disable=None): in a log file its frames bury the epoch lines.
-        with tqdm(total=steps, initial=first, desc=f"epoch {epoch + 1}/{train.epochs}",
-                  leave=False, disable=None if self.info.is_main else True,
-                  dynamic_ncols=True) as bar:
+        with tqdm(
+            total=steps,
+            initial=first,
+            desc=f"epoch {epoch + 1}/{train.epochs}",
+            leave=False,
+            disable=None if self.info.is_main else True,
+            dynamic_ncols=True,
+        ) as bar:
             for step, (images, targets) in zip(range(first, steps), batches):
-                result = self.train_step(images.to(self.device, non_blocking=True),
-                                         targets.to(self.device, non_blocking=True))
+                result = self.train_step(
+                    images.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
+                )
                 sums.add(result.per_exit_losses, result.per_exit_correct, len(targets))
                 first_bad_step = torch.where(
-                    ~torch.isfinite(result.loss) & (first_bad_step == NO_BAD_STEP), step,
-                    first_bad_step)
+                    ~torch.isfinite(result.loss) & (first_bad_step == NO_BAD_STEP), step, first_bad_step
+                )
                 interval.images += len(targets)
                 bar.update()
                 at_sync_point = (step + 1) % train.log_interval == 0 or step + 1 == steps
                 if at_sync_point:
                     self._stop_if_not_finite(first_bad_step, epoch)
-                    bar.set_postfix_str(f"{sums.metrics(across_ranks=False).summary()} "
-                                        f"{interval.images_per_second():.0f} img/s")
-                self._save_recovery_if_due(epoch, step + 1, step + 1 == steps, sums,
-                                           first_bad_step, at_sync_point)
+                    bar.set_postfix_str(
+                        f"{sums.metrics(across_ranks=False).summary()} "
+                        f"{interval.images_per_second():.0f} img/s"
+                    )
+                self._save_recovery_if_due(
+                    epoch, step + 1, step + 1 == steps, sums, first_bad_step, at_sync_point
+                )
         return sums.metrics(across_ranks=True)
 
-    def _epoch_batches(self, epoch: int, first: int = 0
-                       ) -> tuple[Iterable[tuple[Tensor, Tensor]], int]:
+    def _epoch_batches(self, epoch: int, first: int = 0) -> tuple[Iterable[tuple[Tensor, Tensor]], int]:
         """This epoch's training batches from batch `first` on (device-resident with --gpu-data)
         and how many the whole epoch has."""
         if self.gpu_batches is not None:
@@ -279,22 +355,34 @@ class Trainer:
         batches = remaining_batches(self.train_loader, first) if first else self.train_loader
         return batches, len(self.train_loader)
 
-    def _save_recovery_if_due(self, epoch: int, steps_done: int, epoch_done: bool,
-                              sums: MetricSums, first_bad_step: Tensor, at_sync_point: bool
-                              ) -> None:
+    def _save_recovery_if_due(
+        self,
+        epoch: int,
+        steps_done: int,
+        epoch_done: bool,
+        sums: MetricSums,
+        first_bad_step: Tensor,
+        at_sync_point: bool,
+    ) -> None:
         """Write model_recovery.pth when --checkpoint-interval has passed (unless the epoch
         checkpoint is next anyway) or a stop signal came; after a signal, stop once saved."""
         save, stop = self.recovery.poll(at_sync_point)
         if not save or epoch_done and stop is None:
             return
         self._stop_if_not_finite(first_bad_step, epoch)
-        ranks = distributed.all_gather_objects({"rng": capture_rng_state(),
-                                                "sums": sums.state_dict()})
+        ranks = distributed.all_gather_objects({"rng": capture_rng_state(), "sums": sums.state_dict()})
         path = self.run_dir / RECOVERY_CHECKPOINT
         if self.info.is_main:
-            save_checkpoint({**self._training_state(epoch), "step": steps_done, "ranks": ranks,
-                             "world_size": self.info.world_size,
-                             "epoch_seconds": time.perf_counter() - self.epoch_started}, path)
+            save_checkpoint(
+                {
+                    **self._training_state(epoch),
+                    "step": steps_done,
+                    "ranks": ranks,
+                    "world_size": self.info.world_size,
+                    "epoch_seconds": time.perf_counter() - self.epoch_started,
+                },
+                path,
+            )
             self.log.line(f"recovery checkpoint: epoch {epoch + 1} step {steps_done} in {path}")
         distributed.barrier()  # no rank exits before rank 0 has saved
         self.recovery.restart()
@@ -311,10 +399,15 @@ class Trainer:
         """Raise (on every rank alike) if any rank has seen a non-finite loss this epoch."""
         bad_step = int(distributed.all_reduce_(first_bad_step.clone(), ReduceOp.MIN))
         if bad_step != NO_BAD_STEP:
-            kept = (f"the last good checkpoint {self.run_dir / LATEST_CHECKPOINT} (epoch "
-                    f"{epoch}) is kept" if epoch > 0 else "no checkpoint was written")
-            raise UserError(f"non-finite loss at epoch {epoch + 1}, step {bad_step + 1}; training "
-                            f"stopped and {kept}; try a lower --lr or no --amp")
+            kept = (
+                f"the last good checkpoint {self.run_dir / LATEST_CHECKPOINT} (epoch {epoch}) is kept"
+                if epoch > 0
+                else "no checkpoint was written"
+            )
+            raise UserError(
+                f"non-finite loss at epoch {epoch + 1}, step {bad_step + 1}; training "
+                f"stopped and {kept}; try a lower --lr or no --amp"
+            )
 
     @torch.no_grad()
     def evaluate(self, loader) -> ExitMetrics:
@@ -332,9 +425,17 @@ class Trainer:
 
     def _training_state(self, epochs_done: int) -> dict:
         """Everything a resume restores, after `epochs_done` whole epochs."""
-        return training_state(self.model, self.optimizer, self.scheduler, self.objective,
-                              self.scaler, epochs_done, self.config, self.best_metric,
-                              self.summary_rows)
+        return training_state(
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            self.objective,
+            self.scaler,
+            epochs_done,
+            self.config,
+            self.best_metric,
+            self.summary_rows,
+        )
 
     def _save(self, epochs_done: int, is_best: bool) -> None:
         """Write model_latest.pth (and model_best.pth if best) atomically, drop the superseded
@@ -373,4 +474,3 @@ def run_training(job: TrainingJob) -> MultiExitNetwork:
             raise UserError(f"{where}: {error.strerror or error}") from None
         finally:
             distributed.destroy_process_group()
-

@@ -1,4 +1,5 @@
 """Per-exit training metrics kept on the device, and the images/s between readings."""
+
 from __future__ import annotations
 
 import time
@@ -64,9 +65,11 @@ class MetricSums:
             distributed.all_reduce_(totals)
         exits = len(self.loss)
         count = max(totals[-1].item(), 1)
-        return ExitMetrics(loss=(totals[:exits] / count).tolist(),
-                           accuracy=(100 * totals[exits:2 * exits] / count).tolist(),
-                           count=int(totals[-1].item()))
+        return ExitMetrics(
+            loss=(totals[:exits] / count).tolist(),
+            accuracy=(100 * totals[exits : 2 * exits] / count).tolist(),
+            count=int(totals[-1].item()),
+        )
 
 
 class IntervalSpeed:

@@ -1,5 +1,6 @@
 """The optimiser and its schedule: SGD over per-exit (or single) weight-decay groups, stepped at
 the milestones (docs/method.md)."""
+
 from __future__ import annotations
 
 from decimal import Decimal
@@ -20,28 +21,33 @@ def weight_decays(weight_decay: Sequence[float], exits: int) -> list[float]:
     return np.linspace(weight_decay[0], weight_decay[1], exits).tolist()
 
 
-def parameter_groups(model: MultiExitNetwork, weight_decay: Sequence[float],
-                     per_exit: bool = True) -> list[dict]:
+def parameter_groups(
+    model: MultiExitNetwork, weight_decay: Sequence[float], per_exit: bool = True
+) -> list[dict]:
     """One group per exit (block n + head n), or one group for all (docs/method.md): the
     backbone's `per_exit_weight_decay` says which."""
     if not per_exit:  # the parser allows such backbones one value only
         return [{"params": list(model.parameters()), "weight_decay": weight_decay[0]}]
-    return [{"params": params, "weight_decay": decay} for params, decay in
-            zip(param_groups_by_stage(model), weight_decays(weight_decay, model.num_exits))]
+    return [
+        {"params": params, "weight_decay": decay}
+        for params, decay in zip(param_groups_by_stage(model), weight_decays(weight_decay, model.num_exits))
+    ]
 
 
-def build_optimizer(model: MultiExitNetwork, train: TrainSettings, per_exit: bool,
-                    device: torch.device) -> torch.optim.SGD:
+def build_optimizer(
+    model: MultiExitNetwork, train: TrainSettings, per_exit: bool, device: torch.device
+) -> torch.optim.SGD:
     """SGD over the per-exit or single parameter groups."""
-    return make_sgd(parameter_groups(model, train.weight_decay, per_exit), train.lr, train.momentum,
-                    device)
+    return make_sgd(parameter_groups(model, train.weight_decay, per_exit), train.lr, train.momentum, device)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer,
-                    train: TrainSettings) -> torch.optim.lr_scheduler.MultiStepLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, train: TrainSettings
+) -> torch.optim.lr_scheduler.MultiStepLR:
     """The step schedule of --lr_milestones and --lr_gamma, stepped once per epoch."""
-    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(train.lr_milestones),
-                                                gamma=train.lr_gamma)
+    return torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, milestones=list(train.lr_milestones), gamma=train.lr_gamma
+    )
 
 
 def schedule_text(train: TrainSettings) -> str:
@@ -50,8 +56,10 @@ def schedule_text(train: TrainSettings) -> str:
     milestones = train.lr_milestones
     if not milestones:
         return f"lr {train.lr:g}, constant (no --lr_milestones)"
-    text = (f"lr {train.lr:g}, x{train.lr_gamma:g} after epoch{'s' * (len(milestones) > 1)} "
-            f"{', '.join(map(str, milestones))}")
+    text = (
+        f"lr {train.lr:g}, x{train.lr_gamma:g} after epoch{'s' * (len(milestones) > 1)} "
+        f"{', '.join(map(str, milestones))}"
+    )
     return f"{text} (default schedule: {train.schedule_note})" if train.schedule_note else text
 
 

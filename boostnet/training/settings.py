@@ -3,6 +3,7 @@
 Torch-free dataclasses that args.py fills from the command line (once, at the entry point);
 the engine and everything below it read these, never the flags.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,8 +38,10 @@ class EpochFractions:
 
     def __str__(self) -> str:
         """'50%, 75% of --epochs' (a fraction with no whole percentage reads '1/3')."""
-        shares = [f"{fraction * 100}%" if (fraction * 100).denominator == 1 else str(fraction)
-                  for fraction in self.fractions]
+        shares = [
+            f"{fraction * 100}%" if (fraction * 100).denominator == 1 else str(fraction)
+            for fraction in self.fractions
+        ]
         return f"{', '.join(shares)} of --epochs"
 
 

@@ -34,6 +34,7 @@ under bf16 autocast (any mode); ``amp="fp16"`` needs a dynamic loss scale and is
 BatchNorm running statistics and the objective's loss EMA are updated by the captured graph
 in place, like every other buffer.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -85,31 +86,34 @@ def resolve_step_mode(speed: SpeedSettings, device: torch.device, world_size: in
     if speed.cuda_graph:
         require_cuda(device, "--cuda-graph", "use --compile on the CPU", UserError)
         if world_size > 1:
-            raise UserError("--cuda-graph captures a single-process step; under torchrun use "
-                            "--compile")
+            raise UserError("--cuda-graph captures a single-process step; under torchrun use --compile")
         return "cuda_graph"
     if speed.compile:
         return "compiled_cuda_graph" if device.type == "cuda" and world_size == 1 else "compile"
     return "eager"
 
 
-def require_eager_for_fp16(amp: Optional[str], fast: Optional[str],
-                           error: type[Exception] = ValueError) -> None:
+def require_eager_for_fp16(
+    amp: Optional[str], fast: Optional[str], error: type[Exception] = ValueError
+) -> None:
     """fp16 needs GradScaler's overflow check on the host each step, which only the eager step
     makes: refuse it with `fast` (the fast step asked for; None for the eager step)."""
     if amp == "fp16" and fast is not None:
-        raise error(f"--amp fp16 needs a dynamic loss scale, which only the eager step applies, "
-                    f"not {fast}; use --amp bf16 with it")
+        raise error(
+            f"--amp fp16 needs a dynamic loss scale, which only the eager step applies, "
+            f"not {fast}; use --amp bf16 with it"
+        )
 
 
-def make_sgd(param_groups: Iterable[dict], lr: float, momentum: float,
-             device: torch.device) -> torch.optim.SGD:
+def make_sgd(
+    param_groups: Iterable[dict], lr: float, momentum: float, device: torch.device
+) -> torch.optim.SGD:
     """SGD (no Nesterov, no dampening) with a tensor learning rate per group, fused on CPU/CUDA."""
-    groups = [{**group, "lr": torch.tensor(float(group.get("lr", lr)), device=device)}
-              for group in param_groups]
+    groups = [
+        {**group, "lr": torch.tensor(float(group.get("lr", lr)), device=device)} for group in param_groups
+    ]
     fused = device.type in FUSED_SGD_DEVICES
-    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=False, fused=fused,
-                           foreach=not fused)
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=False, fused=fused, foreach=not fused)
 
 
 def tensor_learning_rates(optimizer: torch.optim.Optimizer, device: torch.device) -> list[Tensor]:
@@ -117,8 +121,12 @@ def tensor_learning_rates(optimizer: torch.optim.Optimizer, device: torch.device
     rates = []
     for group in optimizer.param_groups:
         rate = group["lr"]
-        if not (isinstance(rate, Tensor) and rate.device == device and rate.dtype == torch.float32
-                and rate.dim() == 0):
+        if not (
+            isinstance(rate, Tensor)
+            and rate.device == device
+            and rate.dtype == torch.float32
+            and rate.dim() == 0
+        ):
             rate = torch.tensor(float(rate), dtype=torch.float32, device=device)
             group["lr"] = rate
         rates.append(rate)
@@ -154,8 +162,9 @@ def memory_format_for(channels_last: bool) -> torch.memory_format:
     return torch.channels_last if channels_last else torch.contiguous_format
 
 
-def make_forward(network: BoostedNetwork, objective: ExitObjective, amp: Optional[str],
-                 memory_format: torch.memory_format) -> ForwardFn:
+def make_forward(
+    network: BoostedNetwork, objective: ExitObjective, amp: Optional[str], memory_format: torch.memory_format
+) -> ForwardFn:
     """images, targets -> (loss, per-exit losses, per-exit correct counts), all on the device."""
     device = model_device(network)
 
@@ -165,6 +174,7 @@ def make_forward(network: BoostedNetwork, objective: ExitObjective, amp: Optiona
             outputs = network.training_outputs(images)
             loss, per_exit_losses = objective(outputs, targets)
         return loss, per_exit_losses, correct_counts(outputs, targets)
+
     return forward
 
 
@@ -181,15 +191,25 @@ def check_graph_ready(network: BoostedNetwork, optimizer: torch.optim.Optimizer)
     if isinstance(network.backbone, nn.parallel.DistributedDataParallel):
         raise ValueError("a CUDA-graph step cannot capture DistributedDataParallel; use 'compile'")
     if not isinstance(optimizer, torch.optim.SGD) or any(
-            not group["fused"] or group["dampening"] != 0 for group in optimizer.param_groups):
-        raise ValueError("a CUDA-graph step needs fused SGD without dampening (boostnet.training.step.make_sgd)")
+        not group["fused"] or group["dampening"] != 0 for group in optimizer.param_groups
+    ):
+        raise ValueError(
+            "a CUDA-graph step needs fused SGD without dampening (boostnet.training.step.make_sgd)"
+        )
 
 
-def build_train_step(network: BoostedNetwork, objective: ExitObjective,
-                     optimizer: torch.optim.Optimizer,
-                     mode: str, amp: Optional[str] = None, channels_last: bool = False, *,
-                     compile_mode: Optional[str] = None, compile_backend: str = "inductor",
-                     scaler: Optional[torch.amp.GradScaler] = None) -> TrainStep:
+def build_train_step(
+    network: BoostedNetwork,
+    objective: ExitObjective,
+    optimizer: torch.optim.Optimizer,
+    mode: str,
+    amp: Optional[str] = None,
+    channels_last: bool = False,
+    *,
+    compile_mode: Optional[str] = None,
+    compile_backend: str = "inductor",
+    scaler: Optional[torch.amp.GradScaler] = None,
+) -> TrainStep:
     """The training step for `mode` (see the module docstring); build it after loading a checkpoint.
 
     The network's backbone may be wrapped in DistributedDataParallel (eager and compile modes).
@@ -208,10 +228,10 @@ def build_train_step(network: BoostedNetwork, objective: ExitObjective,
     rates = tensor_learning_rates(optimizer, model_device(network))
     forward = make_forward(network, objective, amp, memory_format)
     if amp == "fp16":
-        return ScaledStep(forward, optimizer, rates, scaler or torch.amp.GradScaler(
-            model_device(network).type))
-    fast_forward = (compiled(forward, compile_mode, compile_backend)
-                    if mode in COMPILED_MODES else forward)
+        return ScaledStep(
+            forward, optimizer, rates, scaler or torch.amp.GradScaler(model_device(network).type)
+        )
+    fast_forward = compiled(forward, compile_mode, compile_backend) if mode in COMPILED_MODES else forward
     step = EagerStep(fast_forward, optimizer, rates)
     if mode in GRAPH_MODES:
         fallback = EagerStep(forward, optimizer, rates, set_to_none=False)
@@ -222,8 +242,13 @@ def build_train_step(network: BoostedNetwork, objective: ExitObjective,
 class EagerStep:
     """zero_grad, forward (possibly compiled), backward, optimiser step."""
 
-    def __init__(self, forward: ForwardFn, optimizer: torch.optim.Optimizer, rates: Sequence[Tensor],
-                 set_to_none: bool = True):
+    def __init__(
+        self,
+        forward: ForwardFn,
+        optimizer: torch.optim.Optimizer,
+        rates: Sequence[Tensor],
+        set_to_none: bool = True,
+    ):
         self.forward, self.optimizer, self.rates = forward, optimizer, rates
         self.set_to_none = set_to_none
 
@@ -243,8 +268,13 @@ class EagerStep:
 class ScaledStep(EagerStep):
     """The eager step with fp16 loss scaling (GradScaler checks for overflow on the host)."""
 
-    def __init__(self, forward: ForwardFn, optimizer: torch.optim.Optimizer,
-                 rates: Sequence[Tensor], scaler: torch.amp.GradScaler):
+    def __init__(
+        self,
+        forward: ForwardFn,
+        optimizer: torch.optim.Optimizer,
+        rates: Sequence[Tensor],
+        scaler: torch.amp.GradScaler,
+    ):
         super().__init__(forward, optimizer, rates)
         self.scaler = scaler
 
@@ -257,13 +287,20 @@ class ScaledStep(EagerStep):
         return StepOutput(loss.detach(), per_exit_losses, correct)
 
 
-def training_state_of(model: nn.Module, objective: nn.Module,
-                      optimizer: torch.optim.Optimizer) -> Callable[[], list[Tensor]]:
+def training_state_of(
+    model: nn.Module, objective: nn.Module, optimizer: torch.optim.Optimizer
+) -> Callable[[], list[Tensor]]:
     """A function listing every tensor a training step changes: parameters, buffers, optimiser state."""
+
     def tensors() -> list[Tensor]:
         state = [*model.parameters(), *model.buffers(), *objective.buffers()]
-        return state + [value for per_param in optimizer.state.values()
-                        for value in per_param.values() if isinstance(value, Tensor)]
+        return state + [
+            value
+            for per_param in optimizer.state.values()
+            for value in per_param.values()
+            if isinstance(value, Tensor)
+        ]
+
     return tensors
 
 
@@ -277,8 +314,13 @@ class CapturedStep:
 
     def __init__(self, step: EagerStep, fallback: EagerStep, state: Callable[[], list[Tensor]]):
         self.step = step
-        self.graphs = ShapeGraphs(step.run, fallback, max_graphs=1, device=step.rates[0].device,
-                                  around_capture=lambda: undone(state))
+        self.graphs = ShapeGraphs(
+            step.run,
+            fallback,
+            max_graphs=1,
+            device=step.rates[0].device,
+            around_capture=lambda: undone(state),
+        )
 
     def __call__(self, images: Tensor, targets: Tensor) -> StepOutput:
         keep_learning_rates(self.step.optimizer, self.step.rates)
@@ -315,10 +357,15 @@ def restore_state(saved: list[tuple[Tensor, Tensor]], current: list[Tensor]) -> 
             tensor.zero_()
 
 
-def build_eval_forward(model: nn.Module, mode: str, amp: Optional[str] = None,
-                       channels_last: bool = False, *,
-                       compile_mode: Optional[str] = None,
-                       compile_backend: str = "inductor") -> EvalForward:
+def build_eval_forward(
+    model: nn.Module,
+    mode: str,
+    amp: Optional[str] = None,
+    channels_last: bool = False,
+    *,
+    compile_mode: Optional[str] = None,
+    compile_backend: str = "inductor",
+) -> EvalForward:
     """images -> `model(images)` as a list (every exit's output), no autograd; in eval mode.
 
     Graph modes capture the eval-mode forward at the first call (its batch shape; other shapes
@@ -338,8 +385,9 @@ def build_eval_forward(model: nn.Module, mode: str, amp: Optional[str] = None,
             return list(model(images.contiguous(memory_format=memory_format)))
 
     eager = torch.no_grad()(forward)
-    fast = torch.no_grad()(compiled(forward, compile_mode, compile_backend)
-                           if mode in COMPILED_MODES else forward)
+    fast = torch.no_grad()(
+        compiled(forward, compile_mode, compile_backend) if mode in COMPILED_MODES else forward
+    )
     if mode in GRAPH_MODES:
         return ShapeGraphs(fast, eager, max_graphs=1)
     return fast
