@@ -230,6 +230,34 @@ def check_out_dir(out: Path) -> None:
         )
 
 
+def resumable_state(
+    model: MultiExitNetwork, job: TrainingJob, foreign: ForeignCheckpoint, names: dict[str, str]
+) -> tuple[str | None, Any, Any]:
+    """(why the run cannot be resumed or None, the optimiser, its schedule) carried over from
+    the foreign file's SGD state."""
+    try:
+        if foreign.epochs_done is None:
+            raise ValueError("the file does not say how many epochs it trained")
+        return (None, *resumable_optimizer(model, job, foreign, names))
+    except ValueError as problem:
+        return str(problem), None, None
+    except (KeyError, TypeError, AttributeError) as problem:
+        return f"its optimiser state is not one of SGD ({type(problem).__name__}: {problem})", None, None
+
+
+def import_note(source: Path, foreign: ForeignCheckpoint, resume_problem: str | None) -> dict[str, Any]:
+    """What imported_from.json says: the file, its digest and layout, and whether it resumes."""
+    return {
+        "source": str(source.resolve()),
+        "sha256": file_digest(source),
+        "format": foreign.layout,
+        "epochs_done": foreign.epochs_done,
+        "resumable": resume_problem is None,
+        "not_resumable_because": resume_problem,
+        **{f"source_{key}": value for key, value in foreign.extras.items()},
+    }
+
+
 def import_run(source: Path, job: TrainingJob) -> dict[str, Any]:
     """Convert `source` into the run directory of `job` (`--out`) for the model it describes;
     returns the note written to imported_from.json. Every check happens before anything is
@@ -244,37 +272,14 @@ def import_run(source: Path, job: TrainingJob) -> dict[str, Any]:
     config = job.record
     # The original's held-out images are not in its checkpoint: --use-valid makes our split.
     train_count = len(official_sets(job.data)[0]) if job.train.use_valid else None
-    resume_problem = None
-    try:
-        if foreign.epochs_done is None:
-            raise ValueError("the file does not say how many epochs it trained")
-        optimizer, scheduler = resumable_optimizer(model, job, foreign, names)
-    except ValueError as problem:
-        resume_problem = str(problem)
-    except (KeyError, TypeError, AttributeError) as problem:
-        resume_problem = f"its optimiser state is not one of SGD ({type(problem).__name__}: {problem})"
-    note = {
-        "source": str(source.resolve()),
-        "sha256": file_digest(source),
-        "format": foreign.layout,
-        "epochs_done": foreign.epochs_done,
-        "resumable": resume_problem is None,
-        "not_resumable_because": resume_problem,
-        **{f"source_{key}": value for key, value in foreign.extras.items()},
-    }
+    resume_problem, optimizer, scheduler = resumable_state(model, job, foreign, names)
+    note = import_note(source, foreign, resume_problem)
     out.mkdir(parents=True, exist_ok=True)
     if train_count is not None:
         load_or_create_split(out, job.data.dataset, job.train.seed, train_count)
     write_config(out, config)
-    save_checkpoint(
-        {
-            "model": model.state_dict(),
-            "epoch": foreign.epochs_done or 0,
-            "config": config,
-            "imported_from": note,
-        },
-        out / BEST_CHECKPOINT,
-    )
+    best = {"model": model.state_dict(), "epoch": foreign.epochs_done or 0, "config": config}
+    save_checkpoint({**best, "imported_from": note}, out / BEST_CHECKPOINT)
     if resume_problem is None:
         losses = objective(job.objective.name).loss(job.objective, model.num_exits)
         scaler = torch.amp.GradScaler("cpu", enabled=False)

@@ -103,8 +103,8 @@ def split_extra(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     return argv[:cut], argv[cut + 1 :]
 
 
-def parse_study_args(argv: Sequence[str]) -> argparse.Namespace:
-    """The study's flags (checked) with the training flags after `--` as `extra_flags`."""
+def study_parser() -> OneLineParser:
+    """The study's own flags, every one with its help; the variants are listed below them."""
     parser = OneLineParser(
         prog="scripts/study.py",
         description=__doc__.splitlines()[0],
@@ -138,6 +138,12 @@ def parse_study_args(argv: Sequence[str]) -> argparse.Namespace:
         default=DEFAULT_GRID_POINTS,
         help="costs on the common grid of the budgeted curves",
     )
+    return parser
+
+
+def parse_study_args(argv: Sequence[str]) -> argparse.Namespace:
+    """The study's flags (checked) with the training flags after `--` as `extra_flags`."""
+    parser = study_parser()
     own, extra = split_extra(argv)
     options = parser.parse_args(own)
     options.extra_flags = extra

@@ -15,15 +15,16 @@ from boostnet.reporting.plots import FORMATS, REFERENCES, write_plots
 from utils.cli import OneLineParser
 from utils.errors import run_cli
 
+DESCRIPTION = (
+    "Accuracy against multiply-adds for evaluated runs: anytime and budgeted figures and a Markdown table."
+)
+
 
 def plot_parser() -> OneLineParser:
     """The command line of `python -m utils.plots`, every flag with its help."""
     parser = OneLineParser(
         prog="python -m utils.plots",
-        description=(
-            "Accuracy against multiply-adds for evaluated runs: anytime and budgeted-batch figures and a "
-            "Markdown table."
-        ),
+        description=DESCRIPTION,
     )
     parser.add_argument(
         "runs",

@@ -335,13 +335,9 @@ def provenance_markdown(runs: Sequence[RunResults], test_set: tuple[str, int]) -
     ]
 
 
-def results_markdown(
-    runs: Sequence[RunResults], reference: Sequence[Curve], test_set: tuple[str, int], title: str | None
-) -> str:
-    """The plotted numbers as Markdown: provenance, anytime per exit, budgeted per level, the reference."""
-    samples = test_set[1]
-    sections = [f"# {title or 'Results'}", *provenance_markdown(runs, test_set)]
-    anytime = [
+def anytime_section(runs: Sequence[RunResults], samples: int) -> list[str]:
+    """The anytime table (one row per run and exit), or nothing when no run has one."""
+    rows = [
         (
             run.label,
             e["exit"],
@@ -357,15 +353,13 @@ def results_markdown(
         if run.anytime
         for e in run.anytime["exits"]
     ]
-    if anytime:
-        sections += [
-            f"## Anytime prediction ({SPLIT})",
-            markdown_table(
-                ["run", "exit", "MMACs", "params", "top-1 %", "top-5 %", "top-1 95% CI", "NLL (nats)", "ECE"],
-                anytime,
-            ),
-        ]
-    budgeted = [
+    header = ["run", "exit", "MMACs", "params", "top-1 %", "top-5 %", "top-1 95% CI", "NLL (nats)", "ECE"]
+    return [f"## Anytime prediction ({SPLIT})", markdown_table(header, rows)] if rows else []
+
+
+def budgeted_section(runs: Sequence[RunResults], samples: int) -> list[str]:
+    """The budgeted-batch table (one row per run and level), or nothing when no run has one."""
+    rows = [
         (
             run.label,
             level["level"],
@@ -380,35 +374,31 @@ def results_markdown(
         if run.budgeted
         for level in run.budgeted["levels"]
     ]
-    if budgeted:
-        sections += [
-            "## Budgeted batch classification",
-            markdown_table(
-                [
-                    "run",
-                    "level",
-                    "expected MMACs",
-                    "val top-1 %",
-                    "test top-1 %",
-                    "test 95% CI",
-                    "test NLL (nats)",
-                    "test ECE",
-                ],
-                budgeted,
-            ),
-        ]
-    if reference:
-        sections += [
-            "## Published reference (anytime, CIFAR-100)",
-            markdown_table(
-                ["curve", "exit", "MMACs", "top-1 %"],
-                [
-                    (curve.label, n + 1, f"{macs / 1e6:.2f}", f"{accuracy:.1f}")
-                    for curve in reference
-                    for n, (macs, accuracy) in enumerate(zip(curve.macs, curve.accuracy))
-                ],
-            ),
-        ]
+    header = ["run", "level", "expected MMACs", "val top-1 %", "test top-1 %", "test 95% CI"]
+    header += ["test NLL (nats)", "test ECE"]
+    return ["## Budgeted batch classification", markdown_table(header, rows)] if rows else []
+
+
+def reference_section(reference: Sequence[Curve]) -> list[str]:
+    """The published curves drawn for comparison, or nothing without `--reference`."""
+    rows = [
+        (curve.label, n + 1, f"{macs / 1e6:.2f}", f"{accuracy:.1f}")
+        for curve in reference
+        for n, (macs, accuracy) in enumerate(zip(curve.macs, curve.accuracy))
+    ]
+    table = markdown_table(["curve", "exit", "MMACs", "top-1 %"], rows)
+    return ["## Published reference (anytime, CIFAR-100)", table] if rows else []
+
+
+def results_markdown(
+    runs: Sequence[RunResults], reference: Sequence[Curve], test_set: tuple[str, int], title: str | None
+) -> str:
+    """The plotted numbers as Markdown: provenance, anytime per exit, budgeted per level, the reference."""
+    samples = test_set[1]
+    sections = [f"# {title or 'Results'}", *provenance_markdown(runs, test_set)]
+    sections += (
+        anytime_section(runs, samples) + budgeted_section(runs, samples) + reference_section(reference)
+    )
     return "\n\n".join(sections) + "\n"
 
 
