@@ -1,0 +1,56 @@
+"""The documentation a clean clone shows: every image the README and docs/ embed and every file
+they link is tracked by git (an ignored or missing file would be a broken link on a clone)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")  # [text](target) and ![alt](target)
+
+
+def tracked_files() -> set[str]:
+    """Every file git tracks, as a path relative to the repository root."""
+    listing = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True)
+    return set(listing.stdout.splitlines())
+
+
+def pages() -> list[Path]:
+    """The README and every page under docs/."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+def local_targets(page: Path) -> list[str]:
+    """The page's links to files of the repository (web links, in-page anchors and code blocks left
+    out)."""
+    prose = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    targets = [match.group(1).split("#")[0] for match in LINK.finditer(prose)]
+    return [t for t in targets if t and not re.match(r"[a-z]+:", t)]
+
+
+@pytest.mark.skipif(not (ROOT / ".git").exists(), reason="needs a git checkout")
+@pytest.mark.parametrize("page", pages(), ids=lambda page: str(page.relative_to(ROOT)))
+def test_every_linked_file_is_committed(page: Path):
+    tracked = tracked_files()
+    folders = {p.as_posix() for f in tracked for p in Path(f).parents}
+    missing = []
+    for target in local_targets(page):
+        path = (page.parent / target).resolve().relative_to(ROOT).as_posix()
+        if path not in tracked and path.rstrip("/") not in folders:
+            missing.append(target)
+    assert missing == [], f"{page.relative_to(ROOT)} links files a clone does not have: {missing}"
+
+
+def test_the_readme_embeds_the_committed_demo_figure():
+    assert "docs/results/demo/anytime.png" in local_targets(ROOT / "README.md")
+
+
+@pytest.mark.parametrize("page", pages(), ids=lambda page: str(page.relative_to(ROOT)))
+def test_the_docs_stand_on_their_own(page: Path):
+    """The repository documents itself: no page sends the reader to a file outside it."""
+    assert "SPEC.md" not in page.read_text()
+    assert all(not target.startswith("../..") for target in local_targets(page))
