@@ -20,8 +20,28 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Iterable, Optional, Sequence, Union
 
-import torch
-from torch import Tensor
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Say what this library module is and which programs run it (it has no command of its own)."""
+    from utils.cli import OneLineParser
+
+    parser = OneLineParser(
+        prog="adaptive_inference.py",
+        description=__doc__.splitlines()[0],
+        epilog="This file is a library with no command of its own. The budgeted-batch "
+        "evaluation runs in `python eval_cifar100.py --evaluate-from RUN_DIR --evalmode "
+        "dynamic` (or eval_imagenet.py); see docs/evaluation.md.",
+    )
+    parser.parse_args(argv)
+    parser.print_help()
+
+
+if __name__ == "__main__":  # the command is its help alone: answered before torch is imported
+    main()
+    raise SystemExit(0)
+
+import torch  # noqa: E402  (after the command, which needs no torch)
+from torch import Tensor  # noqa: E402
 
 PROTOCOL_LEVELS = range(1, 40)
 LEVEL_TO_RATIO = 20
@@ -377,22 +397,3 @@ def _accuracy(n_correct: Tensor, n_samples: int) -> float:
 def _expected_costs(exit_counts: Tensor, cost_per_exit: Tensor, n_samples: int) -> Tensor:
     """sum_n (share leaving at n) * cost_n for each row of exit counts, in float64."""
     return (exit_counts.double() * cost_per_exit).sum(dim=1) / n_samples
-
-
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    """Say what this library module is and which programs run it (it has no command of its own)."""
-    from utils.cli import OneLineParser
-
-    parser = OneLineParser(
-        prog="adaptive_inference.py",
-        description=__doc__.splitlines()[0],
-        epilog="This file is a library with no command of its own. The budgeted-batch "
-        "evaluation runs in `python eval_cifar100.py --evaluate-from RUN_DIR --evalmode "
-        "dynamic` (or eval_imagenet.py); see docs/evaluation.md.",
-    )
-    parser.parse_args(argv)
-    parser.print_help()
-
-
-if __name__ == "__main__":
-    main()

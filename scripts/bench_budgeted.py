@@ -16,15 +16,15 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Optional, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adaptive_inference import budgeted_sweep  # noqa: E402
 from utils.cli import OneLineParser  # noqa: E402
 from utils.json_files import write_json  # noqa: E402
+
+if TYPE_CHECKING:
+    import torch
 
 
 def parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -49,6 +49,8 @@ def exit_outputs(
     n_exits: int, n_samples: int, n_classes: int, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-exit softmax outputs (exits x samples x classes) sharpening towards the target with depth."""
+    import torch
+
     targets = torch.randint(0, n_classes, (n_samples,), generator=generator)
     difficulty = torch.rand(1, n_samples, 1, generator=generator)
     depth = torch.linspace(1.0, 4.0, n_exits).view(n_exits, 1, 1)
@@ -59,6 +61,10 @@ def exit_outputs(
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse(argv)
+    import torch  # only once the flags are checked: --help stays fast
+
+    from adaptive_inference import budgeted_sweep
+
     if args.threads:
         torch.set_num_threads(args.threads)
     generator = torch.Generator().manual_seed(args.seed)

@@ -30,6 +30,8 @@ PROGRAMS = [
     ["scripts/study.py"],
     ["scripts/benchmark.py"],
     ["scripts/import_checkpoint.py"],
+    ["adaptive_inference.py"],
+    ["scripts/bench_budgeted.py"],
     ["-m", "utils.plots"],
     ["-m", "boostnet.recipes"],
 ]
