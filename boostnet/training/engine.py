@@ -149,7 +149,7 @@ class Trainer:
             self._resume(*newest)
         self.recovery = RecoveryTrigger(job.run.checkpoint_interval, device, info.is_distributed)
         self.epoch_started = time.perf_counter()
-        mode = resolve_step_mode(job.speed, device, info.world_size)
+        mode = resolve_step_mode(job.speed, device, info.world_size, job.train.opt)
         exits = self.model.num_exits
         self.train_step = build_train_step(
             method.network(self._training_model(), job.objective, exits),

@@ -1,0 +1,146 @@
+"""The fine-tuning knobs (docs/fine-tuning.md): AdamW, cosine with warm-up, label smoothing, weight
+EMA, bf16 autocast on the CPU; each against a hand computation on a tiny case, resumed bit-exactly,
+and absent by default."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from args import parse_args
+from boostnet.training.optim import build_optimizer, build_scheduler, lr_factor, schedule_text, scheduled_lr
+from boostnet.training.settings import TrainSettings
+from boostnet.training.step import resolve_step_mode
+from tests.conftest import TINY_MSDNET
+from tests.test_training import SHORT, assert_one_line_error, load, train
+from utils.errors import UserError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+COSINE = TrainSettings(epochs=6, lr=0.5, sched="cosine", warmup_epochs=2)
+
+
+class TwoGroups(nn.Module):
+    """A stand-in with two 'exits' of one weight each, for optimiser arithmetic."""
+
+    num_exits = 2
+
+    def __init__(self):
+        super().__init__()
+        self.first = nn.Linear(3, 1, bias=False)
+        self.second = nn.Linear(3, 1, bias=False)
+
+    def stage_modules(self, n: int) -> list[nn.Module]:
+        return [self.first, self.second][n : n + 1]
+
+
+def summary_lrs(run: Path) -> list[float]:
+    """The lr column of summary.csv."""
+    with open(run / "summary.csv") as handle:
+        return [float(row["lr"]) for row in csv.DictReader(handle)]
+
+
+def test_cosine_with_warmup_follows_the_formula_at_chosen_epochs():
+    # W = 2 warm-up epochs at lr/3, 2 lr/3; then (1 + cos(pi (e - 2) / 4)) / 2 over epochs 2..5
+    expected = {0: 1 / 3, 1: 2 / 3, 2: 1.0, 3: (1 + math.sqrt(0.5)) / 2, 4: 0.5, 5: (1 - math.sqrt(0.5)) / 2}
+    for epoch, factor in expected.items():
+        assert lr_factor(COSINE, epoch) == pytest.approx(factor, rel=1e-15)
+        assert scheduled_lr(COSINE, epoch) == pytest.approx(0.5 * factor, rel=1e-15)
+    assert schedule_text(COSINE) == (
+        "lr 0.5, cosine to 0 over epochs 3-6, after 2 warm-up epochs (linear from lr/3)"
+    )
+
+
+def test_the_scheduler_sets_the_formula_each_epoch_and_resumes_in_place():
+    model = TwoGroups()
+    optimizer = build_optimizer(model, COSINE, True, torch.device("cpu"))
+    scheduler = build_scheduler(optimizer, COSINE)
+    for epoch in range(COSINE.epochs):
+        wanted = torch.tensor(0.5, dtype=torch.float32) * lr_factor(COSINE, epoch)
+        for group in optimizer.param_groups:
+            assert torch.equal(group["lr"], wanted), epoch
+        if epoch == 3:
+            saved = scheduler.state_dict()
+        optimizer.step()
+        scheduler.step()
+    fresh = build_optimizer(TwoGroups(), COSINE, True, torch.device("cpu"))
+    restored = build_scheduler(fresh, COSINE)
+    restored.load_state_dict(saved)
+    restored.step()  # after epoch 3, as the run that saved it did
+    assert float(fresh.param_groups[0]["lr"]) == pytest.approx(scheduled_lr(COSINE, 4), rel=1e-6)
+
+
+def test_warmup_multiplies_the_step_schedule():
+    train = TrainSettings(epochs=6, lr=0.1, lr_milestones=(3,), lr_gamma=0.1, warmup_epochs=1)
+    assert [lr_factor(train, e) for e in range(5)] == pytest.approx([0.5, 1, 1, 0.1, 0.1])
+    assert schedule_text(train) == "lr 0.1, x0.1 after epoch 3, after 1 warm-up epoch (linear from lr/2)"
+
+
+def test_adamw_step_is_the_hand_computed_update_over_the_weight_decay_groups():
+    """First AdamW step: m = g, v = g^2 after bias correction, so w <- w (1 - lr wd) - lr g / (|g| + eps)."""
+    train = TrainSettings(lr=0.01, opt="adamw", weight_decay=(0.1, 0.3))
+    model = TwoGroups()
+    optimizer = build_optimizer(model, train, True, torch.device("cpu"))
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert [group["weight_decay"] for group in optimizer.param_groups] == pytest.approx([0.1, 0.3])
+    before = [p.detach().clone() for p in (model.first.weight, model.second.weight)]
+    gradients = [torch.tensor([[0.5, -2.0, 1e-3]]), torch.tensor([[-1.0, 4.0, 0.25]])]
+    for parameter, gradient in zip((model.first.weight, model.second.weight), gradients):
+        parameter.grad = gradient.clone()
+    optimizer.step()
+    for parameter, weight, gradient, decay in zip(
+        (model.first.weight, model.second.weight), before, gradients, (0.1, 0.3)
+    ):
+        expected = weight * (1 - 0.01 * decay) - 0.01 * gradient / (gradient.abs() + 1e-8)
+        torch.testing.assert_close(parameter.detach(), expected, rtol=1e-6, atol=1e-7)
+        state = optimizer.state[parameter]
+        assert {"exp_avg", "exp_avg_sq", "step"} <= set(state)
+
+
+def test_adamw_run_saves_adam_state_and_the_cosine_lrs(tmp_path):
+    run = tmp_path / "run"
+    flags = [*TINY_MSDNET, *SHORT, "--opt", "adamw", "--lr", "0.002", "--sched", "cosine"]
+    assert train(*flags, "--warmup-epochs", "1", "--epochs", "3", "--result_dir", str(run)) == 0
+    checkpoint = load(run / "model_latest.pth")
+    states = list(checkpoint["optimizer"]["state"].values())
+    assert states and all({"exp_avg", "exp_avg_sq"} <= set(state) for state in states)
+    job = parse_args([*flags, "--warmup-epochs", "1", "--epochs", "3"])
+    assert summary_lrs(run) == pytest.approx([scheduled_lr(job.train, e) for e in range(3)], rel=1e-12)
+    assert summary_lrs(run) == pytest.approx([0.001, 0.002, 0.001])
+    assert "AdamW, lr 0.002, cosine to 0 over epochs 2-3" in (run / "log.txt").read_text()
+
+
+def test_adamw_in_a_cuda_graph_is_refused_naming_the_flags():
+    for flags in (["--cuda-graph"], ["--compile"]):
+        job = parse_args([*TINY_MSDNET, "--opt", "adamw", *flags])
+        with pytest.raises(UserError, match=f"--opt adamw .*{flags[0]}"):
+            resolve_step_mode(job.speed, torch.device("cuda"), 1, job.train.opt)
+    job = parse_args([*TINY_MSDNET, "--opt", "adamw", "--compile"])
+    assert resolve_step_mode(job.speed, torch.device("cpu"), 1, job.train.opt) == "compile"
+
+
+@pytest.mark.parametrize(
+    "flags, fragments",
+    [
+        (["--sched", "cosine", "--lr_milestones", "2"], ("--lr_milestones", "--sched cosine")),
+        (["--warmup-epochs", "3", "--epochs", "3"], ("--warmup-epochs 3",)),
+        (["--opt", "adam"], ("--opt",)),
+        (["--model-ema-decay", "1"], ("--model-ema-decay", "(0, 1)")),
+    ],
+)
+def test_bad_fine_tuning_flags_are_one_line_errors(flags, fragments, tmp_path, capsys):
+    assert train(*TINY_MSDNET, *SHORT, *flags, "--result_dir", str(tmp_path / "run")) == 2
+    assert_one_line_error(capsys, *fragments)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_cosine_run_may_not_grow_its_epochs_on_resume(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train(*TINY_MSDNET, *SHORT, "--sched", "cosine", "--epochs", "1", "--result_dir", str(run)) == 0
+    assert train("--result_dir", str(run), "--resume", "--epochs", "2") == 2
+    assert_one_line_error(capsys, "--sched cosine", "1 epochs")
