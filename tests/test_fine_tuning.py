@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from args import parse_args
 from boostnet.training.optim import build_optimizer, build_scheduler, lr_factor, schedule_text, scheduled_lr
 from boostnet.training.settings import TrainSettings
 from boostnet.training.step import resolve_step_mode
+from models.objectives import objective
 from tests.conftest import TINY_MSDNET
 from tests.test_training import SHORT, assert_one_line_error, load, train
 from utils.errors import UserError
@@ -144,3 +146,24 @@ def test_a_cosine_run_may_not_grow_its_epochs_on_resume(tmp_path, capsys):
     assert train(*TINY_MSDNET, *SHORT, "--sched", "cosine", "--epochs", "1", "--result_dir", str(run)) == 0
     assert train("--result_dir", str(run), "--resume", "--epochs", "2") == 2
     assert_one_line_error(capsys, "--sched cosine", "1 epochs")
+
+
+@pytest.mark.parametrize("loss", ["boost", "joint"])
+def test_smoothing_is_the_hand_computed_smoothed_cross_entropy_in_both_objectives(loss):
+    """K = 3 classes, eps = 0.3: loss = (1 - eps)(-log p_y) + eps/K * sum_k -log p_k."""
+    logits = [torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([[0.5, 1.5, 0.0]])]
+    target = torch.tensor([0])
+    job = parse_args([*TINY_MSDNET, "--loss", loss, "--smoothing", "0.3"])
+    assert job.objective.smoothing == 0.3
+    smoothed = objective(loss).loss(job.objective, 2)
+    total, per_exit = smoothed(logits, target)
+    for value, row in zip(per_exit, logits):
+        minus_log_p = [
+            -math.log(math.exp(z) / sum(math.exp(v) for v in row[0].tolist())) for z in row[0].tolist()
+        ]
+        assert float(value) == pytest.approx(0.7 * minus_log_p[0] + 0.1 * sum(minus_log_p), rel=1e-6)
+    assert float(total) == pytest.approx(float(per_exit.sum()), rel=1e-6)
+    plain = objective(loss).loss(parse_args([*TINY_MSDNET, "--loss", loss]).objective, 2)
+    _, unsmoothed = plain(logits, target)
+    assert all(torch.equal(u, F.cross_entropy(z, target)) for u, z in zip(unsmoothed, logits))
+    assert not torch.equal(unsmoothed, per_exit)
