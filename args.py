@@ -503,6 +503,12 @@ EVALUATION = FlagGroup(
             "validation split when it is evaluated (docs/evaluation-outputs.md)",
             metavar="FILE.npz",
         ),
+        Flag(
+            ("--eval-ema",),
+            "evaluate the checkpoint's --model-ema weights (--no-eval-ema: its live weights); "
+            "None: the EMA weights when the checkpoint has them (the results' header names which)",
+            kind=Kind.TOGGLE,
+        ),
     ),
 )
 COMMAND_LINE_ONLY = tuple(flag.key for flag in EVALUATION.flags)  # never taken from the run
@@ -994,6 +1000,7 @@ def parse_evaluation_args(
         budget=values["budget"],
         real_exit=values["real_exit"],
         save_logits=None if values["save_logits"] is None else Path(values["save_logits"]),
+        ema=values["eval_ema"],
     )
     return EvaluationJob(
         run_dir, checkpoint_file, spec, objective, data_settings(values), evaluation, runtime(values), config

@@ -5,22 +5,30 @@ and absent by default."""
 from __future__ import annotations
 
 import csv
+import json
 import math
+import signal
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from args import parse_args
+from boostnet.data.loaders import build_splits
+from boostnet.training.ema import WeightEMA
 from boostnet.training.optim import build_optimizer, build_scheduler, lr_factor, schedule_text, scheduled_lr
 from boostnet.training.settings import TrainSettings
 from boostnet.training.step import resolve_step_mode
+from eval_cifar100 import main as evaluation_main
 from models.objectives import objective
 from tests.conftest import TINY_MSDNET
+from tests.run_fixtures import network_of
+from tests.test_run_safety import FLAGS, metric_rows, signal_at_step
 from tests.test_training import SHORT, assert_one_line_error, load, train
-from utils.errors import UserError
+from utils.errors import EXIT_PREEMPTED, UserError, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -39,6 +47,16 @@ class TwoGroups(nn.Module):
 
     def stage_modules(self, n: int) -> list[nn.Module]:
         return [self.first, self.second][n : n + 1]
+
+
+EVAL = ["--workers", "0", "--device", "cpu"]
+
+
+def evaluate_main(*argv: str) -> int:
+    """Run eval_cifar100.py in this process; returns the exit status."""
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(evaluation_main, list(argv))
+    return exit_info.value.code
 
 
 def summary_lrs(run: Path) -> list[float]:
@@ -167,3 +185,130 @@ def test_smoothing_is_the_hand_computed_smoothed_cross_entropy_in_both_objective
     _, unsmoothed = plain(logits, target)
     assert all(torch.equal(u, F.cross_entropy(z, target)) for u, z in zip(unsmoothed, logits))
     assert not torch.equal(unsmoothed, per_exit)
+
+
+def test_weight_ema_follows_the_formula_and_copies_integer_buffers():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    ema = WeightEMA(model, 0.75)
+    expected = {key: value.clone() for key, value in model.state_dict().items()}
+    for _ in range(3):
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.add_(torch.randn_like(parameter))
+        model.train()(torch.randn(5, 3))  # moves BatchNorm's statistics and counter
+        ema.update(model)
+        for key, live in model.state_dict().items():
+            if live.is_floating_point():
+                expected[key] = 0.75 * expected[key] + 0.25 * live
+            else:
+                expected[key] = live.clone()
+    averaged = ema.state_dict()
+    for key, value in expected.items():
+        torch.testing.assert_close(averaged[key], value, rtol=1e-6, atol=1e-7)
+    assert int(averaged["1.num_batches_tracked"]) == 3
+    assert not torch.allclose(averaged["0.weight"], model.state_dict()["0.weight"])
+    assert not any(p.requires_grad for p in ema.module.parameters())
+
+
+ALL_KNOBS = [
+    *TINY_MSDNET,
+    *SHORT,
+    "--use-valid",
+    "--opt",
+    "adamw",
+    "--lr",
+    "0.003",
+    "--sched",
+    "cosine",
+    "--warmup-epochs",
+    "1",
+    "--smoothing",
+    "0.1",
+    "--model-ema",
+    "--model-ema-decay",
+    "0.9",
+    "--epochs",
+    "3",
+]
+
+
+def assert_same_state(expected: dict, found: dict) -> None:
+    """Every tensor of weights, EMA, objective, optimiser and scheduler state equal."""
+    for part in ("model", "model_ema", "objective"):
+        assert expected[part].keys() == found[part].keys()
+        for key, value in expected[part].items():
+            assert torch.equal(value, found[part][key]), f"{part} {key}"
+    for state, found_state in zip(
+        expected["optimizer"]["state"].values(), found["optimizer"]["state"].values()
+    ):
+        assert state.keys() == found_state.keys()
+        assert all(torch.equal(state[key], found_state[key]) for key in state)
+    assert expected["scheduler"]["last_epoch"] == found["scheduler"]["last_epoch"] == 3
+
+
+def test_every_knob_on_resumes_bit_exactly_after_a_mid_epoch_stop(tmp_path, capsys, monkeypatch):
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    assert train(*ALL_KNOBS, "--result_dir", str(straight)) == 0
+    with monkeypatch.context() as patch:
+        signal_at_step(patch, signal.SIGTERM, 5 + 3)  # epoch 2 (5 steps each), step 3
+        assert train(*ALL_KNOBS, "--result_dir", str(stopped)) == EXIT_PREEMPTED
+    assert "model_ema" in load(stopped / "model_recovery.pth")
+    assert train(*ALL_KNOBS, "--result_dir", str(stopped), "--resume") == 0
+    expected = load(straight / "model_latest.pth")
+    assert_same_state(expected, load(stopped / "model_latest.pth"))
+    assert metric_rows(stopped) == metric_rows(straight)
+    assert not all(torch.equal(expected["model"][k], expected["model_ema"][k]) for k in expected["model"])
+    log = (straight / "log.txt").read_text()
+    assert "weight EMA, decay 0.9 per step" in log and "AdamW, lr 0.003, cosine" in log
+
+
+def exit_outputs(run: Path, state: dict) -> torch.Tensor:
+    """Every exit's evaluation-time outputs (exits x samples x classes) of the run's network with
+    `state`, on the digits test set."""
+    job = parse_args(["--result_dir", str(run), "--resume"])
+    model = job.model.build()
+    model.load_state_dict(state)
+    test_set = build_splits(job.data, job.train.use_valid, job.train.seed, None).test
+    images = torch.stack([test_set[i][0] for i in range(len(test_set))])
+    with torch.no_grad():
+        return torch.stack(network_of(job, model.eval())(images))
+
+
+def dumped(run: Path, *flags: str) -> tuple[str, torch.Tensor]:
+    """Evaluate the run (anytime, --save-logits): the header's `weights` and the dumped outputs."""
+    dump = run / "outputs.npz"
+    assert (
+        evaluate_main(
+            *EVAL, "--evaluate-from", str(run), "--evalmode", "anytime", "--save-logits", str(dump), *flags
+        )
+        == 0
+    )
+    return json.loads((run / "anytime.json").read_text())["weights"], torch.from_numpy(
+        np.load(dump)["logits"]
+    )
+
+
+def test_evaluation_reads_the_ema_weights_and_says_so(tmp_path, capsys):
+    run = tmp_path / "run"
+    flags = [*FLAGS, "--model-ema", "--model-ema-decay", "0.5", "--epochs", "2", "--result_dir", str(run)]
+    assert train(*flags) == 0
+    checkpoint = load(run / "model_best.pth")
+    ema, live = exit_outputs(run, checkpoint["model_ema"]), exit_outputs(run, checkpoint["model"])
+    assert (ema - live).abs().max() > 1e-3
+    weights, outputs = dumped(run)
+    assert "its --model-ema average" in capsys.readouterr().out
+    assert weights == "ema"
+    torch.testing.assert_close(outputs, ema, rtol=1e-5, atol=1e-5)
+    weights, outputs = dumped(run, "--no-eval-ema")
+    assert weights == "live"
+    torch.testing.assert_close(outputs, live, rtol=1e-5, atol=1e-5)
+
+
+def test_eval_ema_on_a_run_without_ema_is_one_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train(*FLAGS, "--epochs", "1", "--result_dir", str(run)) == 0
+    assert evaluate_main(*EVAL, "--evaluate-from", str(run), "--evalmode", "anytime", "--eval-ema") == 2
+    assert_one_line_error(capsys, "--eval-ema", "no EMA weights")
+    assert evaluate_main(*EVAL, "--evaluate-from", str(run), "--evalmode", "anytime") == 0
+    assert json.loads((run / "anytime.json").read_text())["weights"] == "live"
