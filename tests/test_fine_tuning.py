@@ -21,7 +21,7 @@ from boostnet.data.loaders import build_splits
 from boostnet.training.ema import WeightEMA
 from boostnet.training.optim import build_optimizer, build_scheduler, lr_factor, schedule_text, scheduled_lr
 from boostnet.training.settings import TrainSettings
-from boostnet.training.step import resolve_step_mode
+from boostnet.training.step import make_forward, resolve_step_mode
 from eval_cifar100 import main as evaluation_main
 from models.objectives import objective
 from tests.conftest import TINY_MSDNET
@@ -312,3 +312,35 @@ def test_eval_ema_on_a_run_without_ema_is_one_line(tmp_path, capsys):
     assert_one_line_error(capsys, "--eval-ema", "no EMA weights")
     assert evaluate_main(*EVAL, "--evaluate-from", str(run), "--evalmode", "anytime") == 0
     assert json.loads((run / "anytime.json").read_text())["weights"] == "live"
+
+
+def test_bf16_autocast_trains_validates_and_evaluates_on_the_cpu(tmp_path):
+    job = parse_args([*TINY_MSDNET, "--amp", "bf16"])
+    model = job.model.build()
+    forward_dtypes = []
+    network = network_of(job, model)
+    hook = model.register_forward_hook(
+        lambda module, inputs, outputs: forward_dtypes.append(outputs[-1].dtype)
+    )
+    make_forward(network, objective("boost").loss(job.objective, 3), "bf16", torch.contiguous_format)(
+        torch.randn(2, 3, 32, 32), torch.tensor([1, 2])
+    )
+    hook.remove()
+    assert forward_dtypes == [torch.bfloat16]
+    run = tmp_path / "run"
+    assert train(*FLAGS, "--amp", "bf16", "--epochs", "1", "--result_dir", str(run)) == 0
+    checkpoint = load(run / "model_latest.pth")
+    assert all(
+        value.dtype == torch.float32 for value in checkpoint["model"].values() if value.is_floating_point()
+    )
+    assert "val loss" in (run / "log.txt").read_text()
+    assert evaluate_main(*EVAL, "--evaluate-from", str(run), "--evalmode", "anytime") == 0
+
+
+def test_bf16_on_a_gpu_without_it_is_refused_in_one_line(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100")
+    job = parse_args([*TINY_MSDNET, "--amp", "bf16"])
+    with pytest.raises(UserError, match="--amp bf16: Tesla V100 has no bfloat16"):
+        resolve_step_mode(job.speed, torch.device("cuda"))
+    assert resolve_step_mode(job.speed, torch.device("cpu")) == "eager"

@@ -27,7 +27,8 @@ the captured graph and never recompiles anything; each step re-installs them if 
 with a fused kernel for the graph modes (:func:`make_sgd` builds one): foreach SGD turns a
 tensor learning rate into a Python number, a host synchronisation capture forbids.
 
-Numerics: fp32 by default, as in the paper. TF32 is allowed and left to PyTorch's settings:
+Numerics: fp32 by default, as in the paper; ``--amp`` is refused where its autocast does not exist
+(:func:`require_autocast`), and bf16 runs on the CPU too. TF32 is allowed and left to PyTorch's settings:
 cuDNN convolutions use TF32 unless ``torch.backends.cudnn.allow_tf32 = False``; matmuls use it
 only after ``torch.backends.cuda.matmul.allow_tf32 = True``. ``amp="bf16"`` runs the forward
 under bf16 autocast (any mode); ``amp="fp16"`` needs a dynamic loss scale and is eager only.
@@ -84,6 +85,7 @@ def resolve_step_mode(
     torch.compile on the CPU or under torchrun (a captured step cannot hold DDP's all-reduces).
     A captured step holds fused SGD only: `--opt adamw` with one is refused.
     """
+    require_autocast(speed.amp, device)
     mode = step_mode(speed, device, world_size)
     if mode in GRAPH_MODES and optimizer != "sgd":
         flag = "--cuda-graph" if speed.cuda_graph else "--compile (on one GPU)"
@@ -92,6 +94,24 @@ def resolve_step_mode(
             "use --opt sgd, or drop the flag"
         )
     return mode
+
+
+def require_autocast(amp: Optional[str], device: torch.device) -> None:
+    """Refuse `--amp` where its autocast does not exist: a device type PyTorch has no autocast for,
+    or bf16 on a GPU without bfloat16 arithmetic (before Ampere). The CPU has both precisions."""
+    if amp is None:
+        return
+    if not torch.amp.is_autocast_available(device.type):
+        raise UserError(f"--amp {amp}: PyTorch has no autocast on {device.type}; drop --amp")
+    if (
+        amp == "bf16"
+        and device.type == "cuda"
+        and not torch.cuda.is_bf16_supported(including_emulation=False)
+    ):
+        raise UserError(
+            f"--amp bf16: {torch.cuda.get_device_name(device)} has no bfloat16 arithmetic; "
+            "use --amp fp16 or drop --amp"
+        )
 
 
 def step_mode(speed: SpeedSettings, device: torch.device, world_size: int) -> str:
