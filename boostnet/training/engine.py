@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributed import ReduceOp
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from boostnet.data.gpu_batches import GpuBatches, use_gpu_data
@@ -46,9 +47,16 @@ from boostnet.training.ema import WeightEMA
 from boostnet.training.metrics import ExitMetrics, IntervalSpeed, MetricSums
 from boostnet.training.optim import build_optimizer, build_scheduler, schedule_text, scheduled_lr
 from boostnet.training.settings import TrainingJob
-from boostnet.training.step import build_eval_forward, build_train_step, memory_format_for, resolve_step_mode
+from boostnet.training.step import (
+    EvalForward,
+    TrainStep,
+    build_eval_forward,
+    build_train_step,
+    memory_format_for,
+    resolve_step_mode,
+)
 from models.multi_exit import MultiExitNetwork
-from models.objectives import objective
+from models.objectives import Objective, objective
 from utils import distributed
 from utils.checkpoint import (
     capture_rng_state,
@@ -113,22 +121,7 @@ class Trainer:
         self.train_loader = train_loader(
             splits.train, job.train.batch_size, job.data.workers, job.train.seed, info, device
         )
-        data = job.data.dataset
-        self.gpu_batches = (
-            GpuBatches.from_dataset(
-                splits.train,
-                job.train.batch_size,
-                device,
-                job.train.seed,
-                rank=info.rank,
-                world_size=info.world_size,
-                flip=data.flip,
-                mean=data.mean,
-                std=data.std,
-            )
-            if use_gpu_data(job.speed.gpu_data, data, device)
-            else None
-        )
+        self.gpu_batches = self._gpu_batches(splits.train)
         self.val_loader = (
             eval_loader(splits.val, job.data.eval_batch_size, job.data.workers, info, device)
             if splits.val is not None
@@ -154,9 +147,33 @@ class Trainer:
             self._resume(*newest)
         self.recovery = RecoveryTrigger(job.run.checkpoint_interval, device, info.is_distributed)
         self.epoch_started = time.perf_counter()
-        mode = resolve_step_mode(job.speed, device, info.world_size, job.train.opt)
+        self.train_step, self.eval_forward = self._build_steps(method)
+        self.log = RunLog(self.run_dir, info.is_main)
+
+    def _gpu_batches(self, train_set: Dataset) -> Optional[GpuBatches]:
+        """The training set resident on the device, augmented there (--gpu-data), or None."""
+        job, info, data = self.job, self.info, self.job.data.dataset
+        if not use_gpu_data(job.speed.gpu_data, data, self.device):
+            return None
+        return GpuBatches.from_dataset(
+            train_set,
+            job.train.batch_size,
+            self.device,
+            job.train.seed,
+            rank=info.rank,
+            world_size=info.world_size,
+            flip=data.flip,
+            mean=data.mean,
+            std=data.std,
+        )
+
+    def _build_steps(self, method: Objective) -> tuple[TrainStep, EvalForward]:
+        """The training step and the validation forward for the step mode the speed flags ask for
+        (built after any resume, so a captured step holds the restored state)."""
+        job = self.job
+        mode = resolve_step_mode(job.speed, self.device, self.info.world_size, job.train.opt)
         exits = self.model.num_exits
-        self.train_step = build_train_step(
+        train_step = build_train_step(
             method.network(self._training_model(), job.objective, exits),
             self.objective,
             self.optimizer,
@@ -165,13 +182,13 @@ class Trainer:
             job.speed.channels_last,
             scaler=self.scaler,
         )
-        self.eval_forward = build_eval_forward(
+        eval_forward = build_eval_forward(
             method.network(self._validated_model(), job.objective, exits),
             mode,
             job.speed.amp,
             job.speed.channels_last,
         )
-        self.log = RunLog(self.run_dir, info.is_main)
+        return train_step, eval_forward
 
     def _build_model(self) -> MultiExitNetwork:
         """The network on the device (channels-last before any DDP wrapping, so gradient buckets
