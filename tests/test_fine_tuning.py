@@ -308,6 +308,7 @@ def test_evaluation_reads_the_ema_weights_and_says_so(tmp_path, capsys):
 def test_eval_ema_on_a_run_without_ema_is_one_line(tmp_path, capsys):
     run = tmp_path / "run"
     assert train(*FLAGS, "--epochs", "1", "--result_dir", str(run)) == 0
+    assert "model_ema" not in load(run / "model_latest.pth")
     assert evaluate_main(*EVAL, "--evaluate-from", str(run), "--evalmode", "anytime", "--eval-ema") == 2
     assert_one_line_error(capsys, "--eval-ema", "no EMA weights")
     assert evaluate_main(*EVAL, "--evaluate-from", str(run), "--evalmode", "anytime") == 0
@@ -344,3 +345,19 @@ def test_bf16_on_a_gpu_without_it_is_refused_in_one_line(monkeypatch):
     with pytest.raises(UserError, match="--amp bf16: Tesla V100 has no bfloat16"):
         resolve_step_mode(job.speed, torch.device("cuda"))
     assert resolve_step_mode(job.speed, torch.device("cpu")) == "eager"
+
+
+def test_the_knobs_are_recorded_and_may_not_change_on_resume(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train(*FLAGS, "--epochs", "1", "--result_dir", str(run)) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert {key: config[key] for key in ("opt", "sched", "warmup_epochs", "smoothing", "model_ema")} == {
+        "opt": "sgd",
+        "sched": "multistep",
+        "warmup_epochs": 0,
+        "smoothing": 0.0,
+        "model_ema": False,
+    }
+    typed = ["--opt", "adamw", "--smoothing", "0.1", "--model-ema"]
+    assert train("--result_dir", str(run), "--resume", "--epochs", "2", *typed) == 2
+    assert_one_line_error(capsys, "opt='sgd'", "smoothing=0.0", "model_ema=False")
