@@ -39,7 +39,15 @@ from boostnet.evaluation.settings import EVALMODES, EvalSettings, EvaluationJob
 from boostnet.recipes import RECIPES
 from boostnet.runs.settings import RunSettings, checkpoint_interval
 from boostnet.runtime import Runtime
-from boostnet.training.settings import EpochFractions, SpeedSettings, TrainingJob, TrainSettings
+from boostnet.training.settings import (
+    EMA_DECAY,
+    OPTIMIZERS,
+    SCHEDULES,
+    EpochFractions,
+    SpeedSettings,
+    TrainingJob,
+    TrainSettings,
+)
 from models.objectives import ObjectiveConfig, objective_config, objective_flags
 from models.registry import Backbone, ModelSpec, create_model
 from utils.cli import OneLineParser
@@ -244,6 +252,11 @@ def check_training(values: dict[str, Any]) -> None:
         )
     if len(values["weight_decay"]) not in (1, 2):
         raise FlagError(f"--weight-decay takes 1 or 2 values, got {len(values['weight_decay'])}")
+    if values["warmup_epochs"] >= values["epochs"]:
+        raise FlagError(
+            f"--warmup-epochs {values['warmup_epochs']} leaves no epoch of the "
+            f"{values['epochs']} --epochs after it; give fewer"
+        )
 
 
 TRAINING = FlagGroup(
@@ -296,6 +309,43 @@ TRAINING = FlagGroup(
             float_list,
             dest="weight_decay",
             range=at_least(0),
+        ),
+        Flag(
+            ("--opt",),
+            "optimiser over the same weight-decay groups: sgd (with --momentum, the paper's) or "
+            "adamw (torch.optim.AdamW, betas 0.9, 0.999, decoupled weight decay)",
+            "sgd",
+            choices=OPTIMIZERS,
+        ),
+        Flag(
+            ("--sched",),
+            "learning-rate schedule, stepped per epoch: multistep (--lr_milestones, --lr_gamma) or "
+            "cosine (to 0 at --epochs, after the warm-up)",
+            "multistep",
+            choices=SCHEDULES,
+        ),
+        Flag(
+            ("--warmup-epochs",),
+            "first epochs at a linearly rising lr: epoch e < N trains at lr (e+1)/(N+1)",
+            0,
+            int,
+            metavar="N",
+            range=at_least(0),
+        ),
+        Flag(
+            ("--model-ema",),
+            "keep an exponential moving average of the weights, updated after every optimiser "
+            "step; validation and evaluation use it (docs/fine-tuning.md)",
+            False,
+            kind=Kind.SWITCH,
+        ),
+        Flag(
+            ("--model-ema-decay",),
+            "--model-ema: decay d of ema = d ema + (1 - d) weights",
+            EMA_DECAY,
+            float,
+            metavar="D",
+            range=Range(lambda v: 0 < v < 1, "in (0, 1)"),
         ),
         Flag(
             ("--seed",),
@@ -452,6 +502,12 @@ EVALUATION = FlagGroup(
             "--loss joint), labels, per-exit costs and sample indices of the test split, and of the "
             "validation split when it is evaluated (docs/evaluation-outputs.md)",
             metavar="FILE.npz",
+        ),
+        Flag(
+            ("--eval-ema",),
+            "evaluate the checkpoint's --model-ema weights (--no-eval-ema: its live weights); "
+            "None: the EMA weights when the checkpoint has them (the results' header names which)",
+            kind=Kind.TOGGLE,
         ),
     ),
 )
@@ -756,10 +812,35 @@ def parse_args(
             f"{','.join(map(str, values['lr_milestones']))} of "
             f"{typed.get('recipe') or parser.prog}; give --lr_milestones too"
         )
+    problem = cosine_problem(values, typed, saved if path is not None else None)
+    if problem:
+        parser.error(problem)
     values, note = resolve_schedule(values)
     return training_job(
         parser, checked("train", parser, values, entry), entry, note or saved.get("default_lr_schedule")
     )
+
+
+def cosine_problem(
+    values: dict[str, Any], typed: dict[str, Any], saved: Optional[dict[str, Any]]
+) -> Optional[str]:
+    """Why `--sched cosine` cannot go with these flags, if so: a typed step-schedule flag it would
+    ignore, or a resume that grows --epochs (the cosine spans the epochs the run started with)."""
+    if values["sched"] != "cosine":
+        return None
+    steps = [
+        name
+        for name, key in (("--lr_milestones", "lr_milestones"), ("--lr_gamma", "lr_gamma"))
+        if key in typed
+    ]
+    if steps:
+        return f"{' and '.join(steps)} shape --sched multistep; --sched cosine has no milestones"
+    if saved is not None and values["epochs"] != saved.get("epochs", values["epochs"]):
+        return (
+            f"--resume with --epochs {values['epochs']}: the cosine of --sched cosine spans the "
+            f"{saved['epochs']} epochs the run started with, which may not change"
+        )
+    return None
 
 
 TRAIN_KEYS = (
@@ -772,6 +853,11 @@ TRAIN_KEYS = (
     "log_interval",
     "max_steps_per_epoch",
     "deterministic",
+    "opt",
+    "sched",
+    "warmup_epochs",
+    "model_ema",
+    "model_ema_decay",
 )
 SPEED_KEYS = ("amp", "channels_last", "compile", "cuda_graph", "gpu_data")
 
@@ -914,6 +1000,7 @@ def parse_evaluation_args(
         budget=values["budget"],
         real_exit=values["real_exit"],
         save_logits=None if values["save_logits"] is None else Path(values["save_logits"]),
+        ema=values["eval_ema"],
     )
     return EvaluationJob(
         run_dir, checkpoint_file, spec, objective, data_settings(values), evaluation, runtime(values), config

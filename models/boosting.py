@@ -102,18 +102,25 @@ class ExitObjective(nn.Module):
     """Per-exit cross-entropy losses summed, optionally equalised by their running averages.
 
     ``forward(outputs, target)`` takes the network's training-time outputs and returns
-    (total loss, per-exit losses detached).
+    (total loss, per-exit losses detached). With `smoothing` eps > 0 each exit's target is
+    label-smoothed (PyTorch's `label_smoothing`): (1 - eps) CE + eps * mean over classes of
+    -log p; 0 is the plain cross-entropy, computed exactly as before.
     """
 
-    def __init__(self, num_exits: int, loss_equal: bool = False, momentum: float = 0.9):
+    def __init__(
+        self, num_exits: int, loss_equal: bool = False, momentum: float = 0.9, smoothing: float = 0.0
+    ):
         super().__init__()
         self.loss_equal = loss_equal
         self.momentum = momentum
+        self.smoothing = smoothing
         self.register_buffer("loss_ema", torch.zeros(num_exits))
         self.register_buffer("ema_initialised", torch.zeros((), dtype=torch.bool))
 
     def forward(self, outputs: Sequence[Tensor], target: Tensor) -> tuple[Tensor, Tensor]:
-        losses = torch.stack([F.cross_entropy(out, target) for out in outputs])
+        losses = torch.stack(
+            [F.cross_entropy(out, target, label_smoothing=self.smoothing) for out in outputs]
+        )
         total = losses.sum() if not self.loss_equal else self._equalised(losses)
         return total, losses.detach()
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from models.registry import ConfigError
-from utils.flags import Flag, Kind, at_least, float_list
+from utils.flags import Flag, Kind, Range, at_least, float_list
 
 if TYPE_CHECKING:
     from torch import nn
@@ -26,11 +26,13 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ObjectiveConfig:
-    """`--loss`, `--ensemble_reweight` (r of F_n) and `--loss_equal`."""
+    """`--loss`, `--ensemble_reweight` (r of F_n), `--loss_equal` and `--smoothing` (label
+    smoothing eps of every exit's cross-entropy; 0, the paper's, is plain cross-entropy)."""
 
     name: str = "boost"
     reweight: tuple[float, ...] = (0.5,)
     loss_equal: bool = False
+    smoothing: float = 0.0
 
     def check(self, num_exits: int) -> None:
         """Refuse a reweighting that does not fit `num_exits` exits."""
@@ -66,10 +68,11 @@ def independent_exits(backbone: "nn.Module", config: ObjectiveConfig, num_exits:
 
 
 def exit_losses(config: ObjectiveConfig, num_exits: int) -> "nn.Module":
-    """Per-exit cross-entropy, summed (equalised with `--loss_equal`)."""
+    """Per-exit cross-entropy (label-smoothed with `--smoothing`), summed (equalised with
+    `--loss_equal`)."""
     from models.boosting import ExitObjective
 
-    return ExitObjective(num_exits, loss_equal=config.loss_equal)
+    return ExitObjective(num_exits, loss_equal=config.loss_equal, smoothing=config.smoothing)
 
 
 OBJECTIVES: dict[str, Objective] = {}  # the registry, filled below and by register_objective
@@ -103,7 +106,8 @@ DEFAULT = ObjectiveConfig()
 
 
 def objective_flags() -> tuple[Flag, ...]:
-    """`--loss` (choices: the objectives registered now), `--ensemble_reweight`, `--loss_equal`."""
+    """`--loss` (choices: the objectives registered now), `--ensemble_reweight`, `--loss_equal`,
+    `--smoothing`."""
     described = "; ".join(f"{entry.name}: {entry.description}" for entry in OBJECTIVES.values())
     return (
         Flag(("--loss",), f"the training objective ({described})", DEFAULT.name, choices=tuple(OBJECTIVES)),
@@ -122,10 +126,21 @@ def objective_flags() -> tuple[Flag, ...]:
             DEFAULT.loss_equal,
             kind=Kind.SWITCH,
         ),
+        Flag(
+            ("--smoothing",),
+            "label smoothing eps of every exit's training cross-entropy: the target is 1 - eps on "
+            "the label plus eps/K on each of the K classes (timm's --smoothing; 0: plain cross-entropy)",
+            DEFAULT.smoothing,
+            float,
+            metavar="EPS",
+            range=Range(lambda v: 0 <= v < 1, "in [0, 1)"),
+        ),
     )
 
 
 def objective_config(values: dict) -> ObjectiveConfig:
     """The config of :func:`objective_flags`' values (by key); an unknown `--loss` is refused."""
     objective(values["loss"])
-    return ObjectiveConfig(values["loss"], tuple(values["ensemble_reweight"]), values["loss_equal"])
+    return ObjectiveConfig(
+        values["loss"], tuple(values["ensemble_reweight"]), values["loss_equal"], values["smoothing"]
+    )

@@ -133,6 +133,8 @@ def evaluate(job: EvaluationJob) -> None:
     run = load_run(job)
     check_request(job, run.costs)
     print(run.checkpoint.summary())
+    if run.weights == "ema":
+        print("weights: its --model-ema average (--no-eval-ema evaluates the live weights)")
     evaluation = job.evaluation
     with_validation = uses_validation(job)
     splits = build_splits(job.data, with_validation, job.config.get("seed", 0), job.run_dir)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
 
 import torch
 
@@ -13,6 +15,7 @@ from models.costs import ExitCosts
 from models.objectives import objective
 from utils.checkpoint import file_digest, load_checkpoint, load_weights
 from utils.distributed import DistInfo, resolve_device, use_threads
+from utils.errors import UserError
 
 
 @dataclass
@@ -24,6 +27,7 @@ class LoadedRun:
     network: BoostedNetwork
     costs: ExitCosts
     device: torch.device
+    weights: str = "live"
 
     @property
     def name(self) -> str:
@@ -38,6 +42,7 @@ class LoadedRun:
             "arch": job.model.arch,
             "loss": job.objective.name,
             "dataset": job.data.dataset.name,
+            "weights": self.weights,
         }
 
 
@@ -46,9 +51,10 @@ def load_run(job: EvaluationJob) -> LoadedRun:
     use_threads(job.runtime.threads)
     checkpoint = load_checkpoint(job.checkpoint_file, flag="--evaluate-from")
     model = job.model.build()
+    weights, state = evaluated_weights(checkpoint, job.evaluation.ema, job.checkpoint_file)
     load_weights(
         model,
-        checkpoint["model"],
+        state,
         job.checkpoint_file,
         "--evaluate-from",
         "the run's config (different architecture or flags?)",
@@ -61,4 +67,18 @@ def load_run(job: EvaluationJob) -> LoadedRun:
     described = describe_checkpoint(
         job.checkpoint_file, checkpoint, job.config, file_digest(job.checkpoint_file)
     )
-    return LoadedRun(job, described, network, costs, device)
+    return LoadedRun(job, described, network, costs, device, weights)
+
+
+def evaluated_weights(
+    checkpoint: dict[str, Any], ema: Optional[bool], path: Path
+) -> tuple[str, dict[str, torch.Tensor]]:
+    """Which weights of the checkpoint to evaluate ('ema' or 'live', as the results' header
+    records it) and their state: `--eval-ema` (True), `--no-eval-ema` (False), or by default the
+    --model-ema average when the checkpoint holds one."""
+    has_ema = "model_ema" in checkpoint
+    if ema and not has_ema:
+        raise UserError(f"--eval-ema: {path} holds no EMA weights (its run trained without --model-ema)")
+    if has_ema if ema is None else ema:
+        return "ema", checkpoint["model_ema"]
+    return "live", checkpoint["model"]

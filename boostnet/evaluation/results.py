@@ -76,8 +76,12 @@ def read_cache(cache_file: Path, samples: int) -> tuple[Tensor, Tensor] | None:
 
 
 def cached_logits(run: LoadedRun, dataset: Dataset, split: str) -> tuple[Tensor, Tensor]:
-    """Per-exit logits of a split, from the run's cache when this checkpoint already produced them."""
-    cache_file = run.job.run_dir / CACHE_DIR / f"logits_{split}_{run.checkpoint.digest[:DIGEST_CHARS]}.pt"
+    """Per-exit logits of a split, from the run's cache when these weights of this checkpoint already
+    produced them (the --model-ema average's under a name of its own)."""
+    weights = "_ema" if run.weights == "ema" else ""
+    cache_file = (
+        run.job.run_dir / CACHE_DIR / f"logits_{split}_{run.checkpoint.digest[:DIGEST_CHARS]}{weights}.pt"
+    )
     cached = read_cache(cache_file, len(dataset))
     if cached is not None:
         return cached

@@ -16,7 +16,9 @@ EVALMODES = ("anytime", "dynamic", "both")
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """`--checkpoint`, `--evalmode`, `--flat_curve`, `--budget`, `--real-exit`, `--save-logits`."""
+    """`--checkpoint`, `--evalmode`, `--flat_curve`, `--budget`, `--real-exit`, `--save-logits`,
+    `--eval-ema` (True: the checkpoint's --model-ema weights, False: its live weights, None: the
+    EMA weights when it has them)."""
 
     checkpoint: str = "best"
     evalmode: str = "both"
@@ -24,6 +26,7 @@ class EvalSettings:
     budget: Optional[float] = None
     real_exit: bool = False
     save_logits: Optional[Path] = None
+    ema: Optional[bool] = None
 
     @property
     def anytime(self) -> bool:

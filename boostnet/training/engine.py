@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributed import ReduceOp
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from boostnet.data.gpu_batches import GpuBatches, use_gpu_data
@@ -42,12 +43,20 @@ from boostnet.runs.records import (
     write_summary,
 )
 from boostnet.runs.recovery import PartialEpoch, RecoveryTrigger, newest_checkpoint, preempted
+from boostnet.training.ema import WeightEMA
 from boostnet.training.metrics import ExitMetrics, IntervalSpeed, MetricSums
 from boostnet.training.optim import build_optimizer, build_scheduler, schedule_text, scheduled_lr
 from boostnet.training.settings import TrainingJob
-from boostnet.training.step import build_eval_forward, build_train_step, memory_format_for, resolve_step_mode
+from boostnet.training.step import (
+    EvalForward,
+    TrainStep,
+    build_eval_forward,
+    build_train_step,
+    memory_format_for,
+    resolve_step_mode,
+)
 from models.multi_exit import MultiExitNetwork
-from models.objectives import objective
+from models.objectives import Objective, objective
 from utils import distributed
 from utils.checkpoint import (
     capture_rng_state,
@@ -81,9 +90,11 @@ def training_state(
     config: dict,
     best_metric: float | None,
     summary: Sequence[dict] = (),
+    ema: Optional[WeightEMA] = None,
 ) -> dict:
     """Everything `--resume` restores, as model_latest.pth holds it (`summary`: the
-    summary.csv rows so far)."""
+    summary.csv rows so far; `model_ema`: the --model-ema average, only with one)."""
+    averaged = {} if ema is None else {"model_ema": ema.state_dict()}
     return {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -95,6 +106,7 @@ def training_state(
         "config": config,
         "best_metric": best_metric,
         "summary": list(summary),
+        **averaged,
     }
 
 
@@ -109,22 +121,7 @@ class Trainer:
         self.train_loader = train_loader(
             splits.train, job.train.batch_size, job.data.workers, job.train.seed, info, device
         )
-        data = job.data.dataset
-        self.gpu_batches = (
-            GpuBatches.from_dataset(
-                splits.train,
-                job.train.batch_size,
-                device,
-                job.train.seed,
-                rank=info.rank,
-                world_size=info.world_size,
-                flip=data.flip,
-                mean=data.mean,
-                std=data.std,
-            )
-            if use_gpu_data(job.speed.gpu_data, data, device)
-            else None
-        )
+        self.gpu_batches = self._gpu_batches(splits.train)
         self.val_loader = (
             eval_loader(splits.val, job.data.eval_batch_size, job.data.workers, info, device)
             if splits.val is not None
@@ -142,6 +139,7 @@ class Trainer:
         )
         self.scheduler = build_scheduler(self.optimizer, job.train)
         self.scaler = torch.amp.GradScaler(device.type, enabled=job.speed.amp == "fp16")
+        self.ema = WeightEMA(self.model, job.train.model_ema_decay) if job.train.model_ema else None
         self.start_epoch, self.best_metric, self.summary_rows = 0, None, []
         self.resumed_from: Optional[Path] = None
         self.partial_epoch: Optional[PartialEpoch] = None
@@ -149,9 +147,33 @@ class Trainer:
             self._resume(*newest)
         self.recovery = RecoveryTrigger(job.run.checkpoint_interval, device, info.is_distributed)
         self.epoch_started = time.perf_counter()
-        mode = resolve_step_mode(job.speed, device, info.world_size)
+        self.train_step, self.eval_forward = self._build_steps(method)
+        self.log = RunLog(self.run_dir, info.is_main)
+
+    def _gpu_batches(self, train_set: Dataset) -> Optional[GpuBatches]:
+        """The training set resident on the device, augmented there (--gpu-data), or None."""
+        job, info, data = self.job, self.info, self.job.data.dataset
+        if not use_gpu_data(job.speed.gpu_data, data, self.device):
+            return None
+        return GpuBatches.from_dataset(
+            train_set,
+            job.train.batch_size,
+            self.device,
+            job.train.seed,
+            rank=info.rank,
+            world_size=info.world_size,
+            flip=data.flip,
+            mean=data.mean,
+            std=data.std,
+        )
+
+    def _build_steps(self, method: Objective) -> tuple[TrainStep, EvalForward]:
+        """The training step and the validation forward for the step mode the speed flags ask for
+        (built after any resume, so a captured step holds the restored state)."""
+        job = self.job
+        mode = resolve_step_mode(job.speed, self.device, self.info.world_size, job.train.opt)
         exits = self.model.num_exits
-        self.train_step = build_train_step(
+        train_step = build_train_step(
             method.network(self._training_model(), job.objective, exits),
             self.objective,
             self.optimizer,
@@ -160,10 +182,13 @@ class Trainer:
             job.speed.channels_last,
             scaler=self.scaler,
         )
-        self.eval_forward = build_eval_forward(
-            method.network(self.model, job.objective, exits), mode, job.speed.amp, job.speed.channels_last
+        eval_forward = build_eval_forward(
+            method.network(self._validated_model(), job.objective, exits),
+            mode,
+            job.speed.amp,
+            job.speed.channels_last,
         )
-        self.log = RunLog(self.run_dir, info.is_main)
+        return train_step, eval_forward
 
     def _build_model(self) -> MultiExitNetwork:
         """The network on the device (channels-last before any DDP wrapping, so gradient buckets
@@ -172,6 +197,11 @@ class Trainer:
         if self.info.is_distributed and self.job.data.dataset.sync_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         return model.to(self.device, memory_format=memory_format_for(self.job.speed.channels_last))
+
+    def _validated_model(self) -> MultiExitNetwork:
+        """What validation (and so model_best.pth's choice) evaluates: the --model-ema average when
+        there is one (what evaluation will read), else the live network."""
+        return self.model if self.ema is None else self.ema.module
 
     def _training_model(self) -> nn.Module:
         """The model the step calls: DDP-wrapped under torchrun, the plain network otherwise."""
@@ -207,6 +237,7 @@ class Trainer:
             self.objective.load_state_dict(checkpoint["objective"])
             if checkpoint.get("scaler"):
                 self.scaler.load_state_dict(checkpoint["scaler"])
+            self._resume_ema(checkpoint)
         except (KeyError, RuntimeError, ValueError) as error:
             reason = str(error).splitlines()[0]
             raise UserError(f"--resume: {path} does not fit this model ({reason})") from None
@@ -215,6 +246,16 @@ class Trainer:
         self.summary_rows = checkpoint.get("summary", [])
         self.config["provenance"] = saved.get("provenance", []) + self.config["provenance"]
         self.resumed_from = path
+
+    def _resume_ema(self, checkpoint: dict) -> None:
+        """The saved --model-ema average; a checkpoint without one (a run that had none) starts it
+        at the resumed weights."""
+        if self.ema is None:
+            return
+        if "model_ema" in checkpoint:
+            self.ema.load_state_dict(checkpoint["model_ema"])
+        else:
+            self.ema.reset(self.model)
 
     def fit(self) -> MultiExitNetwork:
         """Train the remaining epochs and return the trained (unwrapped) model."""
@@ -229,6 +270,11 @@ class Trainer:
                     f"process(es) on {self.device}; run directory {self.run_dir}"
                 )
                 self.log.line(schedule_text(self.train))
+                if self.ema is not None:
+                    self.log.line(
+                        f"weight EMA, decay {self.train.model_ema_decay:g} per step: validation "
+                        "and evaluation use the averaged weights"
+                    )
                 if self.resumed_from is not None and self.info.is_main:
                     self._write_records()  # in case a kill came between checkpoint and records
                 for epoch in range(self.start_epoch, epochs):
@@ -261,6 +307,8 @@ class Trainer:
         seconds = time.perf_counter() - self.epoch_started
         distributed.broadcast_buffers_(self.model)
         distributed.broadcast_buffers_(self.objective)
+        if self.ema is not None:
+            distributed.broadcast_buffers_(self.ema.module)
         val_metrics = self.evaluate(self.val_loader) if self.val_loader is not None else None
         self.scheduler.step()
         images_per_second = train_metrics.count / seconds
@@ -328,6 +376,8 @@ class Trainer:
                 result = self.train_step(
                     images.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
                 )
+                if self.ema is not None:
+                    self.ema.update(self.model)
                 sums.add(result.per_exit_losses, result.per_exit_correct, len(targets))
                 first_bad_step = torch.where(
                     ~torch.isfinite(result.loss) & (first_bad_step == NO_BAD_STEP), step, first_bad_step
@@ -435,6 +485,7 @@ class Trainer:
             self.config,
             self.best_metric,
             self.summary_rows,
+            self.ema,
         )
 
     def _save(self, epochs_done: int, is_best: bool) -> None:

@@ -45,9 +45,19 @@ class EpochFractions:
         return f"{', '.join(shares)} of --epochs"
 
 
+OPTIMIZERS = ("sgd", "adamw")  # --opt, as timm's train.py spells them
+SCHEDULES = ("multistep", "cosine")  # --sched
+EMA_DECAY = 0.9998  # timm's default --model-ema-decay
+
+
 @dataclass(frozen=True)
 class TrainSettings:
-    """The optimisation: epochs, batch, SGD and its step schedule, seed, validation split."""
+    """The optimisation: epochs, batch, optimiser and schedule, weight EMA, seed, validation split.
+
+    The defaults are the paper's recipe (SGD, steps at `lr_milestones`); `opt`, `sched`,
+    `warmup_epochs` and `model_ema` are the fine-tuning knobs, named as timm's train.py names
+    them (docs/fine-tuning.md).
+    """
 
     epochs: int = 300
     batch_size: int = 64
@@ -63,6 +73,11 @@ class TrainSettings:
     max_steps_per_epoch: Optional[int] = None
     deterministic: bool = False
     schedule_note: Optional[str] = None  # how a default --lr_milestones was derived, for the log
+    opt: str = "sgd"  # or "adamw"
+    sched: str = "multistep"  # or "cosine"
+    warmup_epochs: int = 0
+    model_ema: bool = False
+    model_ema_decay: float = EMA_DECAY
 
 
 @dataclass(frozen=True)

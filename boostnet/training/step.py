@@ -27,7 +27,8 @@ the captured graph and never recompiles anything; each step re-installs them if 
 with a fused kernel for the graph modes (:func:`make_sgd` builds one): foreach SGD turns a
 tensor learning rate into a Python number, a host synchronisation capture forbids.
 
-Numerics: fp32 by default, as in the paper. TF32 is allowed and left to PyTorch's settings:
+Numerics: fp32 by default, as in the paper; ``--amp`` is refused where its autocast does not exist
+(:func:`require_autocast`), and bf16 runs on the CPU too. TF32 is allowed and left to PyTorch's settings:
 cuDNN convolutions use TF32 unless ``torch.backends.cudnn.allow_tf32 = False``; matmuls use it
 only after ``torch.backends.cuda.matmul.allow_tf32 = True``. ``amp="bf16"`` runs the forward
 under bf16 autocast (any mode); ``amp="fp16"`` needs a dynamic loss scale and is eager only.
@@ -75,12 +76,46 @@ TrainStep = Callable[[Tensor, Tensor], StepOutput]
 EvalForward = Callable[[Tensor], list[Tensor]]
 
 
-def resolve_step_mode(speed: SpeedSettings, device: torch.device, world_size: int = 1) -> str:
+def resolve_step_mode(
+    speed: SpeedSettings, device: torch.device, world_size: int = 1, optimizer: str = "sgd"
+) -> str:
     """The step mode `--compile` / `--cuda-graph` ask for on this device (one switch per device).
 
     `--compile` means the compiled step captured as one CUDA graph on a single GPU, and plain
     torch.compile on the CPU or under torchrun (a captured step cannot hold DDP's all-reduces).
+    A captured step holds fused SGD only: `--opt adamw` with one is refused.
     """
+    require_autocast(speed.amp, device)
+    mode = step_mode(speed, device, world_size)
+    if mode in GRAPH_MODES and optimizer != "sgd":
+        flag = "--cuda-graph" if speed.cuda_graph else "--compile (on one GPU)"
+        raise UserError(
+            f"--opt {optimizer} is not captured in a CUDA graph, which {flag} makes; "
+            "use --opt sgd, or drop the flag"
+        )
+    return mode
+
+
+def require_autocast(amp: Optional[str], device: torch.device) -> None:
+    """Refuse `--amp` where its autocast does not exist: a device type PyTorch has no autocast for,
+    or bf16 on a GPU without bfloat16 arithmetic (before Ampere). The CPU has both precisions."""
+    if amp is None:
+        return
+    if not torch.amp.is_autocast_available(device.type):
+        raise UserError(f"--amp {amp}: PyTorch has no autocast on {device.type}; drop --amp")
+    if (
+        amp == "bf16"
+        and device.type == "cuda"
+        and not torch.cuda.is_bf16_supported(including_emulation=False)
+    ):
+        raise UserError(
+            f"--amp bf16: {torch.cuda.get_device_name(device)} has no bfloat16 arithmetic; "
+            "use --amp fp16 or drop --amp"
+        )
+
+
+def step_mode(speed: SpeedSettings, device: torch.device, world_size: int) -> str:
+    """The step mode the speed flags select on this device (:func:`resolve_step_mode`)."""
     fast_flag = "--cuda-graph" if speed.cuda_graph else "--compile" if speed.compile else None
     require_eager_for_fp16(speed.amp, fast_flag, UserError)
     if speed.cuda_graph:
@@ -103,6 +138,17 @@ def require_eager_for_fp16(
             f"--amp fp16 needs a dynamic loss scale, which only the eager step applies, "
             f"not {fast}; use --amp bf16 with it"
         )
+
+
+def make_adamw(param_groups: Iterable[dict], lr: float, device: torch.device) -> torch.optim.AdamW:
+    """AdamW (torch's betas (0.9, 0.999) and eps 1e-8; each group's decoupled weight decay) with a
+    tensor learning rate per group, fused on CPU/CUDA: the foreach kernel refuses a tensor lr.
+    Eager and compiled steps only (:func:`resolve_step_mode` keeps it out of CUDA graphs)."""
+    groups = [
+        {**group, "lr": torch.tensor(float(group.get("lr", lr)), device=device)} for group in param_groups
+    ]
+    fused = device.type in FUSED_SGD_DEVICES
+    return torch.optim.AdamW(groups, lr=lr, fused=fused, foreach=False)
 
 
 def make_sgd(
