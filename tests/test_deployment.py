@@ -279,3 +279,31 @@ def test_a_torch_export_archive_with_pickled_payloads_is_refused(deployed, tmp_p
 def test_run_policy_names_its_checkpoint(deployed):
     policy, checkpoint = run_policy(deployed["run"])
     assert checkpoint == deployed["run"] / "model_best.pth" and policy.num_exits == 3
+
+
+def test_measured_speed_rows_hold_promise_and_measurement_per_level(deployed, capsys):
+    run = deployed["root"] / "speed_run"
+    shutil.copytree(deployed["run"], run)
+    argv = [run, "--levels", "5", "30", "--batch-sizes", "1", "4", "--images", "8", "--repeats", "1"]
+    status, out, err = run_script("measure_exit_speed", argv, capsys)
+    assert status == 0, err
+    report = json.loads((run / "real_exit_levels.json").read_text())
+    policy = read_policy(run / POLICY_FILE)
+    rows = report["rows"]
+    assert (
+        len(rows) == 2 * 2 * 3
+        and (run / "real_exit_levels.csv").is_file()
+        and (run / "real_exit_levels.png").is_file()
+    )
+    expected = {
+        entry.name: entry.expected_macs for entry in (policy.levels[4], policy.levels[29], policy.budget)
+    }
+    for row in rows:
+        assert row["promised_speedup"] == pytest.approx(policy.macs[-1] / expected[row["setting"]])
+        assert row["measured_over_promised"] == pytest.approx(
+            row["measured_speedup"] / row["promised_speedup"]
+        )
+        assert 0 < row["paired_speedup_low"] <= row["paired_speedup_high"]
+    assert {(row["backend"], row["batch_size"]) for row in rows} == {
+        (backend, size) for backend in ("pytorch", "onnxruntime") for size in (1, 4)
+    }

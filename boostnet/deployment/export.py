@@ -26,6 +26,7 @@ from torch.export.pt2_archive.constants import TENSOR_CONSTANT_FILENAME_PREFIX, 
 
 from boostnet.deployment.runner import OnnxStages, StageBackend, TorchStages
 from boostnet.deployment.stages import FlatStage, StageSignature, flat_stages, signatures
+from boostnet.evaluation.early_exit import inference_model
 from boostnet.evaluation.policy import POLICY_FILE, ExitPolicy, check_digest, read_policy
 from models.boosting import BoostedNetwork
 from utils.checkpoint import file_digest
@@ -228,3 +229,15 @@ def load_export(folder: Path, threads: int = 1, policy_file: Path | None = None)
     else:
         backend = TorchStages([torch_program(path) for path in paths], boosted)
     return Export(backend, policy, document["format"])
+
+
+def timing_backends(
+    network: BoostedNetwork, policy: ExitPolicy, channels: int, folder: Path, threads: int
+) -> dict[str, StageBackend]:
+    """The two backends speed is measured on: eager PyTorch on an inference copy (conv+BN folded,
+    as the evaluator's real-exit timing uses) and ONNX Runtime on stages exported to `folder`."""
+    export_run(network, policy, channels, "onnx", folder)
+    return {
+        "pytorch": eager_backend(inference_model(network), policy, channels),
+        "onnxruntime": load_export(folder, threads).backend,
+    }
