@@ -101,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     from args import parse_args
     from boostnet.deployment.export import timing_backends
+    from boostnet.deployment.runner import classify
     from boostnet.deployment.speed import speed_table
     from boostnet.recipes import RECIPES
     from models.objectives import objective
@@ -117,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         backends = timing_backends(network, policy, 3, Path(folder) / "onnx", bench.threads)
         rows = speed_table(backends, [policy.budget], images, bench.batch_sizes, costs[-1], bench.repeats)
+        exits = classify(backends["onnxruntime"], images, policy.budget.thresholds).exits
     report = {
         "recipe": RECIPE,
         "model_flags": list(RECIPES[RECIPE].flags),
@@ -128,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "costs": costs,
         "thresholds": policy.budget.thresholds,
         "expected_macs_fraction": policy.budget.expected_macs / costs[-1],
+        "timed_images_exit_counts": torch.bincount(exits, minlength=len(costs)).tolist(),
+        "timed_images_macs_fraction": sum(costs[n] for n in exits.tolist()) / len(exits) / costs[-1],
         "images": bench.images,
         "repeats": bench.repeats,
         "rows": rows,

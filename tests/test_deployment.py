@@ -307,3 +307,17 @@ def test_measured_speed_rows_hold_promise_and_measurement_per_level(deployed, ca
     assert {(row["backend"], row["batch_size"]) for row in rows} == {
         (backend, size) for backend in ("pytorch", "onnxruntime") for size in (1, 4)
     }
+
+
+def test_latency_budget_picks_the_most_accurate_setting_that_fits(deployed, capsys):
+    policy = read_policy(deployed["run"] / POLICY_FILE)
+    best = max(policy.levels + [policy.budget], key=lambda entry: (entry.val_accuracy, -entry.expected_macs))
+    argv = [deployed["onnx"], deployed["pngs"], "--json", "--latency-budget", "1e6", "--batch-size", "4"]
+    status, out, _ = run_script("predict", argv, capsys)
+    summary = json.loads(out.splitlines()[-1])["summary"]
+    assert status == 0 and summary["setting"].startswith(f"{best.name} (latency budget 1e+06 ms")
+    assert summary["thresholds"] == [str(t) if abs(t) == float("inf") else t for t in best.thresholds]
+    status, out, err = run_script(
+        "predict", [deployed["onnx"], deployed["pngs"], "--latency-budget", "1e-9"], capsys
+    )
+    assert (status, out, len(err.splitlines())) == (2, "", 1) and "--latency-budget 1e-09" in err
