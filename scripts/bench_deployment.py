@@ -31,6 +31,7 @@ FIT_IMAGES = 512
 
 
 def parse_bench_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The benchmark's options, counts checked."""
     parser = OneLineParser(prog="bench_deployment.py", description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=256, help="random images timed")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 256], help="batch sizes timed")
@@ -95,24 +96,34 @@ def verdict(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return found
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-    bench = parse_bench_args(argv)
+def recipe_network(seed: int) -> tuple[Any, list[int]]:
+    """The recipe's boosted network with random weights (eval mode) and its cumulative costs."""
     import torch
 
     from args import parse_args
+    from boostnet.recipes import RECIPES
+    from models.objectives import objective
+
+    torch.manual_seed(seed)
+    job = parse_args(list(RECIPES[RECIPE].flags), prog="bench_deployment.py")
+    model = job.model.build().eval()
+    network = objective(job.objective.name).network(model, job.objective, job.model.num_exits)
+    return network, job.model.backbone.cost(model, job.model.inputs).macs
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Build the recipe model, fit half-cost thresholds, time both backends, write the report."""
+    bench = parse_bench_args(argv)
+    import torch
+
     from boostnet.deployment.export import timing_backends
     from boostnet.deployment.runner import classify
     from boostnet.deployment.speed import speed_table
     from boostnet.recipes import RECIPES
-    from models.objectives import objective
     from utils.json_files import write_json
 
-    torch.manual_seed(bench.seed)
     torch.set_num_threads(bench.threads)
-    job = parse_args(list(RECIPES[RECIPE].flags), prog="bench_deployment.py")
-    model = job.model.build().eval()
-    network = objective(job.objective.name).network(model, job.objective, job.model.num_exits)
-    costs = job.model.backbone.cost(model, job.model.inputs).macs
+    network, costs = recipe_network(bench.seed)
     policy = half_cost_policy(network, costs, torch.randn(FIT_IMAGES, 3, 32, 32))
     images = torch.randn(bench.images, 3, 32, 32)
     with tempfile.TemporaryDirectory() as folder:

@@ -26,6 +26,7 @@ FORMAT_CHOICES = ("onnx", "torch-export")
 
 
 def parse_export_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """The request; an existing --out is refused before any work, so nothing is overwritten."""
     parser = OneLineParser(prog="export.py", description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="evaluated run directory (holds exit_policy.json)")
     parser.add_argument("--format", choices=FORMAT_CHOICES, default="onnx", help="stage file format")

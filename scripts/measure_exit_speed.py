@@ -27,6 +27,7 @@ RESULT_STEM = "real_exit_levels"
 
 
 def parse_speed_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """The request, its counts checked before the run is loaded."""
     parser = OneLineParser(prog="measure_exit_speed.py", description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="evaluated run directory (holds exit_policy.json)")
     parser.add_argument("--levels", type=int, nargs="+", help="budget levels to time (default: all)")
@@ -64,6 +65,7 @@ def test_images(job, count: int):
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Load the run and its policy, time every chosen setting, write the table and the plot."""
     request = parse_speed_args(argv)
     import torch
 

@@ -32,6 +32,7 @@ PARTIAL_FAILURE = 1
 
 
 def parse_predict_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """The request, its numbers and source checked before anything is loaded."""
     parser = OneLineParser(prog="predict.py", description=__doc__.splitlines()[0])
     parser.add_argument("source", type=Path, help="evaluated run directory or export directory")
     parser.add_argument("images", nargs="+", help="image files, folders or glob patterns")
@@ -130,7 +131,9 @@ def image_line(path: Path, label: int, exit_index: int, confidence: float, polic
     )
 
 
-def classify_batch(paths: list[Path], backend: Any, policy: Any, thresholds: list[float], request) -> tuple:
+def classify_batch(
+    paths: list[Path], backend: Any, policy: Any, thresholds: list[float], request: argparse.Namespace
+) -> tuple[list[int], float, int]:
     """Read and classify one batch: (exit indices, seconds in the network, failed count)."""
     import torch
 

@@ -89,6 +89,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def run_cli_quietly(name: str, argv: list) -> None:
+    """Run scripts/<name>.py and require exit status 0."""
     with pytest.raises(SystemExit) as stop:
         run_cli(script_main(name), [str(arg) for arg in argv])
     assert stop.value.code == 0

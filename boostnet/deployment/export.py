@@ -124,6 +124,7 @@ def export_run(network: BoostedNetwork, policy: ExitPolicy, channels: int, form:
 
 
 def manifest(policy: ExitPolicy, boosted: bool, form: str, stages: list[dict[str, Any]]) -> dict[str, Any]:
+    """manifest.json of an export (docs/deployment.md): what loading checks before reading a stage."""
     return {
         "schema": EXPORT_SCHEMA,
         "version": EXPORT_VERSION,

@@ -33,6 +33,7 @@ class StageSignature:
 
 
 def feature_names(count: int, prefix: str = "") -> list[str]:
+    """Tensor names of `count` feature leaves (`prefix` "next_" for a stage's outputs)."""
     return [f"{prefix}features_{k}" for k in range(count)]
 
 
@@ -48,6 +49,7 @@ class FlatStage(nn.Module):
         self.stage = exit_stage(model)
 
     def forward(self, *tensors: Tensor) -> tuple[Tensor, ...]:
+        """Inputs and outputs named by :func:`signature`, in that order."""
         if self.n == 0:
             features, previous = tensors[0], None
         else:

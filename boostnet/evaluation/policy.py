@@ -147,6 +147,7 @@ def build_policy(
 
 
 def setting(name: str, entry: dict[str, Any]) -> Setting:
+    """A stored level or budget entry as a typed setting."""
     return Setting(
         name,
         json_floats(entry["thresholds"]),
@@ -214,6 +215,7 @@ def setting_for_level(policy: ExitPolicy, level: int) -> Setting:
 
 
 def describe_levels(policy: ExitPolicy) -> str:
+    """The range of levels the policy holds, for error messages."""
     names = [entry.name.split()[1] for entry in policy.levels]
     return f"{names[0]}..{names[-1]}" if names else "none (evaluate with --evalmode dynamic)"
 
