@@ -68,11 +68,8 @@ def parse_predict_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 def load_backend(request: argparse.Namespace) -> tuple[Any, Any, str]:
     """(stage backend, exit policy, backend name) of the source, every digest checked."""
-    import torch
-
     from boostnet.deployment.export import eager_backend, is_export, load_export
 
-    torch.set_num_threads(request.threads)
     if is_export(request.source):
         export = load_export(request.source, request.threads, request.policy)
         name = EXPORT_BACKENDS[export.format]
@@ -197,6 +194,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
     paths = image_paths(request.images)
     backend, policy, _ = load_backend(request)
+    import torch
+
+    torch.set_num_threads(request.threads)  # after loading: a run's evaluation settings set their own
     setting = chosen_setting(request, policy, backend)
     exits, seconds, failed = [], 0.0, 0
     for start in range(0, len(paths), request.batch_size):
