@@ -66,28 +66,33 @@ class OnnxStages:
 
 
 def classify(backend: StageBackend, images: Tensor, thresholds: Sequence[float]) -> Decisions:
-    """Early exit of `images` through `backend`'s stages at `thresholds` (one per exit)."""
+    """Early exit of `images` through `backend`'s stages at `thresholds` (one per exit).
+
+    Who leaves is decided in NumPy on the stage's outputs (a few microseconds per stage, where
+    the equivalent PyTorch calls would add a tenth of a millisecond: at batch 1 that is a
+    measurable share of a small stage); features are gathered only when some samples left.
+    """
     if len(thresholds) != backend.num_exits:
         raise ValueError(f"need {backend.num_exits} thresholds, got {len(thresholds)}")
     batch = images.shape[0]
-    classes = torch.empty(batch, dtype=torch.long)
-    exits = torch.empty(batch, dtype=torch.long)
-    confidences = torch.empty(batch, dtype=torch.float32)
-    remaining = torch.arange(batch)
+    classes = np.empty(batch, dtype=np.int64)
+    exits = np.empty(batch, dtype=np.int64)
+    confidences = np.empty(batch, dtype=np.float32)
+    remaining = np.arange(batch)
     inputs = [images]
     for n in range(backend.num_exits):
         *features, output, confidence, predicted = backend.run(n, inputs)
-        classes[remaining] = predicted.long()
-        exits[remaining] = n
-        confidences[remaining] = confidence.float()
-        staying = torch.nonzero(~(confidence >= thresholds[n])).squeeze(1)
-        if n == backend.num_exits - 1 or len(staying) == 0:
+        scores = confidence.numpy()
+        classes[remaining], exits[remaining], confidences[remaining] = predicted.numpy(), n, scores
+        staying = np.flatnonzero(~(scores >= thresholds[n]))
+        if n == backend.num_exits - 1 or staying.size == 0:
             break
-        if len(staying) < len(remaining):
+        if staying.size < remaining.size:
             remaining = remaining[staying]
-            features, output = [tensor[staying] for tensor in features], output[staying]
+            index = torch.from_numpy(staying)
+            features, output = [tensor[index] for tensor in features], output[index]
         inputs = features + ([output] if backend.boosted else [])
-    return Decisions(classes, exits, confidences)
+    return Decisions(torch.from_numpy(classes), torch.from_numpy(exits), torch.from_numpy(confidences))
 
 
 def full_network(backend: StageBackend, images: Tensor) -> Tensor:
