@@ -38,7 +38,15 @@ from utils.json_files import json_floats, read_json
 from utils.metrics import expected_calibration_error, negative_log_likelihood
 
 EVAL_FLAGS = ["--workers", "0", "--device", "cpu", "--eval-batch-size", "64"]
-OUTPUTS = {"anytime.csv", "anytime.json", "budgeted.csv", "budgeted.json", "budget.json", "real_exit.json"}
+OUTPUTS = {
+    "anytime.csv",
+    "anytime.json",
+    "budgeted.csv",
+    "budgeted.json",
+    "budget.json",
+    "real_exit.json",
+    "exit_policy.json",
+}
 LEVELS = 39
 
 

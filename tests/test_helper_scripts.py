@@ -30,6 +30,10 @@ HELPERS = {
     "bench_budgeted": (["scripts/bench_budgeted.py"], "scripts/bench_budgeted.py"),
     "bench_early_exit": (["scripts/bench_early_exit.py"], "scripts/bench_early_exit.py"),
     "import_checkpoint": (["scripts/import_checkpoint.py"], "scripts/import_checkpoint.py"),
+    "export": (["scripts/export.py"], "scripts/export.py"),
+    "predict": (["scripts/predict.py"], "scripts/predict.py"),
+    "measure_exit_speed": (["scripts/measure_exit_speed.py"], "scripts/measure_exit_speed.py"),
+    "bench_deployment": (["scripts/bench_deployment.py"], "scripts/bench_deployment.py"),
 }
 ISSUE_NUMBER = re.compile(r"\(issue \d+\)")
 

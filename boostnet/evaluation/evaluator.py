@@ -4,7 +4,7 @@
 `--checkpoint latest` its model_latest.pth) or a checkpoint file inside one; the first line
 printed and every result file say which checkpoint was read and why. The job arrives with the
 model rebuilt from the run's config.json (args.py merges the typed flags over it). Results
-go to the run directory (anytime.*, budgeted.*, budget.json, real_exit.json, and cache/
+go to the run directory (anytime.*, budgeted.*, budget.json, real_exit.json, exit_policy.json, and cache/
 holding per-exit logits keyed by the checkpoint's content hash); nothing else there is
 touched. `--save-logits FILE.npz` also dumps every exit's outputs (docs/evaluation-outputs.md).
 
@@ -14,12 +14,13 @@ This module sequences the work: results.py computes, tables.py formats, outputs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from boostnet.data.loaders import SPLIT_FILE, DataSplits, build_splits
 from boostnet.evaluation import outputs, tables
 from boostnet.evaluation.loading import LoadedRun, load_run
 from boostnet.evaluation.logits_dump import SplitDump, check_dump_path, source_indices, write_logits_dump
+from boostnet.evaluation.policy import POLICY_FILE, build_policy
 from boostnet.evaluation.results import (
     SplitOutputs,
     anytime_rows,
@@ -89,21 +90,33 @@ def anytime(run: LoadedRun, test: SplitOutputs) -> None:
     outputs.write_anytime(run.job.run_dir, run.header(), test.samples, rows)
 
 
-def budgeted(run: LoadedRun, val: SplitOutputs, test: SplitOutputs) -> None:
+def budgeted(run: LoadedRun, val: SplitOutputs, test: SplitOutputs) -> list[dict[str, Any]]:
+    """The budget-level sweep (returned), printed and written to budgeted.json/csv."""
     flat_curve = run.job.evaluation.flat_curve
     levels = budgeted_levels(run, val, test)
     print(tables.budgeted_text(run.name, val.samples, test.samples, flat_curve, levels))
     outputs.write_budgeted(
         run.job.run_dir, run.header(), flat_curve, run.costs.macs, (val.samples, test.samples), levels
     )
+    return levels
 
 
-def budget(run: LoadedRun, val: SplitOutputs, test: SplitOutputs, budget: float) -> list[float]:
-    """`--budget`: its thresholds (returned) and their test result, printed and budget.json."""
+def budget(run: LoadedRun, val: SplitOutputs, test: SplitOutputs, budget: float) -> dict[str, Any]:
+    """`--budget`: its thresholds and their test result (returned), printed and budget.json."""
     result = budget_result(run, val, test, budget)
     print(tables.budget_text(run.name, result))
     outputs.write_budget(run.job.run_dir, run.header(), result)
-    return result["thresholds"]
+    return result
+
+
+def exit_policy(
+    run: LoadedRun, levels: Optional[list[dict[str, Any]]], chosen: Optional[dict[str, Any]]
+) -> None:
+    """exit_policy.json, when thresholds were fitted (the sweep's levels and/or `--budget`)."""
+    if levels is None and chosen is None:
+        return
+    outputs.write_policy(run.job.run_dir, build_policy(run, levels, chosen))
+    print(f"exit policy written to {run.job.run_dir / POLICY_FILE}")
 
 
 def real_exit(run: LoadedRun, splits: DataSplits, test: SplitOutputs, thresholds: list[float]) -> None:
@@ -142,14 +155,16 @@ def evaluate(job: EvaluationJob) -> None:
     if evaluation.anytime:
         anytime(run, test)
     val = split_outputs(run, splits.val, "val") if with_validation else None
+    levels = chosen = None
     if evaluation.budgeted:
         if val is not None:
-            budgeted(run, val, test)
+            levels = budgeted(run, val, test)
         else:
             print(budgeted_skipped(job.run_dir))
     if evaluation.budget is not None:
-        thresholds = budget(run, val, test, evaluation.budget)
+        chosen = budget(run, val, test, evaluation.budget)
         if evaluation.real_exit:
-            real_exit(run, splits, test, thresholds)
+            real_exit(run, splits, test, chosen["thresholds"])
+    exit_policy(run, levels, chosen)
     if evaluation.save_logits is not None:
         save_logits(run, splits, test, val)

@@ -1,6 +1,7 @@
 """The result files an evaluation writes into the run directory (docs/evaluation-outputs.md):
 anytime.csv/json, budgeted.csv/json, budget.json, real_exit.json. Each JSON file starts with
-the run's header (run, checkpoint and its SHA-256, arch, loss, dataset)."""
+the run's header (run, checkpoint and its SHA-256, arch, loss, dataset). exit_policy.json, the
+thresholds a deployed copy exits by, has its own schema (boostnet/evaluation/policy.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+from boostnet.evaluation.policy import POLICY_FILE
 from utils.checkpoint import write_text_atomically
 from utils.json_files import write_json
 
@@ -65,6 +67,11 @@ def write_budgeted(
 
 def write_budget(run_dir: Path, header: dict[str, Any], result: dict[str, Any]) -> None:
     write_json(run_dir / "budget.json", {**header, **result})
+
+
+def write_policy(run_dir: Path, document: dict[str, Any]) -> None:
+    """exit_policy.json (docs/deployment.md)."""
+    write_json(run_dir / POLICY_FILE, document)
 
 
 def write_real_exit(run_dir: Path, header: dict[str, Any], result: dict[str, Any]) -> None:

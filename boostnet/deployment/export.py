@@ -1,0 +1,244 @@
+"""Export a run's exit stages (scripts/export.py) and load them back (scripts/predict.py).
+
+An export directory holds one file per exit stage (`stage_<n>.onnx` or `stage_<n>.pt2`), the
+run's `exit_policy.json` (thresholds, costs, class names, preprocessing) and `manifest.json`:
+format, checkpoint SHA-256, whether the exits are boosted, and per stage its file, SHA-256 and
+tensor names (boostnet/deployment/stages.py). Loading checks every digest before reading a file,
+and never unpickles: ONNX files are protobuf, and a torch.export archive is refused when any of
+its payloads would be unpickled (:func:`check_pt2_archive`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import shutil
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+from torch.export.pt2_archive.constants import TENSOR_CONSTANT_FILENAME_PREFIX, WEIGHT_FILENAME_PREFIX
+
+from boostnet.deployment.runner import OnnxStages, StageBackend, TorchStages
+from boostnet.deployment.stages import FlatStage, StageSignature, flat_stages, signatures
+from boostnet.evaluation.early_exit import inference_model
+from boostnet.evaluation.policy import POLICY_FILE, ExitPolicy, check_digest, read_policy
+from models.boosting import BoostedNetwork
+from utils.checkpoint import file_digest
+from utils.errors import UserError
+from utils.json_files import read_json, write_json
+
+MANIFEST_FILE = "manifest.json"
+TENSOR_FILES = (WEIGHT_FILENAME_PREFIX, TENSOR_CONSTANT_FILENAME_PREFIX)  # plain tensor payloads of a .pt2
+EXPORT_SCHEMA = "boostnet.export"
+EXPORT_VERSION = 1
+FORMATS = {"onnx": ".onnx", "torch-export": ".pt2"}
+ONNX_OPSET = 18
+EXAMPLE_BATCH = 2
+
+
+@dataclass(frozen=True)
+class Export:
+    """A loaded export: the stages ready to run and the policy they come with."""
+
+    backend: StageBackend
+    policy: ExitPolicy
+    format: str
+
+
+def write_onnx(stage: FlatStage, example: tuple[Tensor, ...], names: StageSignature, path: Path) -> None:
+    """Stage as an ONNX graph with a dynamic batch axis on every input."""
+    batch = torch.export.Dim("batch", min=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            stage,
+            example,
+            str(path),
+            input_names=names.inputs,
+            output_names=names.outputs,
+            dynamic_shapes=(tuple({0: batch} for _ in example),),
+            opset_version=ONNX_OPSET,
+            dynamo=True,
+            external_data=False,
+        )
+
+
+def write_torch_export(
+    stage: FlatStage, example: tuple[Tensor, ...], names: StageSignature, path: Path
+) -> None:
+    """Stage as a torch.export program (dynamic batch axis), saved by torch.export.save."""
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.export.export(stage, example, dynamic_shapes=(tuple({0: batch} for _ in example),))
+    torch.export.save(program, str(path))
+
+
+WRITERS: dict[str, Callable[[FlatStage, tuple[Tensor, ...], StageSignature, Path], None]] = {
+    "onnx": write_onnx,
+    "torch-export": write_torch_export,
+}
+
+
+def example_images(policy: ExitPolicy, channels: int) -> Tensor:
+    """A fixed random batch of the policy's input shape, to trace the stages with."""
+    size = policy.preprocessing.image_size
+    return torch.randn(EXAMPLE_BATCH, channels, size, size, generator=torch.Generator().manual_seed(0))
+
+
+def eager_backend(network: BoostedNetwork, policy: ExitPolicy, channels: int) -> TorchStages:
+    """The run's own network as stages of flat tensors (the PyTorch backend of a run directory)."""
+    stages, _ = flat_stages(network, example_images(policy, channels))
+    return TorchStages(stages, network.boosted)
+
+
+def export_run(network: BoostedNetwork, policy: ExitPolicy, channels: int, form: str, out: Path) -> None:
+    """Write the export of `network` (CPU, eval mode) with `policy` to the new directory `out`;
+    it is built beside `out` and renamed at the end, so a failure leaves nothing behind."""
+    stages, examples = flat_stages(network, example_images(policy, channels))
+    building = out.with_name(out.name + ".partial")
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
+    try:
+        entries = []
+        for n, (stage, example, names) in enumerate(zip(stages, examples, signatures(network, examples))):
+            path = building / f"stage_{n}{FORMATS[form]}"
+            WRITERS[form](stage, example, names, path)
+            entries.append(
+                {
+                    "file": path.name,
+                    "sha256": file_digest(path),
+                    "inputs": names.inputs,
+                    "outputs": names.outputs,
+                }
+            )
+        write_json(building / POLICY_FILE, policy.document)
+        write_json(building / MANIFEST_FILE, manifest(policy, network.boosted, form, entries))
+        building.rename(out)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+
+
+def manifest(policy: ExitPolicy, boosted: bool, form: str, stages: list[dict[str, Any]]) -> dict[str, Any]:
+    """manifest.json of an export (docs/deployment.md): what loading checks before reading a stage."""
+    return {
+        "schema": EXPORT_SCHEMA,
+        "version": EXPORT_VERSION,
+        "format": form,
+        "checkpoint_sha256": policy.checkpoint_sha256,
+        "num_exits": len(stages),
+        "boosted": boosted,
+        "policy": POLICY_FILE,
+        "stages": stages,
+    }
+
+
+def is_export(path: Path) -> bool:
+    """Whether `path` is an export directory (it holds manifest.json)."""
+    return (Path(path) / MANIFEST_FILE).is_file()
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """The export's manifest, checked for schema, version and one stage entry per exit."""
+    path = folder / MANIFEST_FILE
+    try:
+        document = read_json(path)
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path}: cannot read the export manifest ({error})") from None
+    if not isinstance(document, dict) or document.get("schema") != EXPORT_SCHEMA:
+        raise UserError(f"{path}: not a BoostNet export manifest")
+    if document.get("version") != EXPORT_VERSION or document.get("format") not in FORMATS:
+        raise UserError(
+            f"{path}: export version {document.get('version')} / format {document.get('format')} unknown"
+        )
+    return document
+
+
+def checked_stage_file(folder: Path, entry: dict[str, Any]) -> Path:
+    """The stage file `entry` names, refused in one line when missing or not the file exported."""
+    path = folder / Path(entry["file"]).name
+    if not path.is_file():
+        raise UserError(f"{path}: stage file missing from the export")
+    if file_digest(path) != entry["sha256"]:
+        raise UserError(f"{path}: damaged or replaced stage file (its SHA-256 is not the one exported)")
+    return path
+
+
+def check_pt2_archive(path: Path) -> None:
+    """Refuse a torch.export archive any of whose payloads torch.export.load would unpickle."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for name in archive.namelist():
+                if name.endswith(("weights_config.json", "constants_config.json")):
+                    for payload in json.loads(archive.read(name)).get("config", {}).values():
+                        if payload.get("use_pickle") or not payload.get("path_name", "").startswith(
+                            TENSOR_FILES
+                        ):
+                            raise UserError(
+                                f"{path}: holds pickled objects; refused (exports hold tensors only)"
+                            )
+                elif "sample_inputs" in name:
+                    torch.load(io.BytesIO(archive.read(name)), weights_only=True)
+    except (zipfile.BadZipFile, OSError, ValueError, RuntimeError, pickle.UnpicklingError) as error:
+        raise UserError(f"{path}: not a readable torch.export archive ({error})") from None
+
+
+def onnx_session(path: Path, threads: int) -> object:
+    """An ONNX Runtime CPU session of one stage (one-line UserError for a damaged file)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    try:
+        return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own classes, one per failure kind
+        raise UserError(
+            f"{path}: ONNX Runtime cannot load this stage ({' '.join(str(error).split())[:200]})"
+        ) from None
+
+
+def torch_program(path: Path) -> torch.nn.Module:
+    """A torch.export stage as a callable module, after :func:`check_pt2_archive`."""
+    check_pt2_archive(path)
+    try:
+        return torch.export.load(str(path)).module()
+    except Exception as error:  # torch.export raises many kinds for a damaged archive
+        raise UserError(
+            f"{path}: torch.export cannot load this stage ({' '.join(str(error).split())[:200]})"
+        ) from None
+
+
+def load_export(folder: Path, threads: int = 1, policy_file: Path | None = None) -> Export:
+    """The stages and policy of an export directory, every digest checked first."""
+    folder = Path(folder)
+    document = read_manifest(folder)
+    policy = read_policy(policy_file or folder / POLICY_FILE)
+    check_digest(policy, document["checkpoint_sha256"], folder / MANIFEST_FILE)
+    paths = [checked_stage_file(folder, entry) for entry in document["stages"]]
+    if len(paths) != policy.num_exits:
+        raise UserError(
+            f"{folder}: {len(paths)} stages exported, but the policy has {policy.num_exits} exits"
+        )
+    boosted = bool(document["boosted"])
+    if document["format"] == "onnx":
+        backend: StageBackend = OnnxStages([onnx_session(path, threads) for path in paths], boosted)
+    else:
+        backend = TorchStages([torch_program(path) for path in paths], boosted)
+    return Export(backend, policy, document["format"])
+
+
+def timing_backends(
+    network: BoostedNetwork, policy: ExitPolicy, channels: int, folder: Path, threads: int
+) -> dict[str, StageBackend]:
+    """The two backends speed is measured on: eager PyTorch on an inference copy (conv+BN folded,
+    as the evaluator's real-exit timing uses) and ONNX Runtime on stages exported to `folder`."""
+    export_run(network, policy, channels, "onnx", folder)
+    return {
+        "pytorch": eager_backend(inference_model(network), policy, channels),
+        "onnxruntime": load_export(folder, threads).backend,
+    }

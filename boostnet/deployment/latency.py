@@ -1,0 +1,68 @@
+"""`--latency-budget MS`: pick thresholds by measured latency instead of counted MACs.
+
+Each stage's latency per image is measured here, on the device and backend at hand, with a
+batch of the size that will be used (median of repeated runs, after a warm-up). A setting's
+expected latency per image is then sum_n (share of validation samples that reach stage n) x
+(stage n's latency per image), from the exit counts the policy stores; among the settings whose
+expected latency meets the budget, the most accurate on validation is chosen.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from boostnet.deployment.runner import StageBackend
+from boostnet.evaluation.policy import ExitPolicy, Setting, offered_settings
+from utils.errors import UserError
+
+LATENCY_REPEATS = 7
+
+
+def stage_seconds(backend: StageBackend, images: torch.Tensor, repeats: int = LATENCY_REPEATS) -> list[float]:
+    """Median wall-clock seconds per image of each stage on `images` (everybody stays)."""
+    timings: list[list[float]] = [[] for _ in range(backend.num_exits)]
+    for repeat in range(repeats + 1):
+        inputs = [images]
+        for n in range(backend.num_exits):
+            start = time.perf_counter()
+            *features, output, _, _ = backend.run(n, inputs)
+            if repeat:  # the first pass warms up
+                timings[n].append((time.perf_counter() - start) / len(images))
+            inputs = features + ([output] if backend.boosted else [])
+    return [statistics.median(times) for times in timings]
+
+
+def expected_seconds(setting: Setting, seconds: list[float]) -> float:
+    """Mean latency per image of `setting`: each stage weighted by the share of samples reaching it."""
+    counts = setting.val_exit_counts
+    total = sum(counts)
+    reaching = [sum(counts[n:]) / total for n in range(len(counts))]
+    return sum(share * stage for share, stage in zip(reaching, seconds))
+
+
+def setting_for_latency(
+    policy: ExitPolicy, backend: StageBackend, budget_ms: float, batch_size: int
+) -> Setting:
+    """The most accurate setting on validation whose expected measured latency is within `budget_ms`."""
+    size = policy.preprocessing.image_size
+    images = torch.randn(batch_size, policy.preprocessing.channels, size, size)
+    seconds = stage_seconds(backend, images)
+    offered = [entry for entry in offered_settings(policy) if entry.val_exit_counts]
+    estimates = {entry.name: expected_seconds(entry, seconds) * 1000 for entry in offered}
+    fitting = [entry for entry in offered if estimates[entry.name] <= budget_ms]
+    if not fitting:
+        fastest = min(estimates.values(), default=float("inf"))
+        raise UserError(
+            f"--latency-budget {budget_ms:g}: the fastest setting takes {fastest:.3g} ms per image here"
+        )
+    best = max(fitting, key=lambda entry: (entry.val_accuracy, -estimates[entry.name]))
+    return Setting(
+        f"{best.name} (latency budget {budget_ms:g} ms, expected {estimates[best.name]:.3g} ms per image)",
+        best.thresholds,
+        best.expected_macs,
+        best.val_accuracy,
+        best.val_exit_counts,
+    )

@@ -1,0 +1,27 @@
+"""A run directory as a deployment source: its exit policy and the checkpoint that policy is for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from boostnet.evaluation.policy import POLICY_FILE, ExitPolicy, check_digest, read_policy
+from utils.checkpoint import file_digest
+from utils.errors import UserError
+
+
+def run_policy(run_dir: Path, policy_file: Optional[Path] = None) -> tuple[ExitPolicy, Path]:
+    """(the policy, the run's checkpoint file it names), refused in one line when the policy is
+    missing or its digest is not that file's."""
+    path = policy_file or run_dir / POLICY_FILE
+    if not path.is_file():
+        raise UserError(
+            f"{path}: no exit policy; evaluate the run with --evalmode dynamic or --budget X first "
+            f"(it writes one)"
+        )
+    policy = read_policy(path)
+    checkpoint = run_dir / Path(str(policy.document.get("checkpoint", ""))).name
+    if not checkpoint.is_file():
+        raise UserError(f"{path}: names checkpoint {checkpoint.name}, which {run_dir} does not hold")
+    check_digest(policy, file_digest(checkpoint), checkpoint)
+    return policy, checkpoint

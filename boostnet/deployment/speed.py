@@ -1,0 +1,87 @@
+"""Measured against promised speed-up of real early exit, per threshold setting (docs/deployment.md).
+
+For each backend (eager PyTorch on an inference copy, ONNX Runtime on the exported stages),
+each batch size and each setting, early exit and the full network (every stage on every
+sample, through the same backend) are timed back to back by
+:func:`boostnet.evaluation.early_exit.paired_throughput`. The promised speed-up of a setting is
+full MACs / expected MACs (on validation, as the policy states it); the measured one is the
+ratio of the two images/s; their ratio says how much of the promise the runtime delivers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+from boostnet.deployment.runner import StageBackend, classify, full_network
+from boostnet.evaluation.early_exit import paired_throughput
+from boostnet.evaluation.policy import Setting
+
+SPEED_COLUMNS = (
+    "setting",
+    "backend",
+    "batch_size",
+    "expected_macs",
+    "promised_speedup",
+    "measured_speedup",
+    "measured_over_promised",
+    "full_network_images_per_second",
+    "early_exit_images_per_second",
+    "early_exit_ms_per_image",
+    "paired_speedup_low",
+    "paired_speedup_high",
+)
+
+
+def batches_of(images: Tensor, batch_size: int) -> list[Tensor]:
+    """`images` cut into consecutive batches of `batch_size` (the last may be smaller)."""
+    return [images[start : start + batch_size].contiguous() for start in range(0, len(images), batch_size)]
+
+
+def setting_speed(
+    backend: StageBackend, setting: Setting, batches: Sequence[Tensor], full_macs: float, repeats: int
+) -> dict[str, Any]:
+    """One row: `setting` on `backend` over `batches`, paired with the full network."""
+    speed = paired_throughput(
+        lambda images: full_network(backend, images),
+        lambda images: classify(backend, images, setting.thresholds),
+        batches,
+        torch.device("cpu"),
+        repeats,
+    )
+    promised = full_macs / setting.expected_macs
+    low, high = speed.paired_speedup_range
+    return {
+        "setting": setting.name,
+        "batch_size": len(batches[0]),
+        "expected_macs": setting.expected_macs,
+        "promised_speedup": promised,
+        "measured_speedup": speed.speedup,
+        "measured_over_promised": speed.speedup / promised,
+        "full_network_images_per_second": speed.full_network,
+        "early_exit_images_per_second": speed.early_exit,
+        "early_exit_ms_per_image": 1000 / speed.early_exit,
+        "paired_speedup_low": low,
+        "paired_speedup_high": high,
+    }
+
+
+def speed_table(
+    backends: dict[str, StageBackend],
+    settings: Sequence[Setting],
+    images: Tensor,
+    batch_sizes: Sequence[int],
+    full_macs: float,
+    repeats: int,
+) -> list[dict[str, Any]]:
+    """Rows of every backend x batch size x setting, columns SPEED_COLUMNS."""
+    rows = []
+    for name, backend in backends.items():
+        for batch_size in batch_sizes:
+            batches = batches_of(images, batch_size)
+            for setting in settings:
+                row = setting_speed(backend, setting, batches, full_macs, repeats)
+                rows.append({column: {**row, "backend": name}[column] for column in SPEED_COLUMNS})
+    return rows

@@ -1,0 +1,246 @@
+"""The exit policy: everything a deployed copy of a run needs to exit early (docs/deployment.md).
+
+Evaluation writes `exit_policy.json` beside its results: for every budget level of the sweep
+and for `--budget`, the thresholds with their expected multiply-adds and validation accuracy;
+the cumulative per-exit costs; the objective and its factors; the class names; the input
+preprocessing; the SHA-256 of the checkpoint the thresholds were fitted for. A reader gets an
+:class:`ExitPolicy` back and chooses thresholds from it by level, by budget, or explicitly; a
+policy is refused in one line when its digest is not that of the model file used with it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from boostnet.data.class_names import class_names
+from boostnet.data.datasets import DatasetInfo
+from boostnet.data.loaders import EVAL_RESIZE_RATIO
+from boostnet.evaluation.loading import LoadedRun
+from utils.errors import UserError
+from utils.json_files import json_floats, read_json
+
+POLICY_FILE = "exit_policy.json"
+SCHEMA = "boostnet.exit_policy"
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image file becomes the network's input: colour mode, geometry, normalisation."""
+
+    image_size: int
+    resize: str  # "resize": to image_size x image_size; "resize_center_crop": shorter side, then crop
+    resize_to: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    channels: int
+
+    def as_dataset(self, num_classes: int) -> DatasetInfo:
+        """A dataset entry with these facts, for the data layer's evaluation transforms."""
+        return DatasetInfo(
+            "policy",
+            "policy",
+            num_classes,
+            self.image_size,
+            0,
+            self.mean,
+            self.std,
+            False,
+            0,
+            channels=self.channels,
+        )
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One threshold setting the protocol offers: its name ("level 7", "budget 1.2e6")."""
+
+    name: str
+    thresholds: list[float]
+    expected_macs: float
+    val_accuracy: float
+    val_exit_counts: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExitPolicy:
+    """A read exit policy (`document`: the JSON object as stored, copied unchanged by export)."""
+
+    checkpoint_sha256: str
+    macs: list[float]
+    classes: list[str]
+    preprocessing: Preprocessing
+    levels: list[Setting]
+    budget: Optional[Setting]
+    document: dict[str, Any]
+
+    @property
+    def num_exits(self) -> int:
+        return len(self.macs)
+
+
+def preprocessing_of(info: DatasetInfo) -> dict[str, Any]:
+    """The evaluation-time input pipeline of `info` (boostnet/data/loaders.py) as policy fields."""
+    crop = info.imagenet_style
+    return {
+        "image_size": info.image_size,
+        "resize": "resize_center_crop" if crop else "resize",
+        "resize_to": round(info.image_size * EVAL_RESIZE_RATIO) if crop else info.image_size,
+        "mean": list(info.mean),
+        "std": list(info.std),
+        "channels": info.channels,
+        "color_mode": "RGB" if info.channels == 3 else "L",
+    }
+
+
+def level_entry(level: dict[str, Any]) -> dict[str, Any]:
+    """A sweep record's policy fields (expected MACs and accuracy measured on validation)."""
+    return {
+        "level": level["level"],
+        "q": level["q"],
+        "thresholds": level["thresholds"],
+        "expected_macs": level["val_expected_cost"],
+        "val_accuracy": level["val_accuracy"],
+        "val_exit_counts": level["val_exit_counts"],
+        "test_accuracy": level["test_accuracy"],
+        "test_expected_macs": level["expected_cost"],
+    }
+
+
+def budget_entry(result: dict[str, Any]) -> dict[str, Any]:
+    """The `--budget` choice's policy fields."""
+    return {
+        "budget": result["budget"],
+        "q": result["q"],
+        "thresholds": result["thresholds"],
+        "expected_macs": result["val_expected_cost"],
+        "val_accuracy": result["val_accuracy"],
+        "val_exit_counts": result["val_exit_counts"],
+        "test_accuracy": result["test_accuracy"],
+        "test_expected_macs": result["test_expected_cost"],
+    }
+
+
+def build_policy(
+    run: LoadedRun, levels: Optional[list[dict[str, Any]]], budget: Optional[dict[str, Any]]
+) -> dict[str, Any]:
+    """The policy document of `run` from its sweep records and its `--budget` result (either may be None)."""
+    job = run.job
+    info = job.data.dataset
+    factors = run.network.factors
+    return {
+        "schema": SCHEMA,
+        "version": SCHEMA_VERSION,
+        **run.header(),
+        "num_exits": run.network.num_exits,
+        "exit_costs": {"macs": run.costs.macs, "params": run.costs.params},
+        "objective": {"name": job.objective.name, "boosted": factors is not None, "factors": factors},
+        "confidence": "largest softmax probability of the exit's output; leave when >= the exit's threshold",
+        "classes": class_names(info, job.data.root),
+        "preprocessing": preprocessing_of(info),
+        "levels": [level_entry(level) for level in levels or []],
+        "budget": None if budget is None else budget_entry(budget),
+    }
+
+
+def setting(name: str, entry: dict[str, Any]) -> Setting:
+    """A stored level or budget entry as a typed setting."""
+    return Setting(
+        name,
+        json_floats(entry["thresholds"]),
+        float(entry["expected_macs"]),
+        float(entry["val_accuracy"]),
+        tuple(int(count) for count in entry["val_exit_counts"]),
+    )
+
+
+def parse_policy(document: Any, path: Path) -> ExitPolicy:
+    """The typed policy of a stored document; one-line UserError for another schema or version."""
+    if not isinstance(document, dict) or document.get("schema") != SCHEMA:
+        raise UserError(f'{path}: not an exit policy (no "schema": "{SCHEMA}")')
+    if document.get("version") != SCHEMA_VERSION:
+        raise UserError(
+            f"{path}: exit policy version {document.get('version')}; this code reads {SCHEMA_VERSION}"
+        )
+    try:
+        prep = document["preprocessing"]
+        budget = document["budget"]
+        return ExitPolicy(
+            checkpoint_sha256=str(document["checkpoint_sha256"]),
+            macs=[float(m) for m in document["exit_costs"]["macs"]],
+            classes=[str(name) for name in document["classes"]],
+            preprocessing=Preprocessing(
+                int(prep["image_size"]),
+                str(prep["resize"]),
+                int(prep["resize_to"]),
+                tuple(prep["mean"]),
+                tuple(prep["std"]),
+                int(prep["channels"]),
+            ),  # fmt: skip
+            levels=[setting(f"level {entry['level']}", entry) for entry in document["levels"]],
+            budget=None if budget is None else setting(f"budget {budget['budget']:g}", budget),
+            document=document,
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise UserError(f"{path}: damaged exit policy ({type(error).__name__}: {error})") from None
+
+
+def read_policy(path: Path) -> ExitPolicy:
+    """The exit policy stored at `path`, checked (one-line UserError when unreadable)."""
+    try:
+        document = read_json(path)
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path}: cannot read the exit policy ({error})") from None
+    return parse_policy(document, path)
+
+
+def check_digest(policy: ExitPolicy, digest: str, model_file: Path) -> None:
+    """Refuse a policy fitted for another checkpoint than the one `digest` identifies."""
+    if policy.checkpoint_sha256 != digest:
+        raise UserError(
+            f"exit policy is for checkpoint sha256 {policy.checkpoint_sha256[:16]}..., but {model_file} "
+            f"has sha256 {digest[:16]}...: use the policy its evaluation wrote"
+        )
+
+
+def setting_for_level(policy: ExitPolicy, level: int) -> Setting:
+    """`--level K`: the sweep's level K."""
+    found = [entry for entry in policy.levels if entry.name == f"level {level}"]
+    if not found:
+        raise UserError(f"--level {level}: the exit policy has levels {describe_levels(policy)}")
+    return found[0]
+
+
+def describe_levels(policy: ExitPolicy) -> str:
+    """The range of levels the policy holds, for error messages."""
+    names = [entry.name.split()[1] for entry in policy.levels]
+    return f"{names[0]}..{names[-1]}" if names else "none (evaluate with --evalmode dynamic)"
+
+
+def offered_settings(policy: ExitPolicy) -> list[Setting]:
+    """Every setting the policy holds: the sweep's levels and the `--budget` choice."""
+    return policy.levels + ([policy.budget] if policy.budget is not None else [])
+
+
+def setting_for_budget(policy: ExitPolicy, budget: float) -> Setting:
+    """`--budget MACS`: the most accurate setting on validation whose expected MACs fit `budget`."""
+    offered = offered_settings(policy)
+    fitting = [entry for entry in offered if entry.expected_macs <= budget]
+    if not fitting:
+        cheapest = min((entry.expected_macs for entry in offered), default=math.inf)
+        raise UserError(
+            f"--budget {budget:g}: the cheapest setting of the exit policy costs {cheapest:g} MACs"
+        )
+    return max(fitting, key=lambda entry: (entry.val_accuracy, -entry.expected_macs))
+
+
+def explicit_setting(policy: ExitPolicy, thresholds: Sequence[float]) -> Setting:
+    """`--thresholds`: one per exit, as given (expected MACs and accuracy unknown: NaN)."""
+    if len(thresholds) != policy.num_exits:
+        raise UserError(
+            f"--thresholds: the network has {policy.num_exits} exits, got {len(thresholds)} values"
+        )
+    return Setting("explicit thresholds", list(thresholds), math.nan, math.nan)

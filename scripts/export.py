@@ -1,0 +1,66 @@
+"""Export a run's exit stages with its exit policy, for early exit without this project's code.
+
+    python scripts/export.py RUN --format onnx --out DIR
+    python scripts/export.py RUN --format torch-export --out DIR
+
+RUN is an evaluated run directory (evaluation wrote its exit_policy.json). DIR, which must not
+exist yet, receives one graph per exit stage (stage n: features and previous ensemble output of
+the samples still running -> next features, exit n's output, confidence, class; dynamic batch
+axis), exit_policy.json and manifest.json. scripts/predict.py DIR runs them. See
+docs/deployment.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from utils.cli import OneLineParser  # noqa: E402
+from utils.errors import UserError, run_cli  # noqa: E402
+
+FORMAT_CHOICES = ("onnx", "torch-export")
+
+
+def parse_export_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """The request; an existing --out is refused before any work, so nothing is overwritten."""
+    parser = OneLineParser(prog="export.py", description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="evaluated run directory (holds exit_policy.json)")
+    parser.add_argument("--format", choices=FORMAT_CHOICES, default="onnx", help="stage file format")
+    parser.add_argument("--out", type=Path, required=True, help="new directory the export is written to")
+    parser.add_argument(
+        "--policy", type=Path, default=None, help="exit policy file (default: RUN/exit_policy.json)"
+    )
+    request = parser.parse_args(argv)
+    if request.out.exists():
+        raise UserError(
+            f"--out {request.out}: already exists; give a new directory (nothing was overwritten)"
+        )
+    if not request.run.is_dir():
+        raise UserError(f"{request.run}: not a run directory")
+    return request
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Check the run and its policy, rebuild the network on the CPU, write the export."""
+    request = parse_export_args(argv)
+    from args import parse_evaluation_args
+    from boostnet.deployment.export import export_run
+    from boostnet.deployment.source import run_policy
+    from boostnet.evaluation.loading import load_run
+
+    policy, checkpoint = run_policy(request.run, request.policy)
+    job = parse_evaluation_args(["--evaluate-from", str(checkpoint), "--device", "cpu", "--workers", "0"])
+    run = load_run(job)
+    export_run(run.network, policy, job.model.inputs.channels, request.format, request.out)
+    print(
+        f"exported {run.network.num_exits} {request.format} stages of {checkpoint} "
+        f"with its exit policy to {request.out}"
+    )
+
+
+if __name__ == "__main__":
+    run_cli(main)

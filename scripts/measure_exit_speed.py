@@ -1,0 +1,105 @@
+"""Measured against promised speed-up of real early exit at the budget levels of a run's exit policy.
+
+    python scripts/measure_exit_speed.py RUN --levels 5 10 20 30 39 --batch-sizes 1 256
+
+For each chosen setting (budget levels of RUN/exit_policy.json, and its --budget setting), real
+early exit on the first --images test images is timed against the full network on the same
+copy (paired passes, medians), with eager PyTorch (conv+BN folded) and ONNX Runtime (stages
+exported to a temporary folder), at each batch size. Per row: promised speed-up (full MACs /
+expected MACs on validation), measured speed-up, their ratio. Written to
+RUN/real_exit_levels.json, .csv and .png (measured vs promised). See docs/deployment.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+from typing import Optional, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from utils.cli import OneLineParser  # noqa: E402
+from utils.errors import UserError, run_cli  # noqa: E402
+
+RESULT_STEM = "real_exit_levels"
+
+
+def parse_speed_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """The request, its counts checked before the run is loaded."""
+    parser = OneLineParser(prog="measure_exit_speed.py", description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="evaluated run directory (holds exit_policy.json)")
+    parser.add_argument("--levels", type=int, nargs="+", help="budget levels to time (default: all)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 256], help="batch sizes to time")
+    parser.add_argument("--images", type=int, default=256, help="test images timed (the first ones)")
+    parser.add_argument("--repeats", type=int, default=5, help="paired timed passes per row")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads of both backends")
+    request = parser.parse_args(argv)
+    for flag in ("images", "repeats", "threads"):
+        if getattr(request, flag) < 1:
+            raise UserError(f"--{flag} must be at least 1, got {getattr(request, flag)}")
+    if min(request.batch_sizes) < 1:
+        raise UserError(f"--batch-sizes must be at least 1, got {min(request.batch_sizes)}")
+    if not request.run.is_dir():
+        raise UserError(f"{request.run}: not a run directory")
+    return request
+
+
+def chosen_settings(policy, levels: Optional[list[int]]) -> list:
+    """The levels asked for (all by default) and the policy's --budget setting."""
+    from boostnet.evaluation.policy import setting_for_level
+
+    chosen = [setting_for_level(policy, level) for level in levels] if levels else list(policy.levels)
+    return chosen + ([policy.budget] if policy.budget is not None else [])
+
+
+def test_images(job, count: int):
+    """The first `count` test images as evaluation reads them."""
+    import torch
+
+    from boostnet.data.loaders import build_splits
+
+    test = build_splits(job.data, False, 0, None).test
+    return torch.stack([test[index][0] for index in range(min(count, len(test)))])
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Load the run and its policy, time every chosen setting, write the table and the plot."""
+    request = parse_speed_args(argv)
+    import torch
+
+    from args import parse_evaluation_args
+    from boostnet.deployment.export import timing_backends
+    from boostnet.deployment.source import run_policy
+    from boostnet.deployment.speed import speed_table
+    from boostnet.evaluation.loading import load_run
+    from boostnet.evaluation.outputs import write_csv
+    from boostnet.reporting.speed_plot import write_speed_plot
+    from utils.json_files import write_json
+
+    policy, checkpoint = run_policy(request.run)
+    settings = chosen_settings(policy, request.levels)
+    job = parse_evaluation_args(["--evaluate-from", str(checkpoint), "--device", "cpu", "--workers", "0"])
+    run = load_run(job)
+    torch.set_num_threads(request.threads)
+    images = test_images(job, request.images)
+    with tempfile.TemporaryDirectory() as folder:
+        backends = timing_backends(
+            run.network, policy, job.model.inputs.channels, Path(folder) / "onnx", request.threads
+        )
+        rows = speed_table(backends, settings, images, request.batch_sizes, policy.macs[-1], request.repeats)
+    header = {**run.header(), "device": "cpu", "threads": request.threads, "images": len(images),
+              "repeats": request.repeats, "full_macs": policy.macs[-1]}  # fmt: skip
+    write_json(request.run / f"{RESULT_STEM}.json", {**header, "rows": rows})
+    write_csv(request.run / f"{RESULT_STEM}.csv", rows)
+    write_speed_plot(request.run / f"{RESULT_STEM}.png", rows, f"{run.name}: real early exit, CPU")
+    for row in rows:
+        print(f"{row['setting']:>14} {row['backend']:>11} batch {row['batch_size']:>3}: promised "
+              f"{row['promised_speedup']:.2f}x, measured {row['measured_speedup']:.2f}x "
+              f"({row['measured_over_promised']:.0%})")  # fmt: skip
+    print(f"written to {request.run / RESULT_STEM}.json/.csv/.png")
+
+
+if __name__ == "__main__":
+    run_cli(main)

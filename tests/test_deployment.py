@@ -1,0 +1,324 @@
+"""Leaving the lab (docs/deployment.md): evaluation writes the exit policy, exported stages
+reproduce the network, predict.py on image files exits where the simulated protocol does, and
+bad inputs are one line each with nothing overwritten.
+
+One tiny boosted MSDNet is briefly trained on fashion_mnist_mini and evaluated with
+`--budget` and `--save-logits` once per module; the logits dump is the simulated protocol's
+reference. Confidences within TIE_TOLERANCE of a threshold (or top-2 probabilities that close)
+may legitimately fall either way in another runtime's float rounding: they are counted,
+reported and excluded, and must stay rare.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import eval_cifar100
+from adaptive_inference import exit_indices
+from boostnet.data.class_names import FASHION_MNIST
+from boostnet.data.readers import load_fashion_mnist_mini
+from boostnet.deployment.export import load_export
+from boostnet.deployment.runner import classify, stage_outputs
+from boostnet.deployment.source import run_policy
+from boostnet.evaluation.policy import POLICY_FILE, SCHEMA_VERSION, read_policy
+from tests.conftest import ROOT
+from tests.run_fixtures import file_states, make_trained_run
+from utils.errors import run_cli
+
+BUDGET = 2.5e6
+TEST_IMAGES = 300
+PNG_IMAGES = 48
+TIE_TOLERANCE = 1e-5
+MAX_TIE_SHARE = 0.02
+RELATIVE_TOLERANCE = 1e-4
+
+
+def script_main(name: str) -> Callable:
+    """main() of scripts/<name>.py, loaded as a module of its own."""
+    spec = importlib.util.spec_from_file_location(f"deploy_{name}", ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def run_script(name: str, argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of one scripts/<name>.py command, run in this process."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        run_cli(script_main(name), [str(arg) for arg in argv])
+    out, err = capsys.readouterr()
+    return stop.value.code, out, err
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """An evaluated tiny run (policy + logits dump), its ONNX and torch.export exports, PNG test images."""
+    root = tmp_path_factory.mktemp("deploy")
+    run = make_trained_run(root / "run", "--dataset", "fashion_mnist_mini")
+    logits = root / "logits.npz"
+    eval_cifar100.main(
+        ["--evaluate-from", str(run), "--budget", str(BUDGET), "--save-logits", str(logits), "--workers", "0"]
+    )
+    for form, folder in (("onnx", "onnx"), ("torch-export", "pt2")):
+        run_cli_quietly("export", [run, "--format", form, "--out", root / folder])
+    pngs = root / "pngs"
+    pngs.mkdir()
+    images = load_fashion_mnist_mini()[2]
+    for index in range(PNG_IMAGES):
+        Image.fromarray(images[index].permute(1, 2, 0).numpy()).save(pngs / f"test_{index:04d}.png")
+    return {
+        "run": run,
+        "logits": logits,
+        "onnx": root / "onnx",
+        "pt2": root / "pt2",
+        "pngs": pngs,
+        "root": root,
+    }
+
+
+def run_cli_quietly(name: str, argv: list) -> None:
+    """Run scripts/<name>.py and require exit status 0."""
+    with pytest.raises(SystemExit) as stop:
+        run_cli(script_main(name), [str(arg) for arg in argv])
+    assert stop.value.code == 0
+
+
+def test_policy_schema_costs_classes_preprocessing_and_digest(deployed):
+    run = deployed["run"]
+    document = json.loads((run / POLICY_FILE).read_text())
+    anytime = json.loads((run / "anytime.json").read_text())
+    budget = json.loads((run / "budget.json").read_text())
+    assert document["schema"] == "boostnet.exit_policy" and document["version"] == SCHEMA_VERSION
+    assert document["checkpoint_sha256"] == hashlib.sha256((run / "model_best.pth").read_bytes()).hexdigest()
+    assert document["exit_costs"]["macs"] == [row["macs"] for row in anytime["exits"]]
+    assert len(document["levels"]) == 39 and all(
+        len(level["thresholds"]) == 3 for level in document["levels"]
+    )
+    assert document["budget"]["thresholds"] == budget["thresholds"]
+    assert document["budget"]["expected_macs"] == budget["val_expected_cost"] <= BUDGET
+    assert document["classes"] == list(FASHION_MNIST)
+    assert document["objective"] == {"name": "boost", "boosted": True, "factors": [0.5, 0.5, 0.5]}
+    prep = document["preprocessing"]
+    assert (prep["image_size"], prep["channels"], prep["mean"]) == (32, 3, [0.219] * 3)
+
+
+def test_a_policy_for_another_checkpoint_is_refused(deployed, tmp_path, capsys):
+    document = json.loads((deployed["run"] / POLICY_FILE).read_text())
+    document["checkpoint_sha256"] = "0" * 64
+    other = tmp_path / "other_policy.json"
+    other.write_text(json.dumps(document))
+    before = file_states(deployed["run"])
+    for source in (deployed["run"], deployed["onnx"]):
+        status, out, err = run_script("predict", [source, deployed["pngs"], "--policy", other], capsys)
+        assert status == 2 and out == "" and len(err.splitlines()) == 1 and "sha256 0000000000000000" in err
+    assert file_states(deployed["run"]) == before
+
+
+def evaluation_inputs(count: int) -> torch.Tensor:
+    """The first `count` test images exactly as evaluation feeds them to the network."""
+    from boostnet.data.datasets import DATASETS
+    from boostnet.data.loaders import tensor_transforms
+
+    transform = tensor_transforms(DATASETS["fashion_mnist_mini"], train=False)
+    return torch.stack([transform(image) for image in load_fashion_mnist_mini()[2][:count]])
+
+
+@pytest.mark.parametrize("folder", ["onnx", "pt2"])
+def test_exported_stages_reproduce_every_exit_output(deployed, folder):
+    torch.set_num_threads(1)
+    reference = torch.from_numpy(np.load(deployed["logits"])["logits"][:, :TEST_IMAGES])
+    outputs = torch.stack(
+        stage_outputs(load_export(deployed[folder]).backend, evaluation_inputs(TEST_IMAGES))
+    )
+    error = ((outputs - reference).abs().amax(dim=2) / reference.abs().amax(dim=2)).max().item()
+    assert error <= RELATIVE_TOLERANCE
+
+
+def simulated(logits: np.ndarray, thresholds: list[float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(exit, class, near-tie) per sample by the simulated protocol on evaluation's outputs."""
+    probs = torch.softmax(torch.from_numpy(logits), dim=2)
+    exits = exit_indices(probs, thresholds)
+    samples = torch.arange(probs.shape[1])
+    classes = probs[exits, samples].argmax(dim=1)
+    confidence = probs.max(dim=2).values
+    margin = (confidence - torch.tensor(thresholds, dtype=confidence.dtype).unsqueeze(1)).abs()
+    reached = torch.arange(len(thresholds)).unsqueeze(1) <= exits.unsqueeze(0)
+    near_threshold = ((margin <= TIE_TOLERANCE) & reached)[:-1].any(dim=0)
+    top2 = probs[exits, samples].topk(2, dim=1).values
+    return exits, classes, near_threshold | (top2[:, 0] - top2[:, 1] <= TIE_TOLERANCE)
+
+
+def test_onnx_early_exit_matches_the_simulated_protocol_at_every_level(deployed):
+    torch.set_num_threads(1)
+    export = load_export(deployed["onnx"])
+    logits = np.load(deployed["logits"])["logits"][:, :TEST_IMAGES]
+    images = evaluation_inputs(TEST_IMAGES)
+    ties = 0
+    for setting in export.policy.levels + [export.policy.budget]:
+        exits, classes, near = simulated(logits, setting.thresholds)
+        decisions = classify(export.backend, images, setting.thresholds)
+        differs = (decisions.exits != exits) | (decisions.classes != classes)
+        assert not (differs & ~near).any(), setting.name
+        ties += int(near.sum())
+    print(f"samples within {TIE_TOLERANCE} of a threshold or a class tie: {ties} of {TEST_IMAGES * 40}")
+    assert ties <= MAX_TIE_SHARE * TEST_IMAGES * 40
+
+
+@pytest.mark.parametrize("source", ["onnx", "run"])
+def test_predict_on_png_files_exits_as_the_protocol_simulates(deployed, source, capsys):
+    policy = read_policy(deployed["run"] / POLICY_FILE)
+    logits = np.load(deployed["logits"])["logits"][:, :PNG_IMAGES]
+    for flags, setting in ((["--level", "20"], policy.levels[19]), ([], policy.budget)):
+        status, out, err = run_script(
+            "predict", [deployed[source], deployed["pngs"], "--json", *flags], capsys
+        )
+        assert status == 0, err
+        lines = [json.loads(line) for line in out.splitlines()]
+        exits, classes, near = simulated(logits, setting.thresholds)
+        rows = lines[:-1]
+        assert [Path(row["image"]).name for row in rows] == [f"test_{k:04d}.png" for k in range(PNG_IMAGES)]
+        for row, exit_index, label, tie in zip(rows, exits.tolist(), classes.tolist(), near.tolist()):
+            assert tie or (row["exit"], row["label"]) == (exit_index + 1, label)
+            assert row["class"] == FASHION_MNIST[row["label"]] and row["macs"] == policy.macs[row["exit"] - 1]
+        summary = lines[-1]["summary"]
+        assert summary["exit_histogram"] == [sum(row["exit"] == n + 1 for row in rows) for n in range(3)]
+        assert summary["setting"] == setting.name and summary["images"] == PNG_IMAGES
+
+
+def test_an_unreadable_file_is_one_line_and_the_others_are_classified(deployed, tmp_path, capsys):
+    folder = tmp_path / "mixed"
+    shutil.copytree(deployed["pngs"], folder)
+    (folder / "notes.png").write_text("not an image")
+    status, out, err = run_script("predict", [deployed["onnx"], folder], capsys)
+    assert status == 1
+    assert (
+        err.splitlines() == [line for line in err.splitlines() if "notes.png" in line]
+        and len(err.splitlines()) == 1
+    )
+    assert len(out.splitlines()) == PNG_IMAGES + 1
+
+
+def test_torch_export_backend_matches_onnx(deployed, capsys):
+    results = []
+    for folder in ("onnx", "pt2"):
+        status, out, _ = run_script(
+            "predict", [deployed[folder], deployed["pngs"], "--json", "--level", "25"], capsys
+        )
+        assert status == 0
+        results.append(
+            [(row.get("exit"), row.get("label")) for row in map(json.loads, out.splitlines()[:-1])]
+        )
+    assert results[0] == results[1]
+
+
+def damaged_copies(deployed: dict[str, Path], tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """Export directories each broken one way, and the words their refusal must contain."""
+    cases = {}
+    missing = tmp_path / "missing"
+    shutil.copytree(deployed["onnx"], missing)
+    (missing / "stage_2.onnx").unlink()
+    cases["missing stage"] = (missing, "missing")
+    replaced = tmp_path / "replaced"
+    shutil.copytree(deployed["onnx"], replaced)
+    (replaced / "stage_1.onnx").write_bytes(b"garbage")
+    cases["replaced stage"] = (replaced, "damaged or replaced")
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(deployed["onnx"], corrupt)
+    (corrupt / "stage_1.onnx").write_bytes(b"garbage")
+    manifest = json.loads((corrupt / "manifest.json").read_text())
+    manifest["stages"][1]["sha256"] = hashlib.sha256(b"garbage").hexdigest()
+    (corrupt / "manifest.json").write_text(json.dumps(manifest))
+    cases["corrupt onnx"] = (corrupt, "ONNX Runtime cannot load")
+    return cases
+
+
+def test_bad_exports_and_inputs_are_one_line_with_status_2(deployed, tmp_path, capsys):
+    for name, (folder, words) in damaged_copies(deployed, tmp_path).items():
+        status, out, err = run_script("predict", [folder, deployed["pngs"]], capsys)
+        assert (status, out, len(err.splitlines())) == (2, "", 1), name
+        assert words in err, (name, err)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    status, out, err = run_script("predict", [deployed["onnx"], empty], capsys)
+    assert (status, out, len(err.splitlines())) == (2, "", 1) and "no image files" in err
+    before = file_states(deployed["onnx"])
+    status, _, err = run_script("export", [deployed["run"], "--out", deployed["onnx"]], capsys)
+    assert status == 2 and "already exists" in err and file_states(deployed["onnx"]) == before
+
+
+def test_a_torch_export_archive_with_pickled_payloads_is_refused(deployed, tmp_path, capsys):
+    import zipfile
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(deployed["pt2"], folder)
+    stage = folder / "stage_0.pt2"
+    with zipfile.ZipFile(deployed["pt2"] / "stage_0.pt2") as source, zipfile.ZipFile(stage, "w") as target:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename.endswith("weights_config.json"):
+                data = data.replace(b'"use_pickle": false', b'"use_pickle": true', 1)
+            target.writestr(item, data)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["stages"][0]["sha256"] = hashlib.sha256(stage.read_bytes()).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    status, out, err = run_script("predict", [folder, deployed["pngs"]], capsys)
+    assert (status, out) == (2, "") and "pickled objects" in err
+
+
+def test_run_policy_names_its_checkpoint(deployed):
+    policy, checkpoint = run_policy(deployed["run"])
+    assert checkpoint == deployed["run"] / "model_best.pth" and policy.num_exits == 3
+
+
+def test_measured_speed_rows_hold_promise_and_measurement_per_level(deployed, capsys):
+    run = deployed["root"] / "speed_run"
+    shutil.copytree(deployed["run"], run)
+    argv = [run, "--levels", "5", "30", "--batch-sizes", "1", "4", "--images", "8", "--repeats", "1"]
+    status, out, err = run_script("measure_exit_speed", argv, capsys)
+    assert status == 0, err
+    report = json.loads((run / "real_exit_levels.json").read_text())
+    policy = read_policy(run / POLICY_FILE)
+    rows = report["rows"]
+    assert (
+        len(rows) == 2 * 2 * 3
+        and (run / "real_exit_levels.csv").is_file()
+        and (run / "real_exit_levels.png").is_file()
+    )
+    expected = {
+        entry.name: entry.expected_macs for entry in (policy.levels[4], policy.levels[29], policy.budget)
+    }
+    for row in rows:
+        assert row["promised_speedup"] == pytest.approx(policy.macs[-1] / expected[row["setting"]])
+        assert row["measured_over_promised"] == pytest.approx(
+            row["measured_speedup"] / row["promised_speedup"]
+        )
+        assert 0 < row["paired_speedup_low"] <= row["paired_speedup_high"]
+    assert {(row["backend"], row["batch_size"]) for row in rows} == {
+        (backend, size) for backend in ("pytorch", "onnxruntime") for size in (1, 4)
+    }
+
+
+def test_latency_budget_picks_the_most_accurate_setting_that_fits(deployed, capsys):
+    policy = read_policy(deployed["run"] / POLICY_FILE)
+    best = max(policy.levels + [policy.budget], key=lambda entry: (entry.val_accuracy, -entry.expected_macs))
+    argv = [deployed["onnx"], deployed["pngs"], "--json", "--latency-budget", "1e6", "--batch-size", "4"]
+    status, out, _ = run_script("predict", argv, capsys)
+    summary = json.loads(out.splitlines()[-1])["summary"]
+    assert status == 0 and summary["setting"].startswith(f"{best.name} (latency budget 1e+06 ms")
+    assert summary["thresholds"] == [str(t) if abs(t) == float("inf") else t for t in best.thresholds]
+    status, out, err = run_script(
+        "predict", [deployed["onnx"], deployed["pngs"], "--latency-budget", "1e-9"], capsys
+    )
+    assert (status, out, len(err.splitlines())) == (2, "", 1) and "--latency-budget 1e-09" in err
