@@ -18,23 +18,16 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Sequence
-
-import torch
+from typing import TYPE_CHECKING, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adaptive_inference import apply_thresholds, thresholds_for_budget  # noqa: E402
 from args import parse_args  # noqa: E402
-from boostnet.evaluation.early_exit import (  # noqa: E402
-    Throughput,
-    early_exit_predict,
-    early_exit_throughput,
-    expected_cost,
-)
-from models.objectives import objective  # noqa: E402
 from utils.cli import OneLineParser  # noqa: E402
 from utils.json_files import write_json  # noqa: E402
+
+if TYPE_CHECKING:
+    from boostnet.evaluation.early_exit import Throughput
 
 COMMON_FLAGS = ["--dataset", "cifar100", "--arch", "msdnet", "--nChannels", "16", "--nBlocks", "7"]
 PRESETS = {
@@ -78,6 +71,12 @@ def parse_bench_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def benchmark(flags: list[str], bench: argparse.Namespace) -> tuple[dict, Throughput]:
     """Thresholds for expected cost <= 1/2 on the model's own outputs, then paired timings."""
+    import torch
+
+    from adaptive_inference import apply_thresholds, thresholds_for_budget
+    from boostnet.evaluation.early_exit import early_exit_predict, early_exit_throughput, expected_cost
+    from models.objectives import objective
+
     torch.manual_seed(bench.seed)
     job = parse_args(flags, prog="bench_early_exit.py")
     model = job.model.build().eval()
@@ -120,6 +119,8 @@ def benchmark(flags: list[str], bench: argparse.Namespace) -> tuple[dict, Throug
 
 def main(argv: Sequence[str] | None = None) -> dict:
     bench = parse_bench_args(argv)
+    import torch  # only once the flags are checked: --help stays fast
+
     torch.set_num_threads(bench.threads)
     report = {
         "device": "cpu",

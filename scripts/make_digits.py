@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # also run as a file
 
-from boostnet.data.readers import DIGITS_FILE  # noqa: E402
+from boostnet.data.embedded import DIGITS_FILE  # noqa: E402
 from utils.cli import OneLineParser  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 

@@ -7,17 +7,20 @@ Fashion-MNIST is (c) Zalando SE, MIT licence.
     python scripts/make_fashion_mnist_mini.py data
 """
 
+from __future__ import annotations
+
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
-import torch
-from torchvision.datasets import FashionMNIST
+
+if TYPE_CHECKING:
+    from torchvision.datasets import FashionMNIST
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # also run as a file
 
-from boostnet.data.readers import FASHION_MNIST_MINI_FILE as MINI_FILE  # noqa: E402
+from boostnet.data.embedded import FASHION_MNIST_MINI_FILE as MINI_FILE  # noqa: E402
 from utils.cli import OneLineParser  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
@@ -25,14 +28,16 @@ TRAIN_PER_CLASS = 600
 TEST_PER_CLASS = 100
 
 
-def first_per_class(images: torch.Tensor, labels: torch.Tensor, count: int) -> np.ndarray:
+def first_per_class(labels: np.ndarray, count: int) -> np.ndarray:
     """Indices of the first `count` images of every class, in file order."""
-    picked = [np.flatnonzero(labels.numpy() == c)[:count] for c in range(int(labels.max()) + 1)]
+    picked = [np.flatnonzero(labels == c)[:count] for c in range(int(labels.max()) + 1)]
     return np.sort(np.concatenate(picked))
 
 
 def read_split(root: Path, train: bool) -> FashionMNIST:
     """One split of the full set in ROOT/FashionMNIST/raw (never downloaded here)."""
+    from torchvision.datasets import FashionMNIST  # only once the flags are checked
+
     try:
         return FashionMNIST(str(root), train=train, download=False)
     except RuntimeError:
@@ -61,7 +66,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     arrays = {}
     for split, count in (("train", TRAIN_PER_CLASS), ("test", TEST_PER_CLASS)):
         data = read_split(root, train=split == "train")
-        index = first_per_class(data.data, data.targets, count)
+        index = first_per_class(data.targets.numpy(), count)
         arrays[f"{split}_images"] = data.data.numpy()[index]
         arrays[f"{split}_labels"] = data.targets.numpy()[index].astype(np.uint8)
         arrays[f"{split}_source_indices"] = index.astype(np.int32)

@@ -8,6 +8,7 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -21,17 +22,16 @@ from train_cifar100 import main as train_main
 from train_imagenet import IMAGENET_SCHEDULE
 from utils.errors import run_cli
 
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = sorted(path.relative_to(ROOT).as_posix() for path in (ROOT / "scripts").glob("*.py"))
 PROGRAMS = [
     ["train_cifar100.py"],
     ["train_imagenet.py"],
     ["eval_cifar100.py"],
     ["eval_imagenet.py"],
     ["op_counter.py"],
-    ["scripts/study.py"],
-    ["scripts/benchmark.py"],
-    ["scripts/import_checkpoint.py"],
     ["adaptive_inference.py"],
-    ["scripts/bench_budgeted.py"],
+    *([script] for script in SCRIPTS),  # every script, present and future
     ["-m", "utils.plots"],
     ["-m", "boostnet.recipes"],
 ]

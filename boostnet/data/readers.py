@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision import datasets as tv_datasets
 
+from boostnet.data.embedded import DIGITS_FILE, FASHION_MNIST_MINI_FILE
 from utils.cleanup import outermost_missing, removed_on_failure
 from boostnet.data.datasets import DIGITS_TEST_FRACTION, DatasetInfo
 from utils.errors import UserError
@@ -74,7 +75,6 @@ def load_fashion_mnist(root: Path) -> Arrays:
             pad_and_replicate(test.data, 32), test.targets.long())
 
 
-FASHION_MNIST_MINI_FILE = Path(__file__).with_name("fashion_mnist_mini.npz")
 
 
 def load_fashion_mnist_mini(root: Optional[Path] = None) -> Arrays:
@@ -86,7 +86,6 @@ def load_fashion_mnist_mini(root: Optional[Path] = None) -> Arrays:
                      for split in ("train", "test") for kind in ("images", "labels"))
 
 
-DIGITS_FILE = Path(__file__).with_name("digits.npz")
 DIGITS_MAX_VALUE = 16
 DIGITS_TEST_SEED = 0
 
