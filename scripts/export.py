@@ -49,11 +49,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     request = parse_export_args(argv)
     from args import parse_evaluation_args
     from boostnet.deployment.export import export_run
-    from boostnet.deployment.source import run_policy
+    from boostnet.deployment.source import loading_flags, run_policy
     from boostnet.evaluation.loading import load_run
 
     policy, checkpoint = run_policy(request.run, request.policy)
-    job = parse_evaluation_args(["--evaluate-from", str(checkpoint), "--device", "cpu", "--workers", "0"])
+    job = parse_evaluation_args(loading_flags(checkpoint, policy))
     run = load_run(job)
     export_run(run.network, policy, job.model.inputs.channels, request.format, request.out)
     print(

@@ -71,7 +71,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
     from args import parse_evaluation_args
     from boostnet.deployment.export import timing_backends
-    from boostnet.deployment.source import run_policy
+    from boostnet.deployment.source import loading_flags, run_policy
     from boostnet.deployment.speed import speed_table
     from boostnet.evaluation.loading import load_run
     from boostnet.evaluation.outputs import write_csv
@@ -80,7 +80,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
     policy, checkpoint = run_policy(request.run)
     settings = chosen_settings(policy, request.levels)
-    job = parse_evaluation_args(["--evaluate-from", str(checkpoint), "--device", "cpu", "--workers", "0"])
+    job = parse_evaluation_args(loading_flags(checkpoint, policy))
     run = load_run(job)
     torch.set_num_threads(request.threads)
     images = test_images(job, request.images)

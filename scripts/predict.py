@@ -81,11 +81,11 @@ def load_backend(request: argparse.Namespace) -> tuple[Any, Any, str]:
     if request.backend not in (None, "pytorch"):
         raise UserError(f"--backend {request.backend}: give an export directory (scripts/export.py) for it")
     from args import parse_evaluation_args
-    from boostnet.deployment.source import run_policy
+    from boostnet.deployment.source import loading_flags, run_policy
     from boostnet.evaluation.loading import load_run
 
     policy, checkpoint = run_policy(request.source, request.policy)
-    job = parse_evaluation_args(["--evaluate-from", str(checkpoint), "--device", "cpu", "--workers", "0"])
+    job = parse_evaluation_args(loading_flags(checkpoint, policy))
     run = load_run(job)
     return eager_backend(run.network, policy, job.model.inputs.channels), policy, "pytorch"
 

@@ -322,3 +322,16 @@ def test_latency_budget_picks_the_most_accurate_setting_that_fits(deployed, caps
         "predict", [deployed["onnx"], deployed["pngs"], "--latency-budget", "1e-9"], capsys
     )
     assert (status, out, len(err.splitlines())) == (2, "", 1) and "--latency-budget 1e-09" in err
+
+
+@pytest.mark.parametrize("weights, flag", [("ema", "--eval-ema"), ("live", "--no-eval-ema")])
+def test_deployment_loads_the_weights_the_policy_was_fitted_on(weights, flag):
+    """A policy fitted on a checkpoint's --model-ema average must be deployed with that average,
+    and one fitted on the live weights with those, whatever evaluation would pick by default."""
+    from types import SimpleNamespace
+
+    from boostnet.deployment.source import loading_flags
+
+    policy = SimpleNamespace(document={"weights": weights})
+    flags = loading_flags(Path("run/model_best.pth"), policy)
+    assert flags == ["--evaluate-from", "run/model_best.pth", "--device", "cpu", "--workers", "0", flag]

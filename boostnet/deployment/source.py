@@ -25,3 +25,10 @@ def run_policy(run_dir: Path, policy_file: Optional[Path] = None) -> tuple[ExitP
         raise UserError(f"{path}: names checkpoint {checkpoint.name}, which {run_dir} does not hold")
     check_digest(policy, file_digest(checkpoint), checkpoint)
     return policy, checkpoint
+
+
+def loading_flags(checkpoint: Path, policy: ExitPolicy) -> list[str]:
+    """Evaluation flags that load `checkpoint` on the CPU with the weights the policy was fitted
+    on (its --model-ema average or its live weights, as the evaluation's header recorded)."""
+    weights = "--no-eval-ema" if policy.document.get("weights", "live") == "live" else "--eval-ema"
+    return ["--evaluate-from", str(checkpoint), "--device", "cpu", "--workers", "0", weights]
