@@ -103,6 +103,8 @@ def add_flag(group: Any, flag: Flag) -> None:
             options["type"] = argument_type(flag.parse)
         if flag.kind is Kind.OPTIONAL:
             options.update(nargs="?", const=flag.const)
+        elif flag.kind is Kind.LIST:
+            options.update(nargs="*")
     group.add_argument(*spellings(flag.names), **options)
 
 
