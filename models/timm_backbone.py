@@ -64,12 +64,13 @@ class Layout:
     prefix_tokens: int = 0
 
 
-def create_body(cfg: TimmConfig) -> nn.Module:
-    """The timm model without classifier, reading `cfg.channels` channels."""
+def create_body(cfg: TimmConfig, num_classes: int = 0) -> nn.Module:
+    """The timm model reading `cfg.channels` channels: without classifier (the backbone), or
+    with its own for `num_classes` (the no-exit baseline scripts/benchmark.py times)."""
     import timm
 
     return timm.create_model(
-        cfg.model, pretrained=False, num_classes=0, in_chans=cfg.channels, **dict(cfg.model_kwargs)
+        cfg.model, pretrained=False, num_classes=num_classes, in_chans=cfg.channels, **dict(cfg.model_kwargs)
     )
 
 
@@ -256,7 +257,9 @@ def configure(values: dict[str, Any], inputs: InputSpec, model: str) -> TimmConf
 
 def read_state(path: Path) -> dict[str, Tensor]:
     """A state dict from a .safetensors or .pth file (weights only; `state_dict`/`model`
-    wrappers and DDP's `module.` prefix removed); unreadable: one line naming it."""
+    wrappers and DDP's `module.` prefix removed); missing or unreadable: one line naming it."""
+    if not path.is_file():
+        raise UserError(f"--pretrained: no file {path}")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
