@@ -483,7 +483,7 @@ IMPORT = FlagGroup(
 ARCH = Flag(
     ("--arch",),
     "the backbone, a name registered under models/ (msdnet, msdnet_ge, "
-    "ranet, ...); `--arch NAME --help` adds its flags",
+    "ranet, timm:NAME for a timm model, ...); `--arch NAME --help` adds its flags",
     DEFAULT_ARCH,
 )
 
