@@ -276,3 +276,22 @@ def test_both_modes_a_budget_and_real_early_exit_agree_with_the_simulation(train
     assert real["exit_counts"] == real["simulated_exit_counts"]
     assert real["accuracy"] == real["simulated_accuracy"]
     assert logits.is_file()
+
+
+def test_op_counter_takes_an_explicit_exit_list(capsys):
+    op_counter.main(
+        ["--dataset", "digits", "--arch", "timm:vit_tiny_patch16_224", "--model-kwargs", *SMALL_VIT]
+    )
+    capsys.readouterr()
+    op_counter.main(
+        ["--dataset", "digits", "--arch", "timm:vit_tiny_patch16_224", "--model-kwargs", *SMALL_VIT]
+        + ["--exit-after", "1,4", "--json"]
+    )
+    macs = json.loads(capsys.readouterr().out)["macs"]
+    assert len(macs) == 2 and macs[0] < macs[1]
+
+
+def test_a_model_kwarg_without_a_key_is_one_line(capsys):
+    with pytest.raises(SystemExit) as stop:
+        op_counter.main(["--arch", "timm:resnet18", "--model-kwargs", "32"])
+    assert stop.value.code == 2 and "expected key=value, got '32'" in capsys.readouterr().err
