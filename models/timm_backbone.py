@@ -171,12 +171,14 @@ class TimmMultiExit(MultiExitNetwork):
             super().__setattr__(name, value)
 
     def train(self, mode: bool = True) -> "TimmMultiExit":
+        """As nn.Module's, except that a frozen body stays in eval mode."""
         super().train(mode)
         if self.frozen:
             self.body.eval()
         return self
 
     def _units(self, n: int) -> range:
+        """The units stage n runs: those after exit n-1's, up to its own."""
         return range(self.exits[n - 1] + 1 if n else 0, self.exits[n] + 1)
 
     def stem(self, x: Tensor) -> Tensor:
@@ -185,6 +187,7 @@ class TimmMultiExit(MultiExitNetwork):
         return x
 
     def advance(self, n: int, features: Tensor) -> Tensor:
+        """Stage n's units, and what follows the last unit when exit n sits after it."""
         for unit in self._units(n):
             features = self.layout.units[unit](features)
         if self.exits[n] == len(self.layout.units) - 1:

@@ -140,6 +140,21 @@ def test_pretrained_weights_give_the_same_backbone_features(tmp_path, suffix, on
         assert torch.equal(network.body.forward_features(x), model.forward_features(x))
 
 
+def test_torchvision_weights_load_too(tmp_path, one_thread):
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(4)
+    reference = torchvision.models.resnet18(num_classes=1000).eval()
+    path = tmp_path / "torchvision_resnet18.pth"
+    torch.save(reference.state_dict(), path)
+    spec = create_model("timm:resnet18", InputSpec(image_size=64, num_classes=10), pretrained=str(path))
+    network = spec.build().eval()
+    spec.initialise(network)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        features = torch.nn.Sequential(*list(reference.children())[:-2])(x)
+        assert torch.allclose(list(network.iter_exits(x))[-1][1], features, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "make, message",
     [
