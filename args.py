@@ -111,6 +111,8 @@ def add_flag(group: Any, flag: Flag) -> None:
             options["type"] = argument_type(flag.parse)
         if flag.kind is Kind.OPTIONAL:
             options.update(nargs="?", const=flag.const)
+        elif flag.kind is Kind.LIST:
+            options.update(nargs="*")
     group.add_argument(*spellings(flag.names), **options)
 
 
@@ -537,7 +539,7 @@ IMPORT = FlagGroup(
 ARCH = Flag(
     ("--arch",),
     "the backbone, a name registered under models/ (msdnet, msdnet_ge, "
-    "ranet, ...); `--arch NAME --help` adds its flags",
+    "ranet, timm:NAME for a timm model, ...); `--arch NAME --help` adds its flags",
     DEFAULT_ARCH,
 )
 

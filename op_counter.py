@@ -2,11 +2,13 @@
 
 The model comes from the model flags, from a paper recipe (`--recipe NAME`) or from a run
 directory's config.json (`--run-dir RUN_DIR`); typed flags override either. The counting
-itself is the backbone's own convention (models/costs.py for MSDNet and RANet).
+itself is the backbone's own convention (models/costs.py: forward hooks for MSDNet and RANet,
+torch's flop counter for timm backbones; docs/costs.md).
 
     python op_counter.py --arch msdnet_ge --nBlocks 10 --step 2 --base 4 --json
     python op_counter.py --recipe ranet_imagenet_anytime
     python op_counter.py --run-dir runs/msdnet_c100
+    python op_counter.py --arch timm:resnet18 --dataset fashion_mnist
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from models.layers import Resize
-from models.multi_exit import MultiExitNetwork
+from models.multi_exit import MultiExitNetwork, param_groups_by_stage
 from models.registry import InputSpec
 
 INTERPOLATION_MACS_PER_OUTPUT = 4
@@ -100,3 +100,29 @@ def count_exit_costs(model: MultiExitNetwork, input_size: int) -> ExitCosts:
 def msdnet_convention(model: MultiExitNetwork, inputs: InputSpec) -> ExitCosts:
     """The MSDNet-convention costs of `model` on one image of the size it reads."""
     return count_exit_costs(model, inputs.image_size)
+
+
+@torch.no_grad()
+def counted_operations(model: MultiExitNetwork, inputs: InputSpec) -> ExitCosts:
+    """Cumulative per-exit costs of `model` on one image, from the operations actually run
+    (torch.utils.flop_counter: convolutions, matmuls, attention; MACs = FLOPs / 2): the
+    convention for any backbone without a counter of its own (docs/costs.md). `true_macs` equals
+    `macs` (the operations counted include any interpolation); `params` counts the parameters of
+    stages 0..n, leftovers (embeddings, tokens) in stage 0."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    groups = param_groups_by_stage(model)
+    was_training = model.training
+    model.eval()
+    try:
+        costs = ExitCosts()
+        x = torch.zeros(1, inputs.channels, inputs.image_size, inputs.image_size)
+        with FlopCounterMode(display=False) as counter:
+            for n, _ in enumerate(model.iter_exits(x)):
+                macs = counter.get_total_flops() // 2
+                costs.macs.append(macs)
+                costs.true_macs.append(macs)
+                costs.params.append(sum(p.numel() for group in groups[: n + 1] for p in group))
+    finally:
+        model.train(was_training)
+    return costs

@@ -12,6 +12,10 @@ loading and all-reduce). It also times real early exit at batch 1 and 256 agains
 network and against its cost ratio's promise. Synthetic data; the device-resident loader
 (`boostnet/data/gpu_batches.py`) is timed on its own.
 
+`--exit-overhead` adds what the exits cost in training: the timm ResNet-18 recipe's step with
+its four exits against the plain timm ResNet-18 step (own classifier, one cross-entropy), batch
+64 at 32 px, the two alternated in one process (boostnet/benchmarks/exit_overhead.py).
+
 `--quick` checks the whole harness in under a minute on a 2-core CPU: the four models with
 one layer per block, no bottlenecks and the fewest scales their exit heads accept, few
 steps, two models at a time in worker processes, and torch.compile's `aot_eager` backend, which
@@ -21,6 +25,7 @@ path's; `--quick --compile-backend inductor` times the real thing on the tiny mo
 
     python scripts/benchmark.py                 # real recipe sizes, results/benchmark.json
     python scripts/benchmark.py --quick         # tiny sizes, a CPU smoke run
+    python scripts/benchmark.py --quick --models msdnet_cifar100 --exit-overhead --steps 10
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ from utils.cli import OneLineParser  # noqa: E402
 from utils.errors import run_cli  # noqa: E402
 
 SINGLE_IMAGES = 64  # images timed one at a time for batch 1 (--quick: 32)
+OVERHEAD_RECIPE = "timm_resnet18_fashion_mnist"  # --exit-overhead: ResNet-18, four exits, 32 px
+OVERHEAD_BATCH = 64
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
@@ -110,6 +117,11 @@ def parse_options(argv: Optional[Sequence[str]]) -> tuple[BenchmarkOptions, list
         help="recipes timed side by side in worker processes, each on its share "
         "of the CPU threads (None: 1; with --quick on the CPU 2)",
     )
+    parser.add_argument(
+        "--exit-overhead",
+        action="store_true",
+        help="also time the timm ResNet-18 training step with its four exits against the plain model's",
+    )
     flags = parser.parse_args(argv)
     quick = flags.quick
     return BenchmarkOptions(
@@ -127,6 +139,7 @@ def parse_options(argv: Optional[Sequence[str]]) -> tuple[BenchmarkOptions, list
         early_exit_warmup=0 if quick else 1,
         early_exit_steps=1 if quick else 3,
         single_images=SINGLE_IMAGES // 2 if quick else SINGLE_IMAGES,
+        exit_overhead=flags.exit_overhead,
     ), flags.models
 
 
@@ -138,9 +151,14 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         for recipe in (QUICK_MODELS if options.quick else MODELS)
         if recipe.name in models
     ]
+    overhead = (
+        parse_args(["--recipe", OVERHEAD_RECIPE, "--batch-size", str(OVERHEAD_BATCH)], prog="benchmark")
+        if options.exit_overhead
+        else None
+    )
     from boostnet.benchmarks.timing import run_benchmark  # torch: only once the flags are checked
 
-    return run_benchmark(options, cases)
+    return run_benchmark(options, cases, overhead)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ def test_quick_benchmark_writes_every_timing(repo_root, tmp_path):
             "cpu",
             "--out",
             str(out),
+            "--exit-overhead",
         ],
         cwd=repo_root,
         capture_output=True,
@@ -52,6 +53,18 @@ def test_quick_benchmark_writes_every_timing(repo_root, tmp_path):
         assert sum(row["exit_counts"]) == row["images"] and row["promised_speedup"] > 1
     assert result["gpu_data"]["ms_per_batch"] > 0
     assert "| msdnet_cifar100 | compile |" in proc.stdout
+    overhead = result["exit_overhead"]  # the timm ResNet-18 with four exits against the plain model
+    assert (overhead["model"], overhead["exits"], overhead["batch"], overhead["image_size"]) == (
+        "timm:resnet18",
+        4,
+        64,
+        32,
+    )
+    assert overhead["with_exits_ms"] > 0 and overhead["plain_ms"] > 0
+    assert overhead["overhead_percent"] == pytest.approx(
+        100 * (overhead["with_exits_ms"] / overhead["plain_ms"] - 1)
+    )
+    assert "exits' training overhead" in proc.stdout
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ nor torch, and a component that declares flags knows nothing about parsing.
 
 from __future__ import annotations
 
+import ast
 import enum
 import math
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ class Kind(enum.Enum):
     SWITCH = "switch"  # --x (True), absent (False)
     TOGGLE = "toggle"  # --x / --no-x
     OPTIONAL = "optional"  # --x (its `const`) or --x VALUE
+    LIST = "list"  # --x A B C: `parse` applied to each word, a list of the results
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,28 @@ def count_or_fraction(text: str) -> int | float:
         except ValueError:
             pass
     raise ValueError(f"expected a count or a fraction, got {text!r}")
+
+
+def key_value(text: str) -> str:
+    """'key=value' with a Python identifier as key, checked and kept as typed (JSON-ready)."""
+    key, equals, _ = text.partition("=")
+    if not (equals and key.isidentifier()):
+        raise ValueError(f"expected key=value, got {text!r}")
+    return text
+
+
+def literal_kwargs(items: Sequence[str]) -> dict[str, Any]:
+    """['img_size=32', 'act=gelu'] -> {'img_size': 32, 'act': 'gelu'}: each value a Python
+    literal where it reads as one, else the text itself (as timm's train.py parses
+    --model-kwargs); nothing is evaluated."""
+    kwargs: dict[str, Any] = {}
+    for item in items:
+        key, _, text = key_value(item).partition("=")
+        try:
+            kwargs[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            kwargs[key] = text
+    return kwargs
 
 
 def values_of(flags: Sequence[Flag], values: dict[str, Any]) -> dict[str, Any]:

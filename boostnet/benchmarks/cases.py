@@ -34,6 +34,7 @@ class BenchmarkOptions:
     early_exit_warmup: int
     early_exit_steps: int
     single_images: int  # images timed one at a time for batch 1
+    exit_overhead: bool = False  # also time a timm backbone with and without its exits
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import torch
 
 from adaptive_inference import exit_fractions, find_thresholds
 from boostnet.benchmarks.cases import Benchmarked, BenchmarkOptions
+from boostnet.benchmarks.exit_overhead import time_exit_overhead
 from boostnet.data.datasets import DATASETS
 from boostnet.data.gpu_batches import GpuBatches
 from boostnet.evaluation.early_exit import (
@@ -359,9 +360,11 @@ def trace_size(case: Case) -> int:
     return config.num_exits * len(config.grFactor)
 
 
-def run_benchmark(options: BenchmarkOptions, cases: Sequence[Case]) -> dict:
-    """Time the `cases` as `options` (scripts/benchmark.py's flags) ask, write the JSON, print
-    the tables; returns the JSON dict."""
+def run_benchmark(
+    options: BenchmarkOptions, cases: Sequence[Case], overhead: Optional[TrainingJob] = None
+) -> dict:
+    """Time the `cases` as `options` (scripts/benchmark.py's flags) ask, and the exits' overhead
+    on the `overhead` model when given, write the JSON, print the tables; returns the JSON dict."""
     device = resolve_device(options.device, DistInfo())
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -391,6 +394,9 @@ def run_benchmark(options: BenchmarkOptions, cases: Sequence[Case]) -> dict:
         "results": rows,
         "early_exit": early_exit,
         "gpu_data": time_gpu_data(device, options.quick, options.steps),
+        "exit_overhead": None
+        if overhead is None
+        else time_exit_overhead(overhead, overhead.train.batch_size, options.warmup, options.steps),
     }
     result["wall_s"] = time.perf_counter() - started
     options.out.parent.mkdir(parents=True, exist_ok=True)
@@ -404,4 +410,11 @@ def run_benchmark(options: BenchmarkOptions, cases: Sequence[Case]) -> dict:
         f"\ndevice-resident data: {data['ms_per_batch']:.2f} ms per augmented batch of 64 "
         f"({data['images_per_s']:.0f} images/s)"
     )
+    if result["exit_overhead"] is not None:
+        cost = result["exit_overhead"]
+        print(
+            f"exits' training overhead, {cost['model']} ({cost['exits']} exits, batch {cost['batch']}, "
+            f"{cost['image_size']} px): {cost['with_exits_ms']:.1f} ms vs plain {cost['plain_ms']:.1f} ms "
+            f"per step, {cost['overhead_percent']:+.1f}%"
+        )
     return result

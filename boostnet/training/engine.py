@@ -132,6 +132,8 @@ class Trainer:
         method = objective(job.objective.name)
         self.objective = method.loss(job.objective, self.model.num_exits).to(device)
         newest = newest_checkpoint(self.run_dir, job.run.resume)
+        if newest is None:  # a fresh start: the backbone's own initialisation (e.g. --pretrained)
+            job.model.initialise(self.model)
         if job.train.init_from is not None and newest is None:  # a fresh start, also under --resume auto
             self._init_from(job.train.init_from)
         self.optimizer = build_optimizer(
