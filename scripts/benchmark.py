@@ -30,17 +30,16 @@ path's; `--quick --compile-backend inductor` times the real thing on the tiny mo
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from args import parse_args  # noqa: E402
 from boostnet.benchmarks.cases import MODELS, QUICK_MODELS, BenchmarkOptions  # noqa: E402
-from utils.cli import OneLineParser  # noqa: E402
+from utils.cli import OneLineParser, int_at_least  # noqa: E402
 from utils.errors import run_cli  # noqa: E402
 
 SINGLE_IMAGES = 64  # images timed one at a time for batch 1 (--quick: 32)
@@ -48,20 +47,8 @@ OVERHEAD_RECIPE = "timm_resnet18_fashion_mnist"  # --exit-overhead: ResNet-18, f
 OVERHEAD_BATCH = 64
 
 
-def int_at_least(minimum: int) -> Callable[[str], int]:
-    """argparse type: an integer no smaller than `minimum`."""
-
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-def parse_options(argv: Optional[Sequence[str]]) -> tuple[BenchmarkOptions, list[str]]:
-    """Benchmark flags, with step counts defaulting by --quick."""
+def benchmark_parser() -> OneLineParser:
+    """The benchmark's flags, every one with its help: what to time, then how."""
     parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny models and few steps (CPU smoke run)")
     parser.add_argument(
@@ -87,6 +74,12 @@ def parse_options(argv: Optional[Sequence[str]]) -> tuple[BenchmarkOptions, list
         choices=("compile", "cuda_graph", "compiled_cuda_graph"),
         help="fast paths to time (None: compile on the CPU, both graph modes on CUDA)",
     )
+    add_timing_flags(parser)
+    return parser
+
+
+def add_timing_flags(parser: OneLineParser) -> None:
+    """How the chosen recipes are timed: steps, compilation, precision, layout, extra timings."""
     parser.add_argument(
         "--steps", type=int_at_least(1), default=None, help="timed steps (None: 50, with --quick 5)"
     )
@@ -122,7 +115,11 @@ def parse_options(argv: Optional[Sequence[str]]) -> tuple[BenchmarkOptions, list
         action="store_true",
         help="also time the timm ResNet-18 training step with its four exits against the plain model's",
     )
-    flags = parser.parse_args(argv)
+
+
+def parse_options(argv: Optional[Sequence[str]]) -> tuple[BenchmarkOptions, list[str]]:
+    """Benchmark flags, with step counts defaulting by --quick."""
+    flags = benchmark_parser().parse_args(argv)
     quick = flags.quick
     return BenchmarkOptions(
         quick=quick,

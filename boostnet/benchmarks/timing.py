@@ -10,9 +10,11 @@ import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import torch
+from torch import Tensor
 
 from adaptive_inference import exit_fractions, find_thresholds
 from boostnet.benchmarks.cases import Benchmarked, BenchmarkOptions
@@ -166,6 +168,21 @@ def add_speedups(rows: list[dict]) -> None:
         row["eval_speedup"] = base["eval"]["ms"] / row["eval"]["ms"]
 
 
+def paired_ms(
+    runs: dict[str, Callable], images: Tensor, batch: int, device: torch.device, options: BenchmarkOptions
+) -> dict[str, float]:
+    """Milliseconds per pass over `images` in chunks of `batch`, for each of `runs`."""
+    return {
+        name: time_calls(
+            torch.no_grad()(lambda run=run: [run(chunk) for chunk in images.split(batch)]),
+            device,
+            options.early_exit_warmup,
+            options.early_exit_steps,
+        ).ms
+        for name, run in runs.items()
+    }
+
+
 def time_early_exit(case: Case, device: torch.device, options: BenchmarkOptions) -> list[dict]:
     """Real early exit vs the full network at batch 1 and 256, and against its cost ratio's promise.
 
@@ -192,17 +209,7 @@ def time_early_exit(case: Case, device: torch.device, options: BenchmarkOptions)
             "full_network": build_eval_forward(network, "cuda_graph" if graphs else "eager"),
             "early_exit": lambda x, stages=stages: early_exit_predict(network, x, thresholds, stages),
         }
-        ms = {
-            name: time_calls(
-                torch.no_grad()(
-                    lambda run=run, timed=timed, batch=batch: [run(c) for c in timed.split(batch)]
-                ),
-                device,
-                options.early_exit_warmup,
-                options.early_exit_steps,
-            ).ms
-            for name, run in runs.items()
-        }
+        ms = paired_ms(runs, timed, batch, device, options)
         counts = torch.bincount(exits[: len(timed)], minlength=network.num_exits)
         promised = costs[-1] / expected_cost(counts, costs)
         speedup = ms["full_network"] / ms["early_exit"]
@@ -232,71 +239,50 @@ def time_gpu_data(device: torch.device, quick: bool, steps: int) -> dict:
     return {"images": count, "batch": 64, "ms_per_batch": timing.ms, "images_per_s": 64 * 1000 / timing.ms}
 
 
+STEP_COLUMNS = ["model", "mode", "batch", "train ms/step", "train img/s", "train speedup", "eval ms"]
+STEP_COLUMNS += ["eval speedup", "first call s", "peak MB", "recipe hours"]
+EARLY_EXIT_COLUMNS = ["model", "batch", "CUDA graphs", "exits", "promised", "early exit img/s"]
+EARLY_EXIT_COLUMNS += ["full img/s", "speedup", "share of promise"]
+
+
+def step_cells(r: dict) -> tuple:
+    """One row of the step table: the timings of one recipe in one mode."""
+    peak = r["train"]["peak_memory_mb"]
+    return (
+        r["model"],
+        r["mode"],
+        r["batch"],
+        f"{r['train']['ms']:.2f}",
+        f"{r['train']['images_per_s']:.0f}",
+        f"{r['train_speedup']:.2f}x",
+        f"{r['eval']['ms']:.2f}",
+        f"{r['eval_speedup']:.2f}x",
+        f"{r['train']['first_call_s']:.1f}",
+        "-" if peak is None else f"{peak:.0f}",
+        f"{r['projected_recipe_hours']:.2f}",
+    )
+
+
+def early_exit_cells(r: dict) -> tuple:
+    """One row of the early-exit table: one recipe at one batch size."""
+    return (
+        r["model"],
+        r["batch"],
+        "yes" if r["cuda_graphs"] else "no",
+        "/".join(map(str, r["exit_counts"])),
+        f"{r['promised_speedup']:.2f}x",
+        f"{r['early_exit_images_per_s']:.0f}",
+        f"{r['full_network_images_per_s']:.0f}",
+        f"{r['speedup']:.2f}x",
+        f"{r['share_of_promise']:.0%}",
+    )
+
+
 def results_tables(rows: list[dict], early_exit: list[dict]) -> str:
     """The results as Markdown tables (step timings, then early exit)."""
-    tables = [
-        markdown_table(
-            [
-                "model",
-                "mode",
-                "batch",
-                "train ms/step",
-                "train img/s",
-                "train speedup",
-                "eval ms",
-                "eval speedup",
-                "first call s",
-                "peak MB",
-                "recipe hours",
-            ],
-            [
-                (
-                    r["model"],
-                    r["mode"],
-                    r["batch"],
-                    f"{r['train']['ms']:.2f}",
-                    f"{r['train']['images_per_s']:.0f}",
-                    f"{r['train_speedup']:.2f}x",
-                    f"{r['eval']['ms']:.2f}",
-                    f"{r['eval_speedup']:.2f}x",
-                    f"{r['train']['first_call_s']:.1f}",
-                    "-" if r["train"]["peak_memory_mb"] is None else f"{r['train']['peak_memory_mb']:.0f}",
-                    f"{r['projected_recipe_hours']:.2f}",
-                )
-                for r in rows
-            ],
-        )
-    ]
+    tables = [markdown_table(STEP_COLUMNS, [step_cells(r) for r in rows])]
     if early_exit:
-        tables.append(
-            markdown_table(
-                [
-                    "model",
-                    "batch",
-                    "CUDA graphs",
-                    "exits",
-                    "promised",
-                    "early exit img/s",
-                    "full img/s",
-                    "speedup",
-                    "share of promise",
-                ],
-                [
-                    (
-                        r["model"],
-                        r["batch"],
-                        "yes" if r["cuda_graphs"] else "no",
-                        "/".join(map(str, r["exit_counts"])),
-                        f"{r['promised_speedup']:.2f}x",
-                        f"{r['early_exit_images_per_s']:.0f}",
-                        f"{r['full_network_images_per_s']:.0f}",
-                        f"{r['speedup']:.2f}x",
-                        f"{r['share_of_promise']:.0%}",
-                    )
-                    for r in early_exit
-                ],
-            )
-        )
+        tables.append(markdown_table(EARLY_EXIT_COLUMNS, [early_exit_cells(r) for r in early_exit]))
     return "\n\n".join(tables)
 
 
@@ -360,6 +346,24 @@ def trace_size(case: Case) -> int:
     return config.num_exits * len(config.grFactor)
 
 
+def print_summary(result: dict, out: Path, rows: list[dict], early_exit: list[dict]) -> None:
+    """The console's account of a benchmark run: where it went, the tables, the extra timings."""
+    print(f"{result['device']}, torch {result['torch']}, {result['wall_s']:.0f} s; written to {out}\n")
+    print(results_tables(rows, early_exit))
+    data = result["gpu_data"]
+    print(
+        f"\ndevice-resident data: {data['ms_per_batch']:.2f} ms per augmented batch of 64 "
+        f"({data['images_per_s']:.0f} images/s)"
+    )
+    if result["exit_overhead"] is not None:
+        cost = result["exit_overhead"]
+        print(
+            f"exits' training overhead, {cost['model']} ({cost['exits']} exits, batch {cost['batch']}, "
+            f"{cost['image_size']} px): {cost['with_exits_ms']:.1f} ms vs plain {cost['plain_ms']:.1f} ms "
+            f"per step, {cost['overhead_percent']:+.1f}%"
+        )
+
+
 def run_benchmark(
     options: BenchmarkOptions, cases: Sequence[Case], overhead: Optional[TrainingJob] = None
 ) -> dict:
@@ -401,20 +405,5 @@ def run_benchmark(
     result["wall_s"] = time.perf_counter() - started
     options.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(options.out, result)
-    print(
-        f"{result['device']}, torch {result['torch']}, {result['wall_s']:.0f} s; written to {options.out}\n"
-    )
-    print(results_tables(rows, early_exit))
-    data = result["gpu_data"]
-    print(
-        f"\ndevice-resident data: {data['ms_per_batch']:.2f} ms per augmented batch of 64 "
-        f"({data['images_per_s']:.0f} images/s)"
-    )
-    if result["exit_overhead"] is not None:
-        cost = result["exit_overhead"]
-        print(
-            f"exits' training overhead, {cost['model']} ({cost['exits']} exits, batch {cost['batch']}, "
-            f"{cost['image_size']} px): {cost['with_exits_ms']:.1f} ms vs plain {cost['plain_ms']:.1f} ms "
-            f"per step, {cost['overhead_percent']:+.1f}%"
-        )
+    print_summary(result, options.out, rows, early_exit)
     return result
