@@ -71,8 +71,9 @@ SEED_LIMIT = 2**32  # NumPy's seeds
 TRAINING_COPIES = 3  # fp32 weights, gradients and momentum: the least a training step holds
 DEFAULT_THREADS: Optional[int] = None
 """Default of `--threads`, for every training and evaluation program: None keeps torch's own
-intra-op thread count (one per physical core, or what OMP_NUM_THREADS says); an integer here
-becomes the default count."""
+intra-op thread count (one per physical core, or what OMP_NUM_THREADS says), the fastest on an
+idle machine by scripts/bench_threads.py (docs/flags.md#cpu-threads); an integer here becomes the
+default count."""
 PAPER_SCHEDULE = EpochFractions((Fraction(1, 2), Fraction(3, 4)))  # 150, 225 of 300 epochs
 NOT_FLAGS = ("program", "num_exits", "provenance", "default_lr_schedule")
 

@@ -67,6 +67,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         time_thread_counts(name, job, options.threads, options.warmup, options.steps) for name, job in jobs
     ]
     report = {"cpu_count": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()}
+    options.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(options.out, {**report, "results": rows})
     for row in rows:
         times = ", ".join(f"{n} thread(s) {ms:.0f} ms" for n, ms in row["ms_per_step"].items())
