@@ -310,3 +310,24 @@ def test_a_model_kwarg_without_a_key_is_one_line(capsys):
     with pytest.raises(SystemExit) as stop:
         op_counter.main(["--arch", "timm:resnet18", "--model-kwargs", "32"])
     assert stop.value.code == 2 and "expected key=value, got '32'" in capsys.readouterr().err
+
+
+def test_a_timm_run_exports_to_onnx_stages_that_reproduce_every_exit(trained_run, tmp_path, one_thread):
+    """Deployment (docs/deployment.md) works for timm backbones too: the exported stages of the
+    ResNet and the ViT give the network's own per-exit outputs."""
+    from args import parse_evaluation_args
+    from boostnet.deployment.export import load_export
+    from boostnet.deployment.runner import stage_outputs
+    from boostnet.evaluation.loading import load_run
+    from scripts.export import main as export_main
+
+    run, _ = trained_run
+    eval_cifar100.main(["--evaluate-from", str(run), "--evalmode", "dynamic", "--workers", "0"])
+    export_main([str(run), "--format", "onnx", "--out", str(tmp_path / "onnx")])
+    network = load_run(parse_evaluation_args(["--evaluate-from", str(run), "--device", "cpu"])).network
+    images = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        reference = torch.stack(network(images))
+    exported = torch.stack(stage_outputs(load_export(tmp_path / "onnx").backend, images))
+    error = ((exported - reference).abs().amax(dim=2) / reference.abs().amax(dim=2)).max().item()
+    assert exported.shape == reference.shape and error <= 1e-4
