@@ -16,6 +16,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from boostnet.benchmarks.synthetic import synthetic_batch
 from boostnet.training.optim import parameter_groups
 from boostnet.training.settings import TrainingJob
 from boostnet.training.step import build_train_step, make_sgd
@@ -70,10 +71,7 @@ def alternate(calls: dict[str, Callable[[], object]], warmup: int, steps: int) -
 
 def time_exit_overhead(job: TrainingJob, batch: int, warmup: int, steps: int) -> dict:
     """The two steps' medians on the CPU, images/s and the exits' overhead in percent."""
-    size, classes = job.model.inputs.image_size, job.model.inputs.num_classes
-    generator = torch.Generator().manual_seed(0)
-    images = torch.randn(batch, job.model.inputs.channels, size, size, generator=generator)
-    targets = torch.randint(0, classes, (batch,), generator=generator)
+    images, targets = synthetic_batch(job, batch, torch.device("cpu"))
     ms = alternate(
         {"with_exits": exits_step(job, images, targets), "plain": plain_step(job, images, targets)},
         warmup,
@@ -83,7 +81,7 @@ def time_exit_overhead(job: TrainingJob, batch: int, warmup: int, steps: int) ->
         "model": job.model.arch,
         "exits": job.model.num_exits,
         "batch": batch,
-        "image_size": size,
+        "image_size": job.model.inputs.image_size,
         "steps": steps,
         "threads": torch.get_num_threads(),
         **{f"{name}_ms": value for name, value in ms.items()},

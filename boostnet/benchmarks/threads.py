@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 import torch
 
 from boostnet.benchmarks.exit_overhead import alternate, exits_step
+from boostnet.benchmarks.synthetic import synthetic_batch
 from boostnet.training.settings import TrainingJob
 
 
@@ -29,10 +30,8 @@ def with_threads(call: Callable[[], object], threads: int) -> Callable[[], None]
 
 def time_thread_counts(name: str, job: TrainingJob, counts: Sequence[int], warmup: int, steps: int) -> dict:
     """Median ms per training step of `job`'s model at each of `counts`, and the fastest count."""
-    size, batch = job.model.inputs.image_size, job.train.batch_size
-    generator = torch.Generator().manual_seed(0)
-    images = torch.randn(batch, job.model.inputs.channels, size, size, generator=generator)
-    targets = torch.randint(0, job.model.inputs.num_classes, (batch,), generator=generator)
+    batch = job.train.batch_size
+    images, targets = synthetic_batch(job, batch, torch.device("cpu"))
     step = exits_step(job, images, targets)
     load_before = os.getloadavg()[0]
     ms = alternate({str(n): with_threads(step, n) for n in counts}, warmup, steps)
@@ -41,7 +40,7 @@ def time_thread_counts(name: str, job: TrainingJob, counts: Sequence[int], warmu
         "model": name,
         "arch": job.model.arch,
         "batch": batch,
-        "image_size": size,
+        "image_size": job.model.inputs.image_size,
         "steps": steps,
         "ms_per_step": ms,
         "images_per_s": {n: batch * 1000 / value for n, value in ms.items()},

@@ -19,6 +19,7 @@ from torch import Tensor
 from adaptive_inference import exit_fractions, find_thresholds
 from boostnet.benchmarks.cases import Benchmarked, BenchmarkOptions
 from boostnet.benchmarks.exit_overhead import time_exit_overhead
+from boostnet.benchmarks.synthetic import synthetic_batch
 from boostnet.data.datasets import DATASETS
 from boostnet.data.gpu_batches import GpuBatches
 from boostnet.evaluation.early_exit import (
@@ -97,14 +98,6 @@ def build(job: TrainingJob, device: torch.device) -> tuple[BoostedNetwork, torch
     method, exits = objective(job.objective.name), job.model.num_exits
     network = method.network(job.model.build().to(device), job.objective, exits)
     return network, method.loss(job.objective, exits).to(device)
-
-
-def synthetic_batch(job: TrainingJob, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seeded random images of the recipe's input size and random labels, on `device`."""
-    size, classes = job.model.inputs.image_size, job.model.inputs.num_classes
-    generator = torch.Generator().manual_seed(0)
-    images = torch.randn(batch, 3, size, size, generator=generator)
-    return images.to(device), torch.randint(0, classes, (batch,), generator=generator).to(device)
 
 
 def time_mode(case: Case, mode: str, device: torch.device, options: BenchmarkOptions) -> dict:
