@@ -6,7 +6,6 @@ plotting itself is boostnet/reporting/plots.py).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -71,13 +70,9 @@ def plot_parser() -> OneLineParser:
     return parser
 
 
-def parse_plot_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    return plot_parser().parse_args(argv)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse the flags, then write the figures and results.md."""
-    options = parse_plot_args(argv)
+    options = plot_parser().parse_args(argv)
     written = write_plots(
         options.runs, options.out, options.reference, options.labels, options.title, options.formats
     )
