@@ -49,8 +49,12 @@ def test_the_readme_embeds_the_committed_demo_figure():
     assert "docs/results/demo/anytime.png" in local_targets(ROOT / "README.md")
 
 
+@pytest.mark.skipif(not (ROOT / ".git").exists(), reason="needs a git checkout")
 @pytest.mark.parametrize("page", pages(), ids=lambda page: str(page.relative_to(ROOT)))
 def test_the_docs_stand_on_their_own(page: Path):
-    """The repository documents itself: no page sends the reader to a file outside it."""
-    assert "SPEC.md" not in page.read_text()
+    """The repository documents itself: no page sends the reader to a file outside it, by link or
+    by naming a Markdown page the clone does not hold."""
     assert all(not target.startswith("../..") for target in local_targets(page))
+    held = {Path(f).name for f in tracked_files() if f.endswith(".md")}
+    named = set(re.findall(r"[\w.-]+\.md\b", page.read_text()))
+    assert named <= held, f"{page.relative_to(ROOT)} names pages a clone does not have: {named - held}"

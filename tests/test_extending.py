@@ -62,10 +62,12 @@ class ToyConv(MultiExitNetwork):
         return self.stem_conv(x)
 
     def advance(self, n: int, features: Tensor) -> Tensor:
-        return self.stages[n](features)
+        stage = self.stages[n]
+        return stage(features)
 
     def classify(self, n: int, features: Tensor) -> Tensor:
-        return self.heads[n](features.mean(dim=(2, 3)))
+        head = self.heads[n]
+        return head(features.mean(dim=(2, 3)))
 
     def stage_modules(self, n: int) -> list[nn.Module]:
         return [self.stages[n], self.heads[n]] + ([self.stem_conv] if n == 0 else [])
