@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+# Copies of tests/conftest.py's tiny models, frozen with the recorded fingerprints: the tests may
+# change their models, the fingerprint must keep measuring the ones it recorded.
 TINY_MSDNET = [
     "--arch",
     "msdnet_ge",
