@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import statistics
 import time
+from itertools import accumulate
 
 import torch
 
 from boostnet.deployment.runner import StageBackend
+from boostnet.evaluation.early_exit import expected_cost
 from boostnet.evaluation.policy import ExitPolicy, Setting, offered_settings
 from utils.errors import UserError
 
@@ -36,11 +38,9 @@ def stage_seconds(backend: StageBackend, images: torch.Tensor, repeats: int = LA
 
 
 def expected_seconds(setting: Setting, seconds: list[float]) -> float:
-    """Mean latency per image of `setting`: each stage weighted by the share of samples reaching it."""
-    counts = setting.val_exit_counts
-    total = sum(counts)
-    reaching = [sum(counts[n:]) / total for n in range(len(counts))]
-    return sum(share * stage for share, stage in zip(reaching, seconds))
+    """Mean latency per image of `setting`: its validation exits' expected cost, exit n costing the
+    latency of stages 0..n."""
+    return expected_cost(torch.tensor(setting.val_exit_counts), list(accumulate(seconds)))
 
 
 def setting_for_latency(
