@@ -16,25 +16,17 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from boostnet.benchmarks.synthetic import synthetic_batch
-from boostnet.training.optim import parameter_groups
+from boostnet.benchmarks.subjects import build, sgd_for, synthetic_batch
 from boostnet.training.settings import TrainingJob
 from boostnet.training.step import build_train_step, make_sgd
-from models.boosting import BoostedNetwork
-from models.objectives import objective
 from models.timm_backbone import create_body
 
 
 def exits_step(job: TrainingJob, images: torch.Tensor, targets: torch.Tensor) -> Callable[[], object]:
     """One training step of the multi-exit network (every exit, the recipe's objective)."""
-    torch.manual_seed(0)
-    method, exits = objective(job.objective.name), job.model.num_exits
-    network: BoostedNetwork = method.network(job.model.build(), job.objective, exits)
-    groups = parameter_groups(
-        network.network, job.train.weight_decay, job.model.backbone.per_exit_weight_decay
-    )
-    optimizer = make_sgd(groups, job.train.lr, job.train.momentum, images.device)
-    step = build_train_step(network, method.loss(job.objective, exits), optimizer, "eager")
+    network, losses = build(job, images.device)
+    optimizer = sgd_for(job, network, images.device)
+    step = build_train_step(network, losses, optimizer, "eager")
     network.train()
     return lambda: step(images, targets)
 

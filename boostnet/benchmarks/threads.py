@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import torch
 
 from boostnet.benchmarks.exit_overhead import alternate, exits_step
-from boostnet.benchmarks.synthetic import synthetic_batch
+from boostnet.benchmarks.subjects import synthetic_batch
 from boostnet.training.settings import TrainingJob
 
 

@@ -19,7 +19,7 @@ from torch import Tensor
 from adaptive_inference import exit_fractions, find_thresholds
 from boostnet.benchmarks.cases import Benchmarked, BenchmarkOptions
 from boostnet.benchmarks.exit_overhead import time_exit_overhead
-from boostnet.benchmarks.synthetic import synthetic_batch
+from boostnet.benchmarks.subjects import build, sgd_for, synthetic_batch
 from boostnet.data.datasets import DATASETS
 from boostnet.data.gpu_batches import GpuBatches
 from boostnet.evaluation.early_exit import (
@@ -30,11 +30,8 @@ from boostnet.evaluation.early_exit import (
     synchronize,
 )
 from boostnet.reporting.markdown import markdown_table
-from boostnet.training.optim import parameter_groups
 from boostnet.training.settings import TrainingJob
-from boostnet.training.step import build_eval_forward, build_train_step, make_sgd
-from models.boosting import BoostedNetwork
-from models.objectives import objective
+from boostnet.training.step import build_eval_forward, build_train_step
 from utils.distributed import DistInfo, resolve_device
 from utils.errors import UserError
 from utils.json_files import write_json
@@ -92,27 +89,12 @@ def wall_durations(call: Callable[[], object], steps: int) -> list[float]:
 Case = tuple[Benchmarked, TrainingJob]  # a timed model and its recipe's flags, parsed
 
 
-def build(job: TrainingJob, device: torch.device) -> tuple[BoostedNetwork, torch.nn.Module]:
-    """The recipe's network (seeded) and its losses on `device`."""
-    torch.manual_seed(0)
-    method, exits = objective(job.objective.name), job.model.num_exits
-    network = method.network(job.model.build().to(device), job.objective, exits)
-    return network, method.loss(job.objective, exits).to(device)
-
-
 def time_mode(case: Case, mode: str, device: torch.device, options: BenchmarkOptions) -> dict:
     """Train-step and eval-forward timings of one recipe model in one step mode."""
     recipe, job = case
     network, losses = build(job, device)
     train_settings = job.train
-    optimizer = make_sgd(
-        parameter_groups(
-            network.network, train_settings.weight_decay, job.model.backbone.per_exit_weight_decay
-        ),
-        train_settings.lr,
-        train_settings.momentum,
-        device,
-    )
+    optimizer = sgd_for(job, network, device)
     step = build_train_step(
         network,
         losses,
