@@ -114,6 +114,7 @@ def recipe_network(seed: int) -> tuple[Any, list[int]]:
 def main(argv: Sequence[str] | None = None) -> dict:
     """Build the recipe model, fit half-cost thresholds, time both backends, write the report."""
     bench = parse_bench_args(argv)
+    import numpy as np
     import torch
 
     from boostnet.deployment.export import timing_backends
@@ -141,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "costs": costs,
         "thresholds": policy.budget.thresholds,
         "expected_macs_fraction": policy.budget.expected_macs / costs[-1],
-        "timed_images_exit_counts": torch.bincount(exits, minlength=len(costs)).tolist(),
+        "timed_images_exit_counts": np.bincount(exits, minlength=len(costs)).tolist(),
         "timed_images_macs_fraction": sum(costs[n] for n in exits.tolist()) / len(exits) / costs[-1],
         "images": bench.images,
         "repeats": bench.repeats,

@@ -139,8 +139,8 @@ def evaluation_inputs(count: int) -> torch.Tensor:
 def test_exported_stages_reproduce_every_exit_output(deployed, folder):
     torch.set_num_threads(1)
     reference = torch.from_numpy(np.load(deployed["logits"])["logits"][:, :TEST_IMAGES])
-    outputs = torch.stack(
-        stage_outputs(load_export(deployed[folder]).backend, evaluation_inputs(TEST_IMAGES))
+    outputs = torch.from_numpy(
+        np.stack(stage_outputs(load_export(deployed[folder]).backend, evaluation_inputs(TEST_IMAGES)))
     )
     error = ((outputs - reference).abs().amax(dim=2) / reference.abs().amax(dim=2)).max().item()
     assert error <= RELATIVE_TOLERANCE
@@ -169,7 +169,9 @@ def test_onnx_early_exit_matches_the_simulated_protocol_at_every_level(deployed)
     for setting in export.policy.levels + [export.policy.budget]:
         exits, classes, near = simulated(logits, setting.thresholds)
         decisions = classify(export.backend, images, setting.thresholds)
-        differs = (decisions.exits != exits) | (decisions.classes != classes)
+        differs = (torch.from_numpy(decisions.exits) != exits) | (
+            torch.from_numpy(decisions.classes) != classes
+        )
         assert not (differs & ~near).any(), setting.name
         ties += int(near.sum())
     print(f"samples within {TIE_TOLERANCE} of a threshold or a class tie: {ties} of {TEST_IMAGES * 40}")

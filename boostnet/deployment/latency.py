@@ -13,9 +13,10 @@ import statistics
 import time
 from itertools import accumulate
 
+import numpy as np
 import torch
 
-from boostnet.deployment.runner import StageBackend
+from boostnet.deployment.runner import StageBackend, as_images
 from boostnet.evaluation.early_exit import expected_cost
 from boostnet.evaluation.policy import ExitPolicy, Setting, offered_settings
 from utils.errors import UserError
@@ -23,11 +24,11 @@ from utils.errors import UserError
 LATENCY_REPEATS = 7
 
 
-def stage_seconds(backend: StageBackend, images: torch.Tensor, repeats: int = LATENCY_REPEATS) -> list[float]:
+def stage_seconds(backend: StageBackend, images: np.ndarray, repeats: int = LATENCY_REPEATS) -> list[float]:
     """Median wall-clock seconds per image of each stage on `images` (everybody stays)."""
     timings: list[list[float]] = [[] for _ in range(backend.num_exits)]
     for repeat in range(repeats + 1):
-        inputs = [images]
+        inputs = [as_images(images)]
         for n in range(backend.num_exits):
             start = time.perf_counter()
             *features, output, _, _ = backend.run(n, inputs)
@@ -48,7 +49,8 @@ def setting_for_latency(
 ) -> Setting:
     """The most accurate setting on validation whose expected measured latency is within `budget_ms`."""
     size = policy.preprocessing.image_size
-    images = torch.randn(batch_size, policy.preprocessing.channels, size, size)
+    shape = (batch_size, policy.preprocessing.channels, size, size)
+    images = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
     seconds = stage_seconds(backend, images)
     offered = [entry for entry in offered_settings(policy) if entry.val_exit_counts]
     estimates = {entry.name: expected_seconds(entry, seconds) * 1000 for entry in offered}

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from boostnet.deployment.runner import StageBackend, classify, full_network
+from boostnet.deployment.runner import StageBackend, as_images, classify, full_network
 from boostnet.evaluation.early_exit import paired_throughput
 from boostnet.evaluation.policy import Setting
 
@@ -35,13 +36,14 @@ SPEED_COLUMNS = (
 )
 
 
-def batches_of(images: Tensor, batch_size: int) -> list[Tensor]:
-    """`images` cut into consecutive batches of `batch_size` (the last may be smaller)."""
-    return [images[start : start + batch_size].contiguous() for start in range(0, len(images), batch_size)]
+def batches_of(images: Tensor, batch_size: int) -> list[np.ndarray]:
+    """`images` cut into consecutive batches of `batch_size` (the last may be smaller), as the
+    arrays the runner reads, so that no conversion is timed."""
+    return [as_images(images[start : start + batch_size]) for start in range(0, len(images), batch_size)]
 
 
 def setting_speed(
-    backend: StageBackend, setting: Setting, batches: Sequence[Tensor], full_macs: float, repeats: int
+    backend: StageBackend, setting: Setting, batches: Sequence[np.ndarray], full_macs: float, repeats: int
 ) -> dict[str, Any]:
     """One row: `setting` on `backend` over `batches`, paired with the full network."""
     speed = paired_throughput(
