@@ -132,6 +132,9 @@ def expected_cost(exit_counts: Tensor, costs: Sequence[float]) -> float:
     return (counts @ torch.tensor(costs, dtype=torch.float64)).item() / counts.sum().item()
 
 
+PAIRED_GROUP_IMAGES = 32  # images timed with one path before the other runs (paired_throughput)
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for queued GPU work so wall-clock timings cover it."""
     if device.type == "cuda":
@@ -184,32 +187,52 @@ class Throughput:
         )
 
 
+def paired_groups(batches: Sequence[Tensor], group_images: int) -> list[Sequence[Tensor]]:
+    """Consecutive whole batches, each group holding at least `group_images` images (the last
+    group may hold fewer)."""
+    groups, start, images = [], 0, 0
+    for end, batch in enumerate(batches, start=1):
+        images += len(batch)
+        if images >= group_images or end == len(batches):
+            groups.append(batches[start:end])
+            start, images = end, 0
+    return groups
+
+
 def paired_throughput(
     full_network: Callable[[Tensor], object],
     early_exit: Callable[[Tensor], object],
     batches: Sequence[Tensor],
     device: torch.device,
     repeats: int,
+    group_images: int = PAIRED_GROUP_IMAGES,
 ) -> Throughput:
-    """Each repetition times one pass over all `batches` with each path, back to back (alternating
-    which goes first); rates are medians over repetitions, the spread from the paired ratios.
+    """Each repetition times one pass over all `batches` with each path, interleaved: every group
+    of consecutive batches (:func:`paired_groups`) runs with one path, then the other (which goes
+    first alternates), and a path's pass time is the sum over groups. Rates are medians over
+    repetitions, the spread from the per-repetition ratios.
 
-    A pair close in time shares the machine's background load, so the spread of paired ratios
-    shows how far load moved the speed-up; one warm-up call of each path comes first.
+    The two halves of a pair share the machine's load only when they are close in time: on this
+    project's shared 2-core CPU, four runs of the deployment benchmark's batch-1 ONNX Runtime
+    row gave speed-ups spread over 1.92-2.22x when whole passes (about a second each) were
+    paired, 1.87-1.92x when groups of 32 images were. One warm-up call of each path comes first.
     """
     if repeats < 1:
         raise ValueError(f"need at least one timed repetition, got {repeats}")
     full_network(batches[0])
     early_exit(batches[0])
+    groups = paired_groups(batches, group_images)
     images = sum(len(batch) for batch in batches)
     full_rates, early_rates = [], []
     for repeat in range(repeats):
-        if repeat % 2:
-            early = pass_seconds(early_exit, batches, device)
-            full = pass_seconds(full_network, batches, device)
-        else:
-            full = pass_seconds(full_network, batches, device)
-            early = pass_seconds(early_exit, batches, device)
+        full = early = 0.0
+        for k, group in enumerate(groups):
+            if (repeat + k) % 2:
+                early += pass_seconds(early_exit, group, device)
+                full += pass_seconds(full_network, group, device)
+            else:
+                full += pass_seconds(full_network, group, device)
+                early += pass_seconds(early_exit, group, device)
         full_rates.append(images / full)
         early_rates.append(images / early)
     ratios = [early_rate / full_rate for early_rate, full_rate in zip(early_rates, full_rates)]
