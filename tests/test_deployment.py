@@ -146,6 +146,22 @@ def test_exported_stages_reproduce_every_exit_output(deployed, folder):
     assert error <= RELATIVE_TOLERANCE
 
 
+def test_each_torch_export_stage_holds_only_the_weights_it_reads(deployed):
+    """torch.export saves every tensor of the module it exports; each stage file keeps the weights
+    its own graph reads and no other, so the stages share none (not a network copy per stage)."""
+    holders: dict[str, int] = {}
+    for n, path in enumerate(sorted(deployed["pt2"].glob("stage_*.pt2"))):
+        program = torch.export.load(str(path))
+        read = {node.name for node in program.graph.nodes if node.op == "placeholder" and node.users}
+        held = {spec.target for spec in program.graph_signature.input_specs if spec.target}
+        nonempty = {name for name in held if program.state_dict[name].numel() > 0}
+        targets = {spec.arg.name: spec.target for spec in program.graph_signature.input_specs}
+        assert nonempty == {targets[name] for name in read if targets.get(name)}, path.name
+        assert not nonempty & holders.keys(), path.name
+        holders.update(dict.fromkeys(nonempty, n))
+    assert len(set(holders.values())) == 3
+
+
 def simulated(logits: np.ndarray, thresholds: list[float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(exit, class, near-tie) per sample by the simulated protocol on evaluation's outputs."""
     probs = torch.softmax(torch.from_numpy(logits), dim=2)
