@@ -322,6 +322,9 @@ def test_measured_speed_rows_hold_promise_and_measurement_per_level(deployed, ca
         assert row["measured_over_promised"] == pytest.approx(
             row["measured_speedup"] / row["promised_speedup"]
         )
+        assert row["latency_promised_speedup"] >= 1 and row["measured_over_latency_promised"] == (
+            pytest.approx(row["measured_speedup"] / row["latency_promised_speedup"])
+        )
         assert 0 < row["paired_speedup_low"] <= row["paired_speedup_high"]
     assert {(row["backend"], row["batch_size"]) for row in rows} == {
         (backend, size) for backend in ("pytorch", "onnxruntime") for size in (1, 4)

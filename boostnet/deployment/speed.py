@@ -6,6 +6,13 @@ sample, through the same backend) are timed back to back by
 :func:`boostnet.evaluation.early_exit.paired_throughput`. The promised speed-up of a setting is
 full MACs / expected MACs (on validation, as the policy states it); the measured one is the
 ratio of the two images/s; their ratio says how much of the promise the runtime delivers.
+
+Multiply-adds are not time: a stage of large, thin activations costs more per multiply-add
+than one of small, wide ones. So each row also states the speed-up the stages' own latencies
+promise (:mod:`boostnet.deployment.latency`: each stage timed with every sample staying, at the
+row's batch size, weighted by the validation exit counts): what is lost between that promise
+and the measurement is the runner's (deciding, gathering, colder caches for rarely run stages),
+what is lost between the MAC promise and it is the network's on this device.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from boostnet.deployment.latency import expected_seconds, stage_seconds
 from boostnet.deployment.runner import StageBackend, as_images, classify, full_network
 from boostnet.evaluation.early_exit import paired_throughput
 from boostnet.evaluation.policy import Setting
@@ -28,6 +36,8 @@ SPEED_COLUMNS = (
     "promised_speedup",
     "measured_speedup",
     "measured_over_promised",
+    "latency_promised_speedup",
+    "measured_over_latency_promised",
     "full_network_images_per_second",
     "early_exit_images_per_second",
     "early_exit_ms_per_image",
@@ -43,9 +53,15 @@ def batches_of(images: Tensor, batch_size: int) -> list[np.ndarray]:
 
 
 def setting_speed(
-    backend: StageBackend, setting: Setting, batches: Sequence[np.ndarray], full_macs: float, repeats: int
+    backend: StageBackend,
+    setting: Setting,
+    batches: Sequence[np.ndarray],
+    full_macs: float,
+    repeats: int,
+    seconds: Sequence[float],
 ) -> dict[str, Any]:
-    """One row: `setting` on `backend` over `batches`, paired with the full network."""
+    """One row: `setting` on `backend` over `batches`, paired with the full network; `seconds`
+    are the stage latencies per image at this batch size."""
     speed = paired_throughput(
         lambda images: full_network(backend, images),
         lambda images: classify(backend, images, setting.thresholds),
@@ -54,6 +70,7 @@ def setting_speed(
         repeats,
     )
     promised = full_macs / setting.expected_macs
+    by_latency = sum(seconds) / expected_seconds(setting, list(seconds)) if setting.val_exit_counts else None
     low, high = speed.paired_speedup_range
     return {
         "setting": setting.name,
@@ -62,6 +79,8 @@ def setting_speed(
         "promised_speedup": promised,
         "measured_speedup": speed.speedup,
         "measured_over_promised": speed.speedup / promised,
+        "latency_promised_speedup": by_latency,
+        "measured_over_latency_promised": speed.speedup / by_latency if by_latency else None,
         "full_network_images_per_second": speed.full_network,
         "early_exit_images_per_second": speed.early_exit,
         "early_exit_ms_per_image": 1000 / speed.early_exit,
@@ -83,7 +102,8 @@ def speed_table(
     for name, backend in backends.items():
         for batch_size in batch_sizes:
             batches = batches_of(images, batch_size)
+            seconds = stage_seconds(backend, batches[0])
             for setting in settings:
-                row = setting_speed(backend, setting, batches, full_macs, repeats)
+                row = setting_speed(backend, setting, batches, full_macs, repeats, seconds)
                 rows.append({column: {**row, "backend": name}[column] for column in SPEED_COLUMNS})
     return rows
