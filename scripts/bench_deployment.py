@@ -21,8 +21,8 @@ from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.cli import OneLineParser  # noqa: E402
-from utils.errors import UserError, run_cli  # noqa: E402
+from utils.cli import OneLineParser, int_at_least  # noqa: E402
+from utils.errors import run_cli  # noqa: E402
 
 RECIPE = "msdnet_cifar100_budgeted"
 COST_FRACTION = 0.5
@@ -31,23 +31,19 @@ FIT_IMAGES = 512
 
 
 def parse_bench_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    """The benchmark's options, counts checked."""
+    """The benchmark's options, counts checked as they are parsed."""
     parser = OneLineParser(prog="bench_deployment.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=256, help="random images timed")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 256], help="batch sizes timed")
-    parser.add_argument("--repeats", type=int, default=5, help="paired timed passes per row")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads of both backends")
+    parser.add_argument("--images", type=int_at_least(1), default=256, help="random images timed")
+    parser.add_argument(
+        "--batch-sizes", type=int_at_least(1), nargs="+", default=[1, 256], help="batch sizes timed"
+    )
+    parser.add_argument("--repeats", type=int_at_least(1), default=5, help="paired timed passes per row")
+    parser.add_argument("--threads", type=int_at_least(1), default=1, help="CPU threads of both backends")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and images")
     parser.add_argument(
         "--out", type=Path, default=Path("results/bench_deployment.json"), help="JSON written"
     )
-    bench = parser.parse_args(argv)
-    for flag in ("images", "repeats", "threads"):
-        if getattr(bench, flag) < 1:
-            raise UserError(f"--{flag} must be at least 1, got {getattr(bench, flag)}")
-    if min(bench.batch_sizes) < 1:
-        raise UserError(f"--batch-sizes must be at least 1, got {min(bench.batch_sizes)}")
-    return bench
+    return parser.parse_args(argv)
 
 
 def half_cost_policy(network: Any, costs: list[int], images: Any) -> Any:

@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.cli import OneLineParser  # noqa: E402
+from utils.cli import OneLineParser, int_at_least  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
 RESULT_STEM = "real_exit_levels"
@@ -31,16 +31,15 @@ def parse_speed_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = OneLineParser(prog="measure_exit_speed.py", description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="evaluated run directory (holds exit_policy.json)")
     parser.add_argument("--levels", type=int, nargs="+", help="budget levels to time (default: all)")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 256], help="batch sizes to time")
-    parser.add_argument("--images", type=int, default=256, help="test images timed (the first ones)")
-    parser.add_argument("--repeats", type=int, default=5, help="paired timed passes per row")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads of both backends")
+    parser.add_argument(
+        "--batch-sizes", type=int_at_least(1), nargs="+", default=[1, 256], help="batch sizes to time"
+    )
+    parser.add_argument(
+        "--images", type=int_at_least(1), default=256, help="test images timed (the first ones)"
+    )
+    parser.add_argument("--repeats", type=int_at_least(1), default=5, help="paired timed passes per row")
+    parser.add_argument("--threads", type=int_at_least(1), default=1, help="CPU threads of both backends")
     request = parser.parse_args(argv)
-    for flag in ("images", "repeats", "threads"):
-        if getattr(request, flag) < 1:
-            raise UserError(f"--{flag} must be at least 1, got {getattr(request, flag)}")
-    if min(request.batch_sizes) < 1:
-        raise UserError(f"--batch-sizes must be at least 1, got {min(request.batch_sizes)}")
     if not request.run.is_dir():
         raise UserError(f"{request.run}: not a run directory")
     return request

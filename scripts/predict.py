@@ -23,7 +23,7 @@ from typing import Any, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.cli import OneLineParser  # noqa: E402
+from utils.cli import OneLineParser, int_at_least  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
 BACKENDS = ("pytorch", "onnxruntime", "torch-export")
@@ -54,13 +54,12 @@ def parse_predict_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument(
         "--policy", type=Path, help="exit policy file (default: the source's exit_policy.json)"
     )
-    parser.add_argument("--batch-size", type=int, default=32, help="images per batch (1 for latency)")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads of the backend")
+    parser.add_argument(
+        "--batch-size", type=int_at_least(1), default=32, help="images per batch (1 for latency)"
+    )
+    parser.add_argument("--threads", type=int_at_least(1), default=1, help="CPU threads of the backend")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     request = parser.parse_args(argv)
-    for flag, value in (("--batch-size", request.batch_size), ("--threads", request.threads)):
-        if value < 1:
-            raise UserError(f"{flag} must be at least 1, got {value}")
     if not request.source.is_dir():
         raise UserError(f"{request.source}: not a run or export directory")
     return request

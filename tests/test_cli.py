@@ -249,3 +249,20 @@ def test_op_counter_refuses_a_missing_run_or_two_sources(argv, message, capsys):
     assert refused.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
+
+
+@pytest.mark.parametrize(
+    "text, line",
+    [
+        ("0", "error: argument --count: must be at least 1, got 0\n"),
+        ("two", "error: argument --count: invalid int value: 'two'\n"),
+    ],
+)
+def test_a_count_below_its_minimum_or_not_an_integer_is_one_line(text, line, capsys):
+    from utils.cli import OneLineParser, int_at_least
+
+    parser = OneLineParser(prog="counting")
+    parser.add_argument("--count", type=int_at_least(1))
+    with pytest.raises(SystemExit) as stop:
+        parser.parse_args(["--count", text])
+    assert (stop.value.code, capsys.readouterr().err) == (2, line)

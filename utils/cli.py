@@ -65,4 +65,5 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
         return value
 
+    parse.__name__ = "int"  # argparse names the type in its error: "invalid int value: 'two'"
     return parse
