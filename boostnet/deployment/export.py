@@ -98,12 +98,10 @@ def without_unread_state(stage: FlatStage, read: set[str]) -> FlatStage:
     for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
         if f"model.{name}" not in read:
             owner, _, leaf = name.rpartition(".")
-            module = model.get_submodule(owner)
             empty = torch.empty(0, dtype=tensor.dtype)
-            if leaf in module._parameters:
-                module._parameters[leaf] = torch.nn.Parameter(empty, requires_grad=False)
-            else:
-                module._buffers[leaf] = empty
+            if isinstance(tensor, torch.nn.Parameter):
+                empty = torch.nn.Parameter(empty, requires_grad=False)
+            setattr(model.get_submodule(owner), leaf, empty)  # keeps a buffer's persistence
     return FlatStage(model, stage.n, stage.spec, stage.last).eval()
 
 

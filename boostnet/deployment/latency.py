@@ -26,9 +26,10 @@ LATENCY_REPEATS = 7
 
 def stage_seconds(backend: StageBackend, images: np.ndarray, repeats: int = LATENCY_REPEATS) -> list[float]:
     """Median wall-clock seconds per image of each stage on `images` (everybody stays)."""
+    images = as_images(images)
     timings: list[list[float]] = [[] for _ in range(backend.num_exits)]
     for repeat in range(repeats + 1):
-        inputs = [as_images(images)]
+        inputs = [images]
         for n in range(backend.num_exits):
             start = time.perf_counter()
             *features, output, _, _ = backend.run(n, inputs)
