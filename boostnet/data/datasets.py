@@ -11,6 +11,7 @@ This module imports neither torch nor torchvision, so that every program's parse
 :mod:`boostnet.data.readers`. A new dataset is one entry here and, for an in-memory one, one loader
 there.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -59,22 +60,70 @@ class DatasetInfo:
         return round(self.val_size * train_count) if isinstance(self.val_size, float) else self.val_size
 
 
-DATASETS: dict[str, DatasetInfo] = {info.name: info for info in (
-    DatasetInfo("cifar100", "CIFAR-100", num_classes=100, image_size=32, val_size=5000, mean=CIFAR_MEAN,
-                std=CIFAR_STD, flip=True, train_size=50_000),
-    DatasetInfo("imagenet", "ImageNet", num_classes=1000, image_size=224, val_size=50_000, mean=IMAGENET_MEAN,
-                std=IMAGENET_STD, flip=True, train_size=1_281_167, sync_bn=True),
-    # Statistics of the zero-padded 32x32 training images, the network's actual input.
-    DatasetInfo("fashion_mnist", "Fashion-MNIST", num_classes=10, image_size=32, val_size=5000,
-                mean=(0.2190,) * 3, std=(0.3318,) * 3, flip=True, train_size=60_000),
-    DatasetInfo("fashion_mnist_mini", "Fashion-MNIST mini", num_classes=10, image_size=32,
-                val_size=600, mean=(0.2190,) * 3, std=(0.3318,) * 3, flip=True, train_size=6000),
-    # Normalised like CIFAR-100 so every CIFAR recipe runs unchanged; digits are not mirror
-    # symmetric (a flipped 2 is no digit), so no flips.
-    DatasetInfo("digits", "digits", num_classes=10, image_size=32, val_size=0.1, mean=CIFAR_MEAN,
-                std=CIFAR_STD, flip=False,
-                train_size=DIGITS_COUNT - round(DIGITS_TEST_FRACTION * DIGITS_COUNT)),
-)}
+DATASETS: dict[str, DatasetInfo] = {
+    info.name: info
+    for info in (
+        DatasetInfo(
+            "cifar100",
+            "CIFAR-100",
+            num_classes=100,
+            image_size=32,
+            val_size=5000,
+            mean=CIFAR_MEAN,
+            std=CIFAR_STD,
+            flip=True,
+            train_size=50_000,
+        ),
+        DatasetInfo(
+            "imagenet",
+            "ImageNet",
+            num_classes=1000,
+            image_size=224,
+            val_size=50_000,
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            flip=True,
+            train_size=1_281_167,
+            sync_bn=True,
+        ),
+        # Statistics of the zero-padded 32x32 training images, the network's actual input.
+        DatasetInfo(
+            "fashion_mnist",
+            "Fashion-MNIST",
+            num_classes=10,
+            image_size=32,
+            val_size=5000,
+            mean=(0.2190,) * 3,
+            std=(0.3318,) * 3,
+            flip=True,
+            train_size=60_000,
+        ),
+        DatasetInfo(
+            "fashion_mnist_mini",
+            "Fashion-MNIST mini",
+            num_classes=10,
+            image_size=32,
+            val_size=600,
+            mean=(0.2190,) * 3,
+            std=(0.3318,) * 3,
+            flip=True,
+            train_size=6000,
+        ),
+        # Normalised like CIFAR-100 so every CIFAR recipe runs unchanged; digits are not mirror
+        # symmetric (a flipped 2 is no digit), so no flips.
+        DatasetInfo(
+            "digits",
+            "digits",
+            num_classes=10,
+            image_size=32,
+            val_size=0.1,
+            mean=CIFAR_MEAN,
+            std=CIFAR_STD,
+            flip=False,
+            train_size=DIGITS_COUNT - round(DIGITS_TEST_FRACTION * DIGITS_COUNT),
+        ),
+    )
+}
 FOLDER = "folder"
 DATASET_NAMES = (*DATASETS, FOLDER)
 FOLDER_FLAGS = {"num_classes": "--num-classes", "image_size": "--image-size", "val_size": "--val-size"}
@@ -82,13 +131,25 @@ FOLDER_FLAGS = {"num_classes": "--num-classes", "image_size": "--image-size", "v
 
 def folder_dataset(num_classes: int, image_size: int, val_size: int | float | None) -> DatasetInfo:
     """A user's own images in `train/` and `val/` class folders, normalised like ImageNet."""
-    return DatasetInfo(FOLDER, "image folder", num_classes=num_classes, image_size=image_size,
-                       val_size=FOLDER_VALIDATION_FRACTION if val_size is None else val_size,
-                       mean=IMAGENET_MEAN, std=IMAGENET_STD, flip=True, train_size=0)
+    return DatasetInfo(
+        FOLDER,
+        "image folder",
+        num_classes=num_classes,
+        image_size=image_size,
+        val_size=FOLDER_VALIDATION_FRACTION if val_size is None else val_size,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        flip=True,
+        train_size=0,
+    )
 
 
-def dataset_info(name: str, num_classes: Optional[int] = None, image_size: Optional[int] = None,
-                 val_size: int | float | None = None) -> DatasetInfo:
+def dataset_info(
+    name: str,
+    num_classes: Optional[int] = None,
+    image_size: Optional[int] = None,
+    val_size: int | float | None = None,
+) -> DatasetInfo:
     """The entry `--dataset name` selects (`folder`: built from the three folder values)."""
     if name == FOLDER:
         return folder_dataset(num_classes, image_size, val_size)

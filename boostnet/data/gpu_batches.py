@@ -9,6 +9,7 @@ optional horizontal flip) as a single gather on the device, drawn from a generat
 per-sample DataLoader path produces for the same crop. Nothing synchronises with the host.
 Works with CPU tensors too.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,8 +22,8 @@ import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 from torch.utils.data import Dataset, DistributedSampler, Subset
 
-from boostnet.data.loaders import InMemoryImages, epoch_seed
 from boostnet.data.datasets import CIFAR_MEAN, CIFAR_STD, DatasetInfo
+from boostnet.data.loaders import InMemoryImages, epoch_seed
 from boostnet.data.readers import in_memory_loader
 from utils.errors import UserError
 
@@ -33,8 +34,10 @@ def use_gpu_data(requested: bool | None, dataset: DatasetInfo, device: torch.dev
     """`--gpu-data` (`requested`), defaulting to on when training an in-memory dataset on a GPU."""
     in_memory = in_memory_loader(dataset) is not None
     if requested and not in_memory:
-        raise UserError(f"--gpu-data keeps the whole training set on the device, which only "
-                        f"in-memory datasets allow; drop it for --dataset {dataset.name}")
+        raise UserError(
+            f"--gpu-data keeps the whole training set on the device, which only "
+            f"in-memory datasets allow; drop it for --dataset {dataset.name}"
+        )
     if requested is None:
         return device.type == "cuda" and in_memory
     return requested
@@ -44,8 +47,10 @@ def nchw_uint8(images: Tensor | np.ndarray) -> Tensor:
     """uint8 images as (N, 3, H, W), accepting (N, H, W, 3) (CIFAR's numpy layout) too."""
     images = torch.as_tensor(images)
     if images.dtype != torch.uint8 or images.dim() != 4 or 3 not in (images.shape[1], images.shape[3]):
-        raise ValueError(f"expected uint8 images shaped (N, 3, H, W) or (N, H, W, 3), got "
-                         f"{images.dtype} {tuple(images.shape)}")
+        raise ValueError(
+            f"expected uint8 images shaped (N, 3, H, W) or (N, H, W, 3), got "
+            f"{images.dtype} {tuple(images.shape)}"
+        )
     return images if images.shape[1] == 3 else images.permute(0, 3, 1, 2)
 
 
@@ -57,15 +62,17 @@ def uint8_arrays(dataset: Dataset) -> tuple[Tensor, Tensor]:
         return images[indices], labels[indices]
     if isinstance(dataset, InMemoryImages):
         return dataset.images, dataset.labels
-    raise UserError(f"--gpu-data needs an in-memory uint8 training set (e.g. CIFAR-100), "
-                    f"not {type(dataset).__name__}; use --no-gpu-data")
+    raise UserError(
+        f"--gpu-data needs an in-memory uint8 training set (e.g. CIFAR-100), "
+        f"not {type(dataset).__name__}; use --no-gpu-data"
+    )
 
 
-def sample_augmentation(count: int, padding: int, flip: bool, generator: torch.Generator
-                        ) -> tuple[Tensor, Tensor]:
+def sample_augmentation(
+    count: int, padding: int, flip: bool, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
     """Per image: crop offsets (top, left) in [0, 2*padding] and whether to flip it."""
-    offsets = torch.randint(0, 2 * padding + 1, (count, 2), generator=generator,
-                            device=generator.device)
+    offsets = torch.randint(0, 2 * padding + 1, (count, 2), generator=generator, device=generator.device)
     flips = torch.rand(count, generator=generator, device=generator.device) < 0.5
     return offsets, flips & flip
 
@@ -78,9 +85,12 @@ def crop_and_flip(images: Tensor, offsets: Tensor, flips: Tensor, padding: int) 
     rows = offsets[:, :1] + torch.arange(height, device=device)
     columns = offsets[:, 1:] + torch.arange(width, device=device)
     columns = torch.where(flips[:, None], columns.flip(1), columns)
-    return padded[torch.arange(count, device=device)[:, None, None, None],
-                  torch.arange(channels, device=device)[None, :, None, None],
-                  rows[:, None, :, None], columns[:, None, None, :]]
+    return padded[
+        torch.arange(count, device=device)[:, None, None, None],
+        torch.arange(channels, device=device)[None, :, None, None],
+        rows[:, None, :, None],
+        columns[:, None, None, :],
+    ]
 
 
 @dataclass
@@ -99,8 +109,15 @@ class GpuBatches:
     padding: int = 4
 
     @classmethod
-    def from_uint8(cls, images: Tensor | np.ndarray, labels: Tensor | np.ndarray | Sequence[int],
-                   batch_size: int, device: torch.device, seed: int, **options) -> "GpuBatches":
+    def from_uint8(
+        cls,
+        images: Tensor | np.ndarray,
+        labels: Tensor | np.ndarray | Sequence[int],
+        batch_size: int,
+        device: torch.device,
+        seed: int,
+        **options,
+    ) -> "GpuBatches":
         """Move uint8 images ((N, 3, H, W) or (N, H, W, 3)) and labels to `device` once."""
         images = nchw_uint8(images).to(device).contiguous()
         labels = torch.as_tensor(labels, dtype=torch.int64).to(device)
@@ -109,8 +126,9 @@ class GpuBatches:
         return cls(images, labels, batch_size, seed, **options)
 
     @classmethod
-    def from_dataset(cls, dataset: Dataset, batch_size: int, device: torch.device, seed: int,
-                     **options) -> "GpuBatches":
+    def from_dataset(
+        cls, dataset: Dataset, batch_size: int, device: torch.device, seed: int, **options
+    ) -> "GpuBatches":
         """The same, from the in-memory training set `boostnet.data.loaders.build_splits` returns."""
         return cls.from_uint8(*uint8_arrays(dataset), batch_size, device, seed, **options)
 
@@ -122,8 +140,14 @@ class GpuBatches:
         return len(self.sampler(0))
 
     def sampler(self, epoch: int) -> DistributedSampler:
-        sampler = DistributedSampler(range(len(self.labels)), num_replicas=self.world_size,
-                                     rank=self.rank, shuffle=True, seed=self.seed, drop_last=True)
+        sampler = DistributedSampler(
+            range(len(self.labels)),
+            num_replicas=self.world_size,
+            rank=self.rank,
+            shuffle=True,
+            seed=self.seed,
+            drop_last=True,
+        )
         sampler.set_epoch(epoch)
         return sampler
 
@@ -142,9 +166,8 @@ class GpuBatches:
         order, generator = self.shard(epoch), self.generator(epoch)
         for _ in range(start_batch):
             sample_augmentation(self.batch_size, self.padding, self.flip, generator)
-        for start in range(start_batch * self.batch_size, len(self) * self.batch_size,
-                           self.batch_size):
-            indices = order[start:start + self.batch_size]
+        for start in range(start_batch * self.batch_size, len(self) * self.batch_size, self.batch_size):
+            indices = order[start : start + self.batch_size]
             yield self.augment(self.images[indices], generator), self.labels[indices]
 
     def augment(self, images: Tensor, generator: torch.Generator) -> Tensor:

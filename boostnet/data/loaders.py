@@ -6,6 +6,7 @@ out a validation split of the official training set by a seeded permutation save
 `split.json` in the run directory and reused when that file exists (resume, evaluation). The
 validation split always uses the test-time transforms.
 """
+
 from __future__ import annotations
 
 import copy
@@ -76,9 +77,12 @@ class ShardSampler(Sampler[int]):
 def tensor_transforms(info: DatasetInfo, train: bool) -> Transform:
     """Transforms of an in-memory uint8 image: random crop (pad 4) and flip when training."""
     augment = [v2.RandomCrop(info.image_size, padding=CIFAR_PADDING)] + (
-        [v2.RandomHorizontalFlip()] if info.flip else [])
-    return v2.Compose((augment if train else []) + [v2.ToDtype(torch.float32, scale=True),
-                                                    v2.Normalize(info.mean, info.std)])
+        [v2.RandomHorizontalFlip()] if info.flip else []
+    )
+    return v2.Compose(
+        (augment if train else [])
+        + [v2.ToDtype(torch.float32, scale=True), v2.Normalize(info.mean, info.std)]
+    )
 
 
 def folder_transforms(info: DatasetInfo, train: bool) -> Transform:
@@ -89,13 +93,18 @@ def folder_transforms(info: DatasetInfo, train: bool) -> Transform:
     """
     size = info.image_size
     if info.imagenet_style:
-        geometry = ([v2.RandomResizedCrop(size), v2.RandomHorizontalFlip()] if train
-                    else [v2.Resize(round(size * EVAL_RESIZE_RATIO)), v2.CenterCrop(size)])
+        geometry = (
+            [v2.RandomResizedCrop(size), v2.RandomHorizontalFlip()]
+            if train
+            else [v2.Resize(round(size * EVAL_RESIZE_RATIO)), v2.CenterCrop(size)]
+        )
     else:
         geometry = [v2.Resize((size, size))] + (
-            [v2.RandomCrop(size, padding=size // 8), v2.RandomHorizontalFlip()] if train else [])
-    return v2.Compose(geometry + [v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
-                                  v2.Normalize(info.mean, info.std)])
+            [v2.RandomCrop(size, padding=size // 8), v2.RandomHorizontalFlip()] if train else []
+        )
+    return v2.Compose(
+        geometry + [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(info.mean, info.std)]
+    )
 
 
 def image_folder(path: Path, info: DatasetInfo, train: bool) -> datasets.ImageFolder:
@@ -105,10 +114,15 @@ def image_folder(path: Path, info: DatasetInfo, train: bool) -> datasets.ImageFo
     except FileNotFoundError as error:
         raise UserError(f"--data-root: {path}: {error}") from None
     if len(folder.classes) != info.num_classes:
-        hint = ("give --num-classes" if info.name == "folder"
-                else f"use --dataset folder --num-classes {len(folder.classes)}")
-        raise UserError(f"--data-root: {path} has {len(folder.classes)} class folders but "
-                        f"--dataset {info.name} has {info.num_classes} classes; {hint}")
+        hint = (
+            "give --num-classes"
+            if info.name == "folder"
+            else f"use --dataset folder --num-classes {len(folder.classes)}"
+        )
+        raise UserError(
+            f"--data-root: {path} has {len(folder.classes)} class folders but "
+            f"--dataset {info.name} has {info.num_classes} classes; {hint}"
+        )
     return folder
 
 
@@ -121,27 +135,37 @@ def official_sets(data: DataSettings) -> tuple[Dataset, Dataset, Dataset]:
         noun = "folder" if info.label.endswith("folder") else f"{info.label} folder"
         for path in (root / "train", root / "val"):
             if not path.is_dir():
-                raise UserError(f"--data-root: no {noun} at {path} "
-                                f"(expected train/ and val/ with one sub-folder per class)")
+                raise UserError(
+                    f"--data-root: no {noun} at {path} "
+                    f"(expected train/ and val/ with one sub-folder per class)"
+                )
         train = image_folder(root / "train", info, train=True)
         train_eval = copy.copy(train)
         train_eval.transform = folder_transforms(info, train=False)
         return train, train_eval, image_folder(root / "val", info, train=False)
     train_images, train_labels, test_images, test_labels = load(root)
     evaluate = tensor_transforms(info, train=False)
-    return (InMemoryImages(train_images, train_labels, tensor_transforms(info, train=True)),
-            InMemoryImages(train_images, train_labels, evaluate),
-            InMemoryImages(test_images, test_labels, evaluate))
+    return (
+        InMemoryImages(train_images, train_labels, tensor_transforms(info, train=True)),
+        InMemoryImages(train_images, train_labels, evaluate),
+        InMemoryImages(test_images, test_labels, evaluate),
+    )
 
 
 def make_split(dataset: str, seed: int, train_count: int, held_out: int) -> dict:
     """A seeded permutation of the official training set cut into validation and training parts."""
     if not 0 < held_out < train_count:
-        raise UserError(f"--use-valid: the {dataset} training set has {train_count} images, "
-                        f"too few to hold out {held_out}")
+        raise UserError(
+            f"--use-valid: the {dataset} training set has {train_count} images, "
+            f"too few to hold out {held_out}"
+        )
     permutation = torch.randperm(train_count, generator=torch.Generator().manual_seed(seed))
-    return {"dataset": dataset, "seed": seed, "val_indices": permutation[-held_out:].tolist(),
-            "train_indices": permutation[:-held_out].tolist()}
+    return {
+        "dataset": dataset,
+        "seed": seed,
+        "val_indices": permutation[-held_out:].tolist(),
+        "train_indices": permutation[:-held_out].tolist(),
+    }
 
 
 def read_split(path: Path, dataset: str, train_count: int) -> dict:
@@ -150,19 +174,20 @@ def read_split(path: Path, dataset: str, train_count: int) -> dict:
         split = read_json(path)
         train, val = set(split["train_indices"]), set(split["val_indices"])
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise UserError(f"--use-valid: cannot read the saved split {path} ({error}); "
-                        f"delete it only if no model was trained with it") from None
+        raise UserError(
+            f"--use-valid: cannot read the saved split {path} ({error}); "
+            f"delete it only if no model was trained with it"
+        ) from None
     if split.get("dataset") != dataset:
-        raise UserError(f"--use-valid: {path} was made for --dataset {split.get('dataset')}, "
-                        f"not {dataset}")
+        raise UserError(f"--use-valid: {path} was made for --dataset {split.get('dataset')}, not {dataset}")
     if train & val or not train | val <= set(range(train_count)):
-        raise UserError(f"--use-valid: {path} does not split a {train_count}-image training set "
-                        f"into disjoint parts")
+        raise UserError(
+            f"--use-valid: {path} does not split a {train_count}-image training set into disjoint parts"
+        )
     return split
 
 
-def load_or_create_split(run_dir: Optional[Path], info: DatasetInfo, seed: int,
-                         train_count: int) -> dict:
+def load_or_create_split(run_dir: Optional[Path], info: DatasetInfo, seed: int, train_count: int) -> dict:
     """Reuse `run_dir/split.json` if present, otherwise make it (saved by the main process)."""
     path = Path(run_dir) / SPLIT_FILE if run_dir is not None else None
     if path is not None and path.exists():
@@ -174,8 +199,7 @@ def load_or_create_split(run_dir: Optional[Path], info: DatasetInfo, seed: int,
     return split
 
 
-def build_splits(data: DataSettings, use_valid: bool, seed: int, run_dir: Optional[Path]
-                 ) -> DataSplits:
+def build_splits(data: DataSettings, use_valid: bool, seed: int, run_dir: Optional[Path]) -> DataSplits:
     """The datasets of a run: train (minus the validation split of `seed` with `use_valid`,
     saved in `run_dir`), val, test."""
     train, train_eval, test = official_sets(data)
@@ -183,40 +207,63 @@ def build_splits(data: DataSettings, use_valid: bool, seed: int, run_dir: Option
     if not use_valid:
         return DataSplits(train=train, val=None, test=test, num_classes=info.num_classes)
     split = load_or_create_split(run_dir, info, seed, len(train))
-    return DataSplits(train=Subset(train, split["train_indices"]),
-                      val=Subset(train_eval, split["val_indices"]), test=test,
-                      num_classes=info.num_classes)
+    return DataSplits(
+        train=Subset(train, split["train_indices"]),
+        val=Subset(train_eval, split["val_indices"]),
+        test=test,
+        num_classes=info.num_classes,
+    )
 
 
-def train_loader(dataset: Dataset, batch_size: int, workers: int, seed: int, info: DistInfo,
-                 device: torch.device) -> DataLoader:
+def train_loader(
+    dataset: Dataset, batch_size: int, workers: int, seed: int, info: DistInfo, device: torch.device
+) -> DataLoader:
     """Shuffled training batches of this rank's shard; call :func:`start_epoch` before each epoch.
 
     Each rank sees a disjoint shard (the few samples that do not divide evenly are dropped, so
     no sample is counted twice); shuffling depends only on (seed, epoch).
     """
-    sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank,
-                                 shuffle=True, seed=seed, drop_last=True)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
-                      num_workers=workers, pin_memory=device.type == "cuda",
-                      generator=torch.Generator(), worker_init_fn=leave_stop_signals_to_main)
+    sampler = DistributedSampler(
+        dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=seed, drop_last=True
+    )
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator(),
+        worker_init_fn=leave_stop_signals_to_main,
+    )
 
 
 def remaining_batches(loader: DataLoader, done: int) -> DataLoader:
     """The current epoch's batches after the first `done` (call after :func:`start_epoch`):
     the same samples in the same order, the skipped ones never loaded."""
-    order = list(loader.sampler)[done * loader.batch_size:]
-    return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=order,
-                      num_workers=loader.num_workers, pin_memory=loader.pin_memory,
-                      generator=loader.generator, worker_init_fn=loader.worker_init_fn)
+    order = list(loader.sampler)[done * loader.batch_size :]
+    return DataLoader(
+        loader.dataset,
+        batch_size=loader.batch_size,
+        sampler=order,
+        num_workers=loader.num_workers,
+        pin_memory=loader.pin_memory,
+        generator=loader.generator,
+        worker_init_fn=loader.worker_init_fn,
+    )
 
 
-def eval_loader(dataset: Dataset, batch_size: int, workers: int, info: DistInfo,
-                device: torch.device) -> DataLoader:
+def eval_loader(
+    dataset: Dataset, batch_size: int, workers: int, info: DistInfo, device: torch.device
+) -> DataLoader:
     """Batches of this rank's shard in order, without the padding DistributedSampler adds."""
-    return DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), info),
-                      num_workers=workers, pin_memory=device.type == "cuda",
-                      worker_init_fn=leave_stop_signals_to_main)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=ShardSampler(len(dataset), info),
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        worker_init_fn=leave_stop_signals_to_main,
+    )
 
 
 def leave_stop_signals_to_main(worker_id: int) -> None:

@@ -6,6 +6,7 @@ image by image from `train/` and `val/` class folders (boostnet/data/loaders.py)
 dataset (classes, sizes, normalisation) are in :mod:`boostnet.data.datasets`, which parsers read
 without importing torch.
 """
+
 from __future__ import annotations
 
 import tarfile
@@ -18,9 +19,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision import datasets as tv_datasets
 
+from boostnet.data.datasets import DIGITS_TEST_FRACTION, DatasetInfo
 from boostnet.data.embedded import DIGITS_FILE, FASHION_MNIST_MINI_FILE
 from utils.cleanup import outermost_missing, removed_on_failure
-from boostnet.data.datasets import DIGITS_TEST_FRACTION, DatasetInfo
 from utils.errors import UserError
 
 Arrays = tuple[Tensor, Tensor, Tensor, Tensor]  # train images, train labels, test images, labels
@@ -40,19 +41,27 @@ def load_cifar100(root: Path) -> Arrays:
     folder = root / "cifar-100-python"
     try:
         with removed_on_failure(outermost_missing(root)):
-            train, test = (tv_datasets.CIFAR100(str(root), train=split,
-                                                download=not folder.exists())
-                           for split in (True, False))
+            train, test = (
+                tv_datasets.CIFAR100(str(root), train=split, download=not folder.exists())
+                for split in (True, False)
+            )
     except (OSError, tarfile.TarError) as error:
-        raise UserError(f"--data-root: CIFAR-100 is not in {folder} and downloading it failed "
-                        f"({error}); put the extracted cifar-100-python folder there") from None
+        raise UserError(
+            f"--data-root: CIFAR-100 is not in {folder} and downloading it failed "
+            f"({error}); put the extracted cifar-100-python folder there"
+        ) from None
     except RuntimeError as error:
-        raise UserError(f"--data-root: {folder} is incomplete or corrupted ({error}); "
-                        f"replace it with the extracted cifar-100-python folder") from None
+        raise UserError(
+            f"--data-root: {folder} is incomplete or corrupted ({error}); "
+            f"replace it with the extracted cifar-100-python folder"
+        ) from None
 
     def arrays(data) -> tuple[Tensor, Tensor]:
-        return (torch.from_numpy(data.data).permute(0, 3, 1, 2).contiguous(),
-                torch.tensor(data.targets, dtype=torch.int64))
+        return (
+            torch.from_numpy(data.data).permute(0, 3, 1, 2).contiguous(),
+            torch.tensor(data.targets, dtype=torch.int64),
+        )
+
     return (*arrays(train), *arrays(test))
 
 
@@ -63,27 +72,39 @@ def load_fashion_mnist(root: Path) -> Arrays:
     download = not folder.is_dir()
     try:
         with removed_on_failure(outermost_missing(folder)):
-            train, test = (tv_datasets.FashionMNIST(str(root), train=split, download=download)
-                           for split in (True, False))
+            train, test = (
+                tv_datasets.FashionMNIST(str(root), train=split, download=download) for split in (True, False)
+            )
     except (OSError, RuntimeError) as error:
         cause = (str(error).strip() or type(error).__name__).splitlines()[-1]
-        problem = (f"Fashion-MNIST is not in {folder} and downloading it failed ({cause})"
-                   if download else f"{folder} lacks Fashion-MNIST files or holds damaged ones")
-        raise UserError(f"--data-root: {problem}; put the set there with `bash "
-                        f"scripts/get_fashion_mnist.sh {root}`, which also works offline") from None
-    return (pad_and_replicate(train.data, 32), train.targets.long(),
-            pad_and_replicate(test.data, 32), test.targets.long())
-
-
+        problem = (
+            f"Fashion-MNIST is not in {folder} and downloading it failed ({cause})"
+            if download
+            else f"{folder} lacks Fashion-MNIST files or holds damaged ones"
+        )
+        raise UserError(
+            f"--data-root: {problem}; put the set there with `bash "
+            f"scripts/get_fashion_mnist.sh {root}`, which also works offline"
+        ) from None
+    return (
+        pad_and_replicate(train.data, 32),
+        train.targets.long(),
+        pad_and_replicate(test.data, 32),
+        test.targets.long(),
+    )
 
 
 def load_fashion_mnist_mini(root: Optional[Path] = None) -> Arrays:
     """The embedded class-balanced Fashion-MNIST subset (600 training and 100 test images per
     class, scripts/make_fashion_mnist_mini.py), padded to 32x32 RGB like the full set."""
     with np.load(FASHION_MNIST_MINI_FILE) as stored:
-        return tuple(pad_and_replicate(torch.from_numpy(stored[f"{split}_images"]), 32)
-                     if kind == "images" else torch.from_numpy(stored[f"{split}_labels"]).long()
-                     for split in ("train", "test") for kind in ("images", "labels"))
+        return tuple(
+            pad_and_replicate(torch.from_numpy(stored[f"{split}_images"]), 32)
+            if kind == "images"
+            else torch.from_numpy(stored[f"{split}_labels"]).long()
+            for split in ("train", "test")
+            for kind in ("images", "labels")
+        )
 
 
 DIGITS_MAX_VALUE = 16
@@ -108,11 +129,15 @@ def load_digits(root: Optional[Path] = None) -> Arrays:
 def digits_test_indices(count: int) -> Tensor:
     """The fixed 20% of the digits that form their test set (same for every run and seed)."""
     permutation = torch.randperm(count, generator=torch.Generator().manual_seed(DIGITS_TEST_SEED))
-    return permutation[:round(DIGITS_TEST_FRACTION * count)].sort().values
+    return permutation[: round(DIGITS_TEST_FRACTION * count)].sort().values
 
 
-LOADERS: dict[str, Loader] = {"cifar100": load_cifar100, "fashion_mnist": load_fashion_mnist,
-                             "fashion_mnist_mini": load_fashion_mnist_mini, "digits": load_digits}
+LOADERS: dict[str, Loader] = {
+    "cifar100": load_cifar100,
+    "fashion_mnist": load_fashion_mnist,
+    "fashion_mnist_mini": load_fashion_mnist_mini,
+    "digits": load_digits,
+}
 
 
 def in_memory_loader(info: DatasetInfo) -> Optional[Loader]:

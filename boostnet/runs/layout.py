@@ -3,6 +3,7 @@
 Torch-free, so that programs that only look at run directories (scripts/study.py, the
 parsers) start at once; writing those files is boostnet/runs/records.py.
 """
+
 from __future__ import annotations
 
 CONFIG_FILE = "config.json"
@@ -14,4 +15,3 @@ LOG_FILE = "log.txt"
 SUMMARY_FILE = "summary.csv"
 TENSORBOARD_DIR = "tb"
 CHECKPOINT_NAMES = (LATEST_CHECKPOINT, BEST_CHECKPOINT)
-

@@ -1,5 +1,6 @@
 """One owner per run directory: created if needed, locked while a training writes to it, and
 cleared of temporary files that killed writers left behind."""
+
 from __future__ import annotations
 
 import fcntl
@@ -9,10 +10,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional, TextIO
 
+from boostnet.runs.records import local_timestamp
 from utils.checkpoint import remove_orphaned_temporary_files
 from utils.cleanup import outermost_missing, removed_on_failure
 from utils.errors import UserError
-from boostnet.runs.records import local_timestamp
 
 LOCK_FILE = ".lock"
 
@@ -37,17 +38,19 @@ class RunLock:
         try:
             file = open(self.path, "a+")
         except OSError as error:
-            raise UserError(f"--result_dir {self.run_dir}: cannot create {self.path} "
-                            f"({error.strerror})") from None
+            raise UserError(
+                f"--result_dir {self.run_dir}: cannot create {self.path} ({error.strerror})"
+            ) from None
         try:
             fcntl.lockf(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             file.seek(0)
             holder = file.read().strip() or "a process that has not written its id yet"
             file.close()
-            raise UserError(f"--result_dir {self.run_dir} is in use by another training "
-                            f"({holder}); wait for it to end or choose another --result_dir"
-                            ) from None
+            raise UserError(
+                f"--result_dir {self.run_dir} is in use by another training "
+                f"({holder}); wait for it to end or choose another --result_dir"
+            ) from None
         file.seek(0)
         file.truncate()
         file.write(f"pid {os.getpid()} on {socket.gethostname()} since {local_timestamp()}\n")

@@ -1,5 +1,6 @@
 """The run directory: no clobbering of finished runs; config.json (flags and provenance),
 log.txt, summary.csv, TensorBoard scalars."""
+
 from __future__ import annotations
 
 import csv
@@ -18,11 +19,19 @@ import torchvision
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from boostnet.runs.layout import (
+    BEST_CHECKPOINT,
+    CHECKPOINT_NAMES,
+    CONFIG_FILE,
+    LATEST_CHECKPOINT,
+    LOG_FILE,
+    RESUMABLE_CHECKPOINTS,
+    SUMMARY_FILE,
+    TENSORBOARD_DIR,
+)
 from utils.checkpoint import write_text_atomically
 from utils.errors import UserError
 from utils.json_files import write_json
-from boostnet.runs.layout import (BEST_CHECKPOINT, CHECKPOINT_NAMES, CONFIG_FILE, LATEST_CHECKPOINT, LOG_FILE,
-                             RESUMABLE_CHECKPOINTS, SUMMARY_FILE, TENSORBOARD_DIR)
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 GIT_TIMEOUT_S = 10
@@ -34,14 +43,17 @@ def check_run_dir(run_dir: Path, resume: Union[bool, str]) -> None:
     Files without any checkpoint (config.json, log.txt, split.json of a run stopped before its
     first save) hold no training, so a fresh start may reuse the directory.
     """
-    existing = [name for name in (*RESUMABLE_CHECKPOINTS, BEST_CHECKPOINT)
-                if (run_dir / name).exists()]
+    existing = [name for name in (*RESUMABLE_CHECKPOINTS, BEST_CHECKPOINT) if (run_dir / name).exists()]
     if existing and not resume:
-        raise UserError(f"--result_dir {run_dir} already holds a run ({existing[0]}); pass "
-                        f"--resume to continue it or choose a new --result_dir")
+        raise UserError(
+            f"--result_dir {run_dir} already holds a run ({existing[0]}); pass "
+            f"--resume to continue it or choose a new --result_dir"
+        )
     if resume is True and not any((run_dir / name).is_file() for name in RESUMABLE_CHECKPOINTS):
-        raise UserError(f"--resume: no checkpoint at {run_dir / LATEST_CHECKPOINT} (use "
-                        f"'--resume auto' to start afresh when there is none)")
+        raise UserError(
+            f"--resume: no checkpoint at {run_dir / LATEST_CHECKPOINT} (use "
+            f"'--resume auto' to start afresh when there is none)"
+        )
 
 
 def locate_checkpoint(path: Path, flag: str = "--evaluate-from") -> tuple[Path, Path]:
@@ -77,25 +89,39 @@ def write_summary(run_dir: Path, rows: Sequence[Mapping[str, float]]) -> None:
 def provenance(device: torch.device, world_size: int) -> dict:
     """Where and with what one start of a run executed: command, code version, library versions,
     device and thread count (bit-exact resume needs the same thread count)."""
-    return {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command": shlex.join(sys.argv), "host": socket.gethostname(), **code_version(),
-            "python": platform.python_version(), "torch": str(torch.__version__),
-            "torchvision": torchvision.__version__, "cuda": torch.version.cuda,
-            "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-            "device": str(device), "device_name": device_name(device),
-            "world_size": world_size, "torch_threads": torch.get_num_threads()}
+    return {
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": shlex.join(sys.argv),
+        "host": socket.gethostname(),
+        **code_version(),
+        "python": platform.python_version(),
+        "torch": str(torch.__version__),
+        "torchvision": torchvision.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "device": str(device),
+        "device_name": device_name(device),
+        "world_size": world_size,
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def code_version() -> dict:
     """The repository's git commit and whether tracked or new files differ from it (None
     without git or outside a checkout)."""
+
     def git(*arguments: str) -> str | None:
         try:
-            done = subprocess.run(["git", "-C", str(REPOSITORY), *arguments], capture_output=True,
-                                  text=True, timeout=GIT_TIMEOUT_S)
+            done = subprocess.run(
+                ["git", "-C", str(REPOSITORY), *arguments],
+                capture_output=True,
+                text=True,
+                timeout=GIT_TIMEOUT_S,
+            )
         except (OSError, subprocess.TimeoutExpired):
             return None
         return done.stdout.strip() if done.returncode == 0 else None
+
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain") if commit else None
     return {"git_commit": commit, "git_dirty": None if status is None else bool(status)}

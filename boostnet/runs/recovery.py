@@ -1,21 +1,23 @@
 """Recovery inside an epoch: when to write a recovery checkpoint (every --checkpoint-interval,
 or on a stop signal), the signals that ask for it, and which checkpoint a resume starts from."""
+
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Optional, Union
 
 import torch
 from torch.distributed import ReduceOp
 
+from boostnet.runs.layout import LATEST_CHECKPOINT, RESUMABLE_CHECKPOINTS
+from boostnet.runs.settings import interval_parts
 from utils import distributed
 from utils.checkpoint import load_checkpoint, restore_rng_state
 from utils.errors import EXIT_PREEMPTED, Preempted, UserError
-from boostnet.runs.layout import LATEST_CHECKPOINT, RESUMABLE_CHECKPOINTS
-from boostnet.runs.settings import interval_parts
 from utils.signals import StopSignals
+
 
 class RecoveryTrigger:
     """Decides after each training step whether to write a recovery checkpoint: the
@@ -38,8 +40,9 @@ class RecoveryTrigger:
         self.steps_done += 1
         if self.is_distributed and not at_sync_point:
             return False, None
-        due = ((self.steps is not None and self.steps_done >= self.steps)
-               or (self.seconds is not None and time.monotonic() - self.started >= self.seconds))
+        due = (self.steps is not None and self.steps_done >= self.steps) or (
+            self.seconds is not None and time.monotonic() - self.started >= self.seconds
+        )
         due, stop = self._agree(due, self.signals.requested)
         return due or stop is not None, stop
 
@@ -52,8 +55,7 @@ class RecoveryTrigger:
         if not self.is_distributed:
             return due, stop
         flags = torch.tensor([float(due), float(stop is not None)], device=self.device)
-        due, anyone_stops = (bool(flag) for flag in
-                             distributed.all_reduce_(flags, ReduceOp.MAX).tolist())
+        due, anyone_stops = (bool(flag) for flag in distributed.all_reduce_(flags, ReduceOp.MAX).tolist())
         return due, stop or ("a stop signal on another rank" if anyone_stops else None)
 
 
@@ -72,10 +74,12 @@ class PartialEpoch:
         its did (the batch size and epoch length are flags a resume may not change); else a
         UserError."""
         if checkpoint["world_size"] != world_size:
-            raise UserError(f"--resume: {path} stopped inside epoch {checkpoint['epoch'] + 1} with "
-                            f"{checkpoint['world_size']} process(es), now {world_size}; resume with "
-                            f"the former, or delete {path} to redo that epoch from "
-                            f"{LATEST_CHECKPOINT}")
+            raise UserError(
+                f"--resume: {path} stopped inside epoch {checkpoint['epoch'] + 1} with "
+                f"{checkpoint['world_size']} process(es), now {world_size}; resume with "
+                f"the former, or delete {path} to redo that epoch from "
+                f"{LATEST_CHECKPOINT}"
+            )
         return cls(checkpoint["step"], checkpoint["ranks"], checkpoint["epoch_seconds"])
 
     def restore_rng(self, rank: int) -> None:
@@ -88,8 +92,11 @@ def newest_checkpoint(run_dir: Path, resume: Union[bool, str]) -> Optional[tuple
     and model_latest.pth (epoch, step 0); None when not resuming or (--resume auto) none exists."""
     if not resume:
         return None
-    found = [(path, load_checkpoint(path)) for path in
-             (Path(run_dir) / name for name in RESUMABLE_CHECKPOINTS) if path.is_file()]
+    found = [
+        (path, load_checkpoint(path))
+        for path in (Path(run_dir) / name for name in RESUMABLE_CHECKPOINTS)
+        if path.is_file()
+    ]
     if not found:
         return None
     return max(found, key=lambda item: (item[1]["epoch"], item[1].get("step", 0)))
@@ -97,5 +104,7 @@ def newest_checkpoint(run_dir: Path, resume: Union[bool, str]) -> Optional[tuple
 
 def preempted(signal_name: str, where: str, saved: Path) -> Preempted:
     """The stop a signal caused, saying what was saved and how to continue."""
-    return Preempted(f"{signal_name}: stopped {where} and saved {saved}; the same command with "
-                     f"--resume auto continues it (exit status {EXIT_PREEMPTED})")
+    return Preempted(
+        f"{signal_name}: stopped {where} and saved {saved}; the same command with "
+        f"--resume auto continues it (exit status {EXIT_PREEMPTED})"
+    )

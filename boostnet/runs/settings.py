@@ -1,4 +1,5 @@
 """What the run directory does: where it is, whether to resume, when to save inside an epoch."""
+
 from __future__ import annotations
 
 import math
