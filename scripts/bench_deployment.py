@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.cli import OneLineParser, int_at_least  # noqa: E402
 from utils.errors import run_cli  # noqa: E402
+from utils.machine import cpu_name  # noqa: E402
 
 RECIPE = "msdnet_cifar100_budgeted"
 COST_FRACTION = 0.5
@@ -134,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "recipe": RECIPE,
         "model_flags": list(RECIPES[RECIPE].flags),
         "weights": "random",
-        "device": "cpu",
+        "device": cpu_name(),
         "threads": bench.threads,
         "torch": torch.__version__,
         "onnxruntime": __import__("onnxruntime").__version__,

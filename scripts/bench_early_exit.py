@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from args import parse_args  # noqa: E402
 from utils.cli import OneLineParser  # noqa: E402
 from utils.json_files import write_json  # noqa: E402
+from utils.machine import cpu_name  # noqa: E402
 
 if TYPE_CHECKING:
     from boostnet.evaluation.early_exit import Throughput
@@ -123,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     torch.set_num_threads(bench.threads)
     report = {
-        "device": "cpu",
+        "device": cpu_name(),
         "threads": bench.threads,
         "torch": torch.__version__,
         "batch_size": bench.batch_size,

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.cli import OneLineParser, int_at_least  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
+from utils.machine import cpu_name  # noqa: E402
 
 RESULT_STEM = "real_exit_levels"
 
@@ -88,7 +89,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             run.network, policy, job.model.inputs.channels, Path(folder) / "onnx", request.threads
         )
         rows = speed_table(backends, settings, images, request.batch_sizes, policy.macs[-1], request.repeats)
-    header = {**run.header(), "device": "cpu", "threads": request.threads, "images": len(images),
+    header = {**run.header(), "device": cpu_name(), "threads": request.threads, "images": len(images),
               "repeats": request.repeats, "full_macs": policy.macs[-1]}  # fmt: skip
     write_json(request.run / f"{RESULT_STEM}.json", {**header, "rows": rows})
     write_csv(request.run / f"{RESULT_STEM}.csv", rows)

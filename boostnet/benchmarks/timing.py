@@ -35,6 +35,7 @@ from boostnet.training.step import build_eval_forward, build_train_step
 from utils.distributed import DistInfo, resolve_device
 from utils.errors import UserError
 from utils.json_files import write_json
+from utils.machine import device_name
 
 EARLY_EXIT_LEVEL = 10  # budget level k of docs/evaluation.md: exit shares p_n = q^n / sum q^m with q = 0.5
 EARLY_EXIT_BATCHES = (1, 256)
@@ -360,7 +361,7 @@ def run_benchmark(
     early_exit = [row for _, recipe_rows in timed for row in recipe_rows]
     add_speedups(rows)
     result = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "device": device_name(device),
         "torch": torch.__version__,
         "quick": options.quick,
         "amp": options.amp,

@@ -32,6 +32,7 @@ from boostnet.runs.layout import (
 from utils.checkpoint import write_text_atomically
 from utils.errors import UserError
 from utils.json_files import write_json
+from utils.machine import device_name
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 GIT_TIMEOUT_S = 10
@@ -125,13 +126,6 @@ def code_version() -> dict:
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain") if commit else None
     return {"git_commit": commit, "git_dirty": None if status is None else bool(status)}
-
-
-def device_name(device: torch.device) -> str:
-    """The GPU's marketing name, or the CPU's as the platform reports it."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine()
 
 
 def duration_text(seconds: float) -> str:
