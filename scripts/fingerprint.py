@@ -10,8 +10,13 @@ evaluated anytime, in budgeted batch (all 39 levels) and at a `--budget`:
 
 The fingerprint keeps a SHA-256 of every weight and objective buffer of the final checkpoint,
 the anytime rows, the budgeted levels and the budget's thresholds; file digests, paths and
-times are left out (they change with any change of the checkpoint's metadata).
+times are left out (they change with any change of the checkpoint's metadata). It also records
+the machine (CPU, the vector instructions torch dispatches to, library versions): the digests
+are bit-exact only there, so a fingerprint recorded on another machine may differ everywhere
+without any change of the code. `--against COMMIT` avoids that: it fingerprints COMMIT (in a
+temporary git worktree) and the working tree on this machine and compares the two.
 
+    python scripts/fingerprint.py --against main                   # this change vs. main, here
     python scripts/fingerprint.py --out fingerprint.json            # record
     python scripts/fingerprint.py --check fingerprint.json          # compare, exit 1 if different
 """
@@ -22,11 +27,19 @@ import argparse
 import hashlib
 import json
 import os
+import platform
 import subprocess
 import sys
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from utils.cli import OneLineParser  # noqa: E402
+from utils.errors import UserError, run_cli  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # Copies of tests/conftest.py's tiny models, frozen with the recorded fingerprints: the tests may
@@ -93,12 +106,12 @@ RUNS = {
 }
 
 
-def run(*command: str) -> None:
-    """Run a repository command with one thread; stop with its output if it fails."""
+def run(root: Path, *command: str) -> None:
+    """Run a command of the checkout at `root` with one thread; stop with its output if it fails."""
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, *command], cwd=ROOT, env=env, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, *command], cwd=root, env=env, capture_output=True, text=True)
     if done.returncode != 0:
-        sys.exit(f"{' '.join(command)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+        sys.exit(f"{root}: {' '.join(command)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
 
 
 def tensor_digests(state: dict[str, Any]) -> dict[str, str]:
@@ -138,14 +151,16 @@ def results(run_dir: Path) -> dict[str, Any]:
     }
 
 
-def fingerprint_run(name: str, flags: list[str], folder: Path) -> dict[str, Any]:
-    """Train 2 epochs, resume to 3, evaluate both modes and a budget halfway up the cost range."""
+def fingerprint_run(root: Path, name: str, flags: list[str], folder: Path) -> dict[str, Any]:
+    """Train 2 epochs, resume to 3, evaluate both modes and a budget halfway up the cost range,
+    with the programs of the checkout at `root`."""
     run_dir = folder / name
-    run("train_cifar100.py", *COMMON, *flags, "--epochs", "2", "--result_dir", str(run_dir))
-    run("train_cifar100.py", "--result_dir", str(run_dir), "--resume", "--epochs", "3")
-    run("eval_cifar100.py", "--evaluate-from", str(run_dir), "--checkpoint", "latest", "--workers", "0")
+    run(root, "train_cifar100.py", *COMMON, *flags, "--epochs", "2", "--result_dir", str(run_dir))
+    run(root, "train_cifar100.py", "--result_dir", str(run_dir), "--resume", "--epochs", "3")
+    run(root, "eval_cifar100.py", "--evaluate-from", str(run_dir), "--checkpoint", "latest", "--workers", "0")
     costs = [row["macs"] for row in json.loads((run_dir / "anytime.json").read_text())["exits"]]
     run(
+        root,
         "eval_cifar100.py",
         "--evaluate-from",
         str(run_dir),
@@ -178,22 +193,120 @@ def differences(recorded: Any, found: Any, where: str = "") -> list[str]:
     return [] if recorded == found else [f"{where}: recorded {recorded!r}, found {found!r}"]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    action = parser.add_mutually_exclusive_group(required=True)
-    action.add_argument("--out", type=Path, help="write the fingerprint to this JSON file")
-    action.add_argument("--check", type=Path, help="compare with this recorded fingerprint")
-    options = parser.parse_args()
+def environment() -> dict[str, str]:
+    """What the digests depend on besides the code: the CPU, the vector instructions torch's
+    kernels dispatch to (AVX2 and AVX-512 kernels round differently) and the library versions."""
+    import numpy
+    import torch
+
+    from utils.machine import cpu_name
+
+    return {
+        "cpu": cpu_name(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "python": platform.python_version(),
+        "torch": str(torch.__version__),
+        "numpy": numpy.__version__,
+    }
+
+
+def fingerprint(root: Path, label: str) -> dict[str, Any]:
+    """The fingerprint of the checkout at `root`: this machine's environment and every run's results."""
+    runs = {}
     with tempfile.TemporaryDirectory() as folder:
-        found = {name: fingerprint_run(name, flags, Path(folder)) for name, flags in RUNS.items()}
+        for name, flags in RUNS.items():
+            start = time.monotonic()
+            runs[name] = fingerprint_run(root, name, flags, Path(folder))
+            seconds = time.monotonic() - start
+            print(f"{label}: {name} trained, resumed and evaluated ({seconds:.0f} s)", flush=True)
+    return json.loads(json.dumps({"environment": environment(), "runs": runs}))
+
+
+def recorded_parts(document: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """(environment, runs) of a fingerprint file; files written before the environment was
+    recorded hold the runs alone, and their environment is unknown (None)."""
+    if "runs" in document:
+        return document.get("environment"), document["runs"]
+    return None, document
+
+
+def comparison(recorded: dict[str, Any], found: dict[str, Any], name: str) -> list[str]:
+    """Lines reporting how `found` differs from the fingerprint `recorded` (none when identical);
+    the first says so when the two were not computed in the same environment."""
+    recorded_environment, recorded_runs = recorded_parts(recorded)
+    lines = differences(recorded_runs, found["runs"])
+    if lines and recorded_environment != found["environment"]:
+        where = "an unrecorded machine" if recorded_environment is None else describe(recorded_environment)
+        lines.insert(
+            0,
+            f"note: {name} was computed on {where}, this is {describe(found['environment'])}; the "
+            f"digests are bit-exact only on the same CPU and libraries, so compare with "
+            f"--against COMMIT (the commit the change started from) on one machine",
+        )
+    return lines
+
+
+def describe(environment: dict[str, str]) -> str:
+    """One phrase for an environment: 'AMD EPYC (AVX2), Python 3.11.2, torch 2.4.1, numpy 2.1.0'."""
+    return (
+        f"{environment['cpu']} ({environment['cpu_capability']}), Python {environment['python']}, "
+        f"torch {environment['torch']}, numpy {environment['numpy']}"
+    )
+
+
+@contextmanager
+def worktree(commit: str) -> Iterator[Path]:
+    """A temporary detached git worktree of `commit` of this repository, removed afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix="fingerprint-"))
+    added = subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(folder / "tree"), commit],
+        capture_output=True,
+        text=True,
+    )
+    if added.returncode != 0:
+        folder.rmdir()
+        reason = (added.stderr.strip().splitlines() or ["git failed"])[-1]
+        raise UserError(f"--against {commit}: no worktree of it can be made ({reason})")
+    try:
+        yield folder / "tree"
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(folder / "tree")])
+        folder.rmdir()
+
+
+def parse_fingerprint_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """One action: record, check against a file, or compare with a commit."""
+    parser = OneLineParser(prog="fingerprint.py", description=__doc__.splitlines()[0])
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--out", type=Path, help="write the working tree's fingerprint to this JSON file")
+    action.add_argument("--check", type=Path, help="compare the working tree with this recorded fingerprint")
+    action.add_argument(
+        "--against", metavar="COMMIT", help="compare the working tree with COMMIT, both fingerprinted here"
+    )
+    options = parser.parse_args(argv)
+    if options.check is not None and not options.check.is_file():
+        parser.error(f"--check: no fingerprint file at {options.check}")
+    return options
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Record, check or compare; exit 1 when a comparison finds differences."""
+    options = parse_fingerprint_args(argv)
+    if options.check is not None:
+        recorded, name = json.loads(options.check.read_text()), str(options.check)
+    elif options.against is not None:
+        with worktree(options.against) as tree:
+            recorded, name = fingerprint(tree, options.against), options.against
+    found = fingerprint(ROOT, "working tree")
     if options.out is not None:
         options.out.write_text(json.dumps(found, indent=1, sort_keys=True) + "\n")
-        print(f"fingerprint of {len(found)} runs written to {options.out}")
+        print(f"fingerprint of {len(found['runs'])} runs written to {options.out}")
         return
-    lines = differences(json.loads(options.check.read_text()), json.loads(json.dumps(found)))
-    print("\n".join(lines[:20]) if lines else f"identical to {options.check}")
-    sys.exit(1 if lines else 0)
+    lines = comparison(recorded, found, name)
+    print("\n".join(lines[:21]) if lines else f"identical to {name}")
+    if lines:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -34,6 +34,7 @@ HELPERS = {
     "predict": (["scripts/predict.py"], "scripts/predict.py"),
     "measure_exit_speed": (["scripts/measure_exit_speed.py"], "scripts/measure_exit_speed.py"),
     "bench_deployment": (["scripts/bench_deployment.py"], "scripts/bench_deployment.py"),
+    "fingerprint": (["scripts/fingerprint.py"], "scripts/fingerprint.py"),
 }
 ISSUE_NUMBER = re.compile(r"\(issue \d+\)")
 
