@@ -181,25 +181,13 @@ def test_reserved_flags_are_refused_before_any_work(study_script, tmp_path, caps
     assert not (tmp_path / "s").exists()
 
 
+TWO_SEEDS_TWO_VARIANTS = ["--seeds", "0", "1", "--variants", "boost", "joint", "--jobs", "2"]
+
+
 def test_study_end_to_end_then_reused_refused_and_resumed(study_script, tmp_path, capsys):
     study = study_script
     out = tmp_path / "study"
-    argv = [
-        "--out",
-        str(out),
-        "--seeds",
-        "0",
-        "1",
-        "--variants",
-        "boost",
-        "joint",
-        "--jobs",
-        "2",
-        "--dataset",
-        "digits",
-        "--",
-        *TINY_RUN,
-    ]
+    argv = ["--out", str(out), *TWO_SEEDS_TWO_VARIANTS, "--dataset", "digits", "--", *TINY_RUN]
     study.main(argv)
     first = capsys.readouterr().out
     assert first.count("trained in") == 4 and "reused" not in first
