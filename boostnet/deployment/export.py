@@ -24,6 +24,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 from torch.export.pt2_archive.constants import TENSOR_CONSTANT_FILENAME_PREFIX, WEIGHT_FILENAME_PREFIX
+from tqdm import tqdm
 
 from boostnet.deployment.runner import OnnxStages, StageBackend, TorchStages
 from boostnet.deployment.stages import FlatStage, StageSignature, flat_stages, signatures
@@ -67,6 +68,7 @@ def write_onnx(stage: FlatStage, example: tuple[Tensor, ...], names: StageSignat
             opset_version=ONNX_OPSET,
             dynamo=True,
             external_data=False,
+            verbose=False,  # else eight progress lines per stage on stdout
         )
 
 
@@ -132,7 +134,9 @@ def export_run(network: BoostedNetwork, policy: ExitPolicy, channels: int, form:
     building.mkdir(parents=True)
     try:
         entries = []
-        for n, (stage, example, names) in enumerate(zip(stages, examples, signatures(network, examples))):
+        named = list(zip(stages, examples, signatures(network, examples)))
+        progress = tqdm(named, desc=f"{form} export", unit="stage", disable=None)  # bar on a terminal only
+        for n, (stage, example, names) in enumerate(progress):
             path = building / f"stage_{n}{FORMATS[form]}"
             WRITERS[form](stage, example, names, path)
             entries.append(
