@@ -53,7 +53,7 @@ def half_cost_policy(network: Any, costs: list[int], images: Any) -> Any:
 
     from adaptive_inference import thresholds_for_budget
     from boostnet.data.datasets import DATASETS
-    from boostnet.evaluation.policy import SCHEMA, SCHEMA_VERSION, parse_policy, preprocessing_of
+    from boostnet.evaluation.policy import runless_policy
 
     with torch.inference_mode():
         probs = network.probabilities(network.backbone(images))
@@ -64,17 +64,7 @@ def half_cost_policy(network: Any, costs: list[int], images: Any) -> Any:
         "expected_macs": choice.val_expected_cost,
     }
     budget.update(test_accuracy=None, test_expected_macs=None)
-    document = {
-        "schema": SCHEMA,
-        "version": SCHEMA_VERSION,
-        "checkpoint_sha256": "random weights",
-        "exit_costs": {"macs": costs},
-        "classes": [str(label) for label in range(probs.shape[2])],
-        "preprocessing": preprocessing_of(DATASETS["cifar100"]),
-        "levels": [],
-        "budget": budget,
-    }
-    return parse_policy(document, Path("<benchmark>"))
+    return runless_policy(costs, DATASETS["cifar100"], budget)
 
 
 def verdict(rows: list[dict[str, Any]]) -> dict[str, Any]:

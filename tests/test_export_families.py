@@ -5,8 +5,6 @@ here each family gets random weights, which is all the stages' agreement needs."
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -15,9 +13,10 @@ from args import parse_args
 from boostnet.data.datasets import DATASETS
 from boostnet.deployment.export import export_run, load_export
 from boostnet.deployment.runner import stage_outputs
-from boostnet.evaluation.policy import SCHEMA, SCHEMA_VERSION, parse_policy, preprocessing_of
-from models.objectives import objective
+from boostnet.evaluation.policy import ExitPolicy, runless_policy
+from models.boosting import BoostedNetwork
 from tests.conftest import TINY_MSDNET, TINY_RANET
+from tests.run_fixtures import network_of
 
 RELATIVE_TOLERANCE = 1e-4
 FAMILIES = {
@@ -33,23 +32,13 @@ FAMILIES = {
 }
 
 
-def random_network(flags: list[str]) -> tuple[torch.nn.Module, object]:
+def random_network(flags: list[str]) -> tuple[BoostedNetwork, ExitPolicy]:
     """The family's network on digits (32x32, 10 classes) with seeded random weights, in eval mode,
     and an exit policy for it without levels (export needs its input shape and costs)."""
     torch.manual_seed(0)
     job = parse_args(["--dataset", "digits", *flags])
-    network = objective(job.objective.name).network(job.model.build(), job.objective, job.model.num_exits)
-    document = {
-        "schema": SCHEMA,
-        "version": SCHEMA_VERSION,
-        "checkpoint_sha256": "random weights",
-        "exit_costs": {"macs": [float(n + 1) for n in range(network.num_exits)]},
-        "classes": [str(label) for label in range(10)],
-        "preprocessing": preprocessing_of(DATASETS["digits"]),
-        "levels": [],
-        "budget": None,
-    }
-    return network.eval(), parse_policy(document, Path("<test>"))
+    network = network_of(job, job.model.build()).eval()
+    return network, runless_policy([n + 1 for n in range(network.num_exits)], DATASETS["digits"])
 
 
 @pytest.mark.parametrize("form", ["onnx", "torch-export"])

@@ -146,6 +146,25 @@ def build_policy(
     }
 
 
+def runless_policy(
+    macs: Sequence[float], info: DatasetInfo, budget: Optional[dict[str, Any]] = None
+) -> ExitPolicy:
+    """The policy of a network no evaluated run stands behind (random weights, for benchmarks and
+    tests): its cumulative costs, `info`'s preprocessing and numbered classes, no levels, and the
+    `budget` entry if one is given. Its checkpoint digest is "random weights"."""
+    document = {
+        "schema": SCHEMA,
+        "version": SCHEMA_VERSION,
+        "checkpoint_sha256": "random weights",
+        "exit_costs": {"macs": list(macs)},
+        "classes": [str(label) for label in range(info.num_classes)],
+        "preprocessing": preprocessing_of(info),
+        "levels": [],
+        "budget": budget,
+    }
+    return parse_policy(document, Path("<no run>"))
+
+
 def setting(name: str, entry: dict[str, Any]) -> Setting:
     """A stored level or budget entry as a typed setting."""
     return Setting(
