@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.cli import OneLineParser  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
+from utils.machine import cpu_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # Copies of tests/conftest.py's tiny models, frozen with the recorded fingerprints: the tests may
@@ -198,8 +199,6 @@ def environment() -> dict[str, str]:
     kernels dispatch to (AVX2 and AVX-512 kernels round differently) and the library versions."""
     import numpy
     import torch
-
-    from utils.machine import cpu_name
 
     return {
         "cpu": cpu_name(),
