@@ -42,6 +42,14 @@ class ObjectiveConfig:
                 f"or {num_exits} (the number of exits)"
             )
 
+    def network(self, backbone: "nn.Module", num_exits: int) -> "BoostedNetwork":
+        """`backbone` read as this objective's ensemble of `num_exits` exits."""
+        return objective(self.name).network(backbone, self, num_exits)
+
+    def loss(self, num_exits: int) -> "nn.Module":
+        """The module that turns the network's training outputs into this objective's losses."""
+        return objective(self.name).loss(self, num_exits)
+
 
 @dataclass(frozen=True)
 class Objective:

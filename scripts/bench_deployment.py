@@ -92,12 +92,11 @@ def recipe_network(seed: int) -> tuple[Any, list[int]]:
 
     from args import parse_args
     from boostnet.recipes import RECIPES
-    from models.objectives import objective
 
     torch.manual_seed(seed)
     job = parse_args(list(RECIPES[RECIPE].flags), prog="bench_deployment.py")
     model = job.model.build().eval()
-    network = objective(job.objective.name).network(model, job.objective, job.model.num_exits)
+    network = job.objective.network(model, job.model.num_exits)
     return network, job.model.backbone.cost(model, job.model.inputs).macs
 
 

@@ -76,12 +76,11 @@ def benchmark(flags: list[str], bench: argparse.Namespace) -> tuple[dict, Throug
 
     from adaptive_inference import apply_thresholds, thresholds_for_budget
     from boostnet.evaluation.early_exit import early_exit_predict, early_exit_throughput, expected_cost
-    from models.objectives import objective
 
     torch.manual_seed(bench.seed)
     job = parse_args(flags, prog="bench_early_exit.py")
     model = job.model.build().eval()
-    network = objective(job.objective.name).network(model, job.objective, job.model.num_exits)
+    network = job.objective.network(model, job.model.num_exits)
     costs = job.model.backbone.cost(model, job.model.inputs).macs
     batches = [torch.randn(bench.batch_size, 3, 32, 32) for _ in range(bench.batches)]
 

@@ -13,7 +13,6 @@ from boostnet.runs.records import BEST_CHECKPOINT, LATEST_CHECKPOINT, write_conf
 from boostnet.training.settings import TrainingJob
 from models.boosting import BoostedNetwork, ExitObjective
 from models.multi_exit import MultiExitNetwork
-from models.objectives import objective
 from tests.conftest import TINY_MSDNET
 from utils.checkpoint import save_checkpoint
 
@@ -47,12 +46,12 @@ def tiny_job(*extra: str) -> TrainingJob:
 
 def network_of(job: TrainingJob, model: MultiExitNetwork) -> BoostedNetwork:
     """`model` read as the job's objective reads it (F_n for boost, f_n for joint)."""
-    return objective(job.objective.name).network(model, job.objective, job.model.num_exits)
+    return job.objective.network(model, job.model.num_exits)
 
 
 def losses_of(job: TrainingJob) -> ExitObjective:
     """The job's per-exit losses."""
-    return objective(job.objective.name).loss(job.objective, job.model.num_exits)
+    return job.objective.loss(job.model.num_exits)
 
 
 def boosted_recurrence(logits: list[torch.Tensor], factors: list[float]) -> list[torch.Tensor]:

@@ -9,6 +9,7 @@ from torch import nn
 
 from args import parse_args
 from models.boosting import BoostedNetwork, ExitObjective, reweight_factors
+from models.objectives import ObjectiveConfig
 from tests.conftest import TINY_MSDNET
 from tests.run_fixtures import boosted_recurrence, network_of
 
@@ -27,6 +28,14 @@ def test_reweight_expansion():
     assert reweight_factors([0.5], 3) == [0.5, 0.5, 0.5]
     assert reweight_factors([0.0, 1.0], 5) == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert reweight_factors([0.1, 0.2, 0.3], 3) == [0.1, 0.2, 0.3]
+
+
+def test_objective_settings_build_the_network_and_losses_their_loss_names():
+    boost = ObjectiveConfig("boost", reweight=(0.2, 1.0), loss_equal=True).network(nn.Identity(), 5)
+    assert boost.factors == reweight_factors([0.2, 1.0], 5)
+    assert ObjectiveConfig("joint").network(nn.Identity(), 5).factors is None
+    losses = ObjectiveConfig("boost", loss_equal=True, smoothing=0.1).loss(4)
+    assert (len(losses.loss_ema), losses.loss_equal, losses.smoothing) == (4, True, 0.1)
 
 
 def test_boosted_loss_equals_spec_formula():

@@ -9,15 +9,14 @@ from boostnet.training.optim import parameter_groups
 from boostnet.training.settings import TrainingJob
 from boostnet.training.step import make_sgd
 from models.boosting import BoostedNetwork
-from models.objectives import objective
 
 
 def build(job: TrainingJob, device: torch.device) -> tuple[BoostedNetwork, torch.nn.Module]:
     """The recipe's network (seeded) and its losses on `device`."""
     torch.manual_seed(0)
-    method, exits = objective(job.objective.name), job.model.num_exits
-    network = method.network(job.model.build().to(device), job.objective, exits)
-    return network, method.loss(job.objective, exits).to(device)
+    exits = job.model.num_exits
+    network = job.objective.network(job.model.build().to(device), exits)
+    return network, job.objective.loss(exits).to(device)
 
 
 def sgd_for(job: TrainingJob, network: BoostedNetwork, device: torch.device) -> torch.optim.SGD:

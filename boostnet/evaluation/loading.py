@@ -12,7 +12,6 @@ from boostnet.evaluation.checkpoint_choice import EvaluatedCheckpoint, describe_
 from boostnet.evaluation.settings import EvaluationJob
 from models.boosting import BoostedNetwork
 from models.costs import ExitCosts
-from models.objectives import objective
 from utils.checkpoint import file_digest, load_checkpoint, load_weights
 from utils.distributed import DistInfo, resolve_device, use_threads
 from utils.errors import UserError
@@ -61,9 +60,7 @@ def load_run(job: EvaluationJob) -> LoadedRun:
     )
     costs = job.model.backbone.cost(model, job.model.inputs)
     device = resolve_device(job.runtime.device, DistInfo())
-    network = objective(job.objective.name).network(
-        model.to(device).eval(), job.objective, job.model.num_exits
-    )
+    network = job.objective.network(model.to(device).eval(), job.model.num_exits)
     described = describe_checkpoint(
         job.checkpoint_file, checkpoint, job.config, file_digest(job.checkpoint_file)
     )

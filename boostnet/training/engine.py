@@ -56,7 +56,6 @@ from boostnet.training.step import (
     resolve_step_mode,
 )
 from models.multi_exit import MultiExitNetwork
-from models.objectives import Objective, objective
 from utils import distributed
 from utils.checkpoint import (
     capture_rng_state,
@@ -129,8 +128,7 @@ class Trainer:
         )
         seed_everything(job.train.seed)
         self.model = self._build_model()
-        method = objective(job.objective.name)
-        self.objective = method.loss(job.objective, self.model.num_exits).to(device)
+        self.objective = job.objective.loss(self.model.num_exits).to(device)
         newest = newest_checkpoint(self.run_dir, job.run.resume)
         if newest is None:  # a fresh start: the backbone's own initialisation (e.g. --pretrained)
             job.model.initialise(self.model)
@@ -149,7 +147,7 @@ class Trainer:
             self._resume(*newest)
         self.recovery = RecoveryTrigger(job.run.checkpoint_interval, device, info.is_distributed)
         self.epoch_started = time.perf_counter()
-        self.train_step, self.eval_forward = self._build_steps(method)
+        self.train_step, self.eval_forward = self._build_steps()
         self.log = RunLog(self.run_dir, info.is_main)
 
     def _gpu_batches(self, train_set: Dataset) -> Optional[GpuBatches]:
@@ -169,14 +167,14 @@ class Trainer:
             std=data.std,
         )
 
-    def _build_steps(self, method: Objective) -> tuple[TrainStep, EvalForward]:
+    def _build_steps(self) -> tuple[TrainStep, EvalForward]:
         """The training step and the validation forward for the step mode the speed flags ask for
         (built after any resume, so a captured step holds the restored state)."""
         job = self.job
         mode = resolve_step_mode(job.speed, self.device, self.info.world_size, job.train.opt)
         exits = self.model.num_exits
         train_step = build_train_step(
-            method.network(self._training_model(), job.objective, exits),
+            job.objective.network(self._training_model(), exits),
             self.objective,
             self.optimizer,
             mode,
@@ -185,7 +183,7 @@ class Trainer:
             scaler=self.scaler,
         )
         eval_forward = build_eval_forward(
-            method.network(self._validated_model(), job.objective, exits),
+            job.objective.network(self._validated_model(), exits),
             mode,
             job.speed.amp,
             job.speed.channels_last,
