@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import io
 import json
 import shutil
 import sys
@@ -276,23 +277,52 @@ def test_bad_exports_and_inputs_are_one_line_with_status_2(deployed, tmp_path, c
     assert status == 2 and "already exists" in err and file_states(deployed["onnx"]) == before
 
 
-def test_a_torch_export_archive_with_pickled_payloads_is_refused(deployed, tmp_path, capsys):
+class Payload:
+    """A pickled object that creates `marker` when it is unpickled: proof that loading ran code."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def tampered_archive(deployed: dict[str, Path], folder: Path, change: Callable) -> None:
+    """A copy of the torch.export export in `folder` whose stage 0 archive `change` rewrote
+    (change(name, data) -> [(name, data), ...]), its manifest digest updated as an attacker would."""
     import zipfile
 
-    folder = tmp_path / "pickled"
     shutil.copytree(deployed["pt2"], folder)
     stage = folder / "stage_0.pt2"
     with zipfile.ZipFile(deployed["pt2"] / "stage_0.pt2") as source, zipfile.ZipFile(stage, "w") as target:
         for item in source.infolist():
-            data = source.read(item.filename)
-            if item.filename.endswith("weights_config.json"):
-                data = data.replace(b'"use_pickle": false', b'"use_pickle": true', 1)
-            target.writestr(item, data)
+            for name, data in change(item.filename, source.read(item.filename)):
+                target.writestr(name, data)
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["stages"][0]["sha256"] = hashlib.sha256(stage.read_bytes()).hexdigest()
     (folder / "manifest.json").write_text(json.dumps(manifest))
-    status, out, err = run_script("predict", [folder, deployed["pngs"]], capsys)
-    assert (status, out) == (2, "") and "pickled objects" in err
+
+
+def test_a_torch_export_archive_that_could_unpickle_is_refused_before_loading(deployed, tmp_path, capsys):
+    marker = tmp_path / "unpickled"
+    pickled = io.BytesIO()
+    torch.save({"weight": Payload(marker)}, pickled)
+
+    def flag_pickle(name: str, data: bytes) -> list:
+        if name.endswith("weights_config.json"):
+            data = data.replace(b'"use_pickle": false', b'"use_pickle": true', 1)
+        return [(name, data)]
+
+    def add_legacy_weights(name: str, data: bytes) -> list:  # torch.export.load prefers this file
+        extra = [("stage_0/data/weights/model.pt", pickled.getvalue())] if name.endswith("model.json") else []
+        return [(name, data), *extra]
+
+    cases = {"use_pickle": (flag_pickle, "pickled objects"), "legacy": (add_legacy_weights, "model.pt")}
+    for case, (change, words) in cases.items():
+        tampered_archive(deployed, tmp_path / case, change)
+        status, out, err = run_script("predict", [tmp_path / case, deployed["pngs"]], capsys)
+        assert (status, out, len(err.splitlines())) == (2, "", 1) and words in err, (case, err)
+    assert not marker.exists()
 
 
 def test_run_policy_names_its_checkpoint(deployed):

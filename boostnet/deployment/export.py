@@ -4,8 +4,8 @@ An export directory holds one file per exit stage (`stage_<n>.onnx` or `stage_<n
 run's `exit_policy.json` (thresholds, costs, class names, preprocessing) and `manifest.json`:
 format, checkpoint SHA-256, whether the exits are boosted, and per stage its file, SHA-256 and
 tensor names (boostnet/deployment/stages.py). Loading checks every digest before reading a file,
-and never unpickles: ONNX files are protobuf, and a torch.export archive is refused when any of
-its payloads would be unpickled (:func:`check_pt2_archive`).
+and never unpickles: ONNX files are protobuf, and a torch.export archive is refused unless it holds
+nothing but what torch.export.save writes for plain tensors (:func:`check_pt2_archive`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import copy
 import io
 import json
 import pickle
+import re
 import shutil
 import warnings
 import zipfile
@@ -199,11 +200,32 @@ def checked_stage_file(folder: Path, entry: dict[str, Any]) -> Path:
     return path
 
 
+# Every entry torch.export.save writes for one program named "model" holding only tensors; an
+# archive with anything else is refused, because torch.export.load unpickles some other entries
+# (a legacy `data/weights/model.pt`, custom objects, the pre-2.7 zip layout) with weights_only=False.
+PT2_ENTRIES = re.compile(
+    r"[^/]+/("
+    r"archive_format|archive_version|byteorder|\.data/version|\.data/serialization_id|models/model\.json"
+    r"|data/weights/model_weights_config\.json|data/constants/model_constants_config\.json"
+    r"|data/sample_inputs/model\.pt"
+    rf"|data/weights/{WEIGHT_FILENAME_PREFIX}\d+|data/constants/{TENSOR_CONSTANT_FILENAME_PREFIX}\d+"
+    r")"
+)
+
+
 def check_pt2_archive(path: Path) -> None:
-    """Refuse a torch.export archive any of whose payloads torch.export.load would unpickle."""
+    """Refuse a torch.export archive that torch.export.load could unpickle anything from: every
+    entry must be one torch.export.save writes for plain tensors (:data:`PT2_ENTRIES`), no payload
+    may be marked for pickling, and the sample inputs must load with weights_only=True."""
     try:
         with zipfile.ZipFile(path) as archive:
-            for name in archive.namelist():
+            names = archive.namelist()
+            foreign = [name for name in names if not PT2_ENTRIES.fullmatch(name)]
+            if foreign:
+                raise UserError(f"{path}: holds {foreign[0]}, which exports never hold; refused")
+            if not any(name.endswith("/models/model.json") for name in names):
+                raise UserError(f"{path}: no program (models/model.json) in this torch.export archive")
+            for name in names:
                 if name.endswith(("weights_config.json", "constants_config.json")):
                     for payload in json.loads(archive.read(name)).get("config", {}).values():
                         if payload.get("use_pickle") or not payload.get("path_name", "").startswith(
@@ -212,7 +234,7 @@ def check_pt2_archive(path: Path) -> None:
                             raise UserError(
                                 f"{path}: holds pickled objects; refused (exports hold tensors only)"
                             )
-                elif "sample_inputs" in name:
+                elif name.endswith("/data/sample_inputs/model.pt"):
                     torch.load(io.BytesIO(archive.read(name)), weights_only=True)
     except (zipfile.BadZipFile, OSError, ValueError, RuntimeError, pickle.UnpicklingError) as error:
         raise UserError(f"{path}: not a readable torch.export archive ({error})") from None
