@@ -41,7 +41,13 @@ def parse_predict_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         "--budget", type=float, help="MACs per image: the policy's most accurate setting within it"
     )
     choice.add_argument("--level", type=int, help="budget level K of the policy's sweep")
-    choice.add_argument("--thresholds", type=float, nargs="+", help="one confidence threshold per exit")
+    choice.add_argument(
+        "--thresholds",
+        type=float,
+        nargs="+",
+        metavar="T",
+        help="confidence threshold per exit (the last exit takes every sample left: its may be left out)",
+    )
     choice.add_argument(
         "--latency-budget",
         type=float,

@@ -266,3 +266,18 @@ def test_a_count_below_its_minimum_or_not_an_integer_is_one_line(text, line, cap
     with pytest.raises(SystemExit) as stop:
         parser.parse_args(["--count", text])
     assert (stop.value.code, capsys.readouterr().err) == (2, line)
+
+
+def test_a_reader_that_goes_away_ends_a_command_quietly(repo_root):
+    """`predict.py ... | head`: output to a closed pipe stops the command with status 141, as
+    SIGPIPE ends Unix tools, and no traceback (the output fills the pipe first, so it must block)."""
+    program = (
+        "from utils.errors import run_cli\n"
+        "run_cli(lambda argv: [print('x' * 99, flush=True) for _ in range(100_000)])\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", program], cwd=repo_root, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert child.stdout.readline() == b"x" * 99 + b"\n"
+    child.stdout.close()
+    assert (child.wait(), child.stderr.read()) == (141, b"")

@@ -229,6 +229,64 @@ def test_an_unreadable_file_is_one_line_and_the_others_are_classified(deployed, 
     assert len(out.splitlines()) == PNG_IMAGES + 1
 
 
+def test_sixteen_bit_grey_reads_as_its_eight_bit_levels_and_an_oversized_image_is_one_line(
+    deployed, tmp_path, capsys, monkeypatch
+):
+    from boostnet.deployment.images import image_transform, read_image
+
+    policy = read_policy(deployed["run"] / POLICY_FILE)
+    grey = np.asarray(Image.open(deployed["pngs"] / "test_0000.png").convert("L"))
+    Image.fromarray(grey).save(tmp_path / "grey8.png")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "grey16.png")
+    assert Image.open(tmp_path / "grey16.png").mode == "I;16"
+    transform = image_transform(policy)
+    eight, _ = read_image(tmp_path / "grey8.png", policy, transform)
+    sixteen, _ = read_image(tmp_path / "grey16.png", policy, transform)
+    assert torch.equal(eight, sixteen)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 32 * 32 // 4)  # a 32x32 image is then a "bomb"
+    status, out, err = run_script("predict", [deployed["onnx"], tmp_path / "grey8.png"], capsys)
+    assert status == 1 and "grey8.png: cannot read this image" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("choice", ["--budget", "--thresholds"])
+def test_predict_by_budget_or_explicit_thresholds_uses_that_setting(deployed, choice, capsys):
+    export = load_export(deployed["onnx"])
+    policy = export.policy
+    if choice == "--budget":  # between two levels' costs: the best level that fits
+        budget = (policy.levels[9].expected_macs + policy.levels[10].expected_macs) / 2
+        fitting = [entry for entry in policy.levels + [policy.budget] if entry.expected_macs <= budget]
+        setting = max(fitting, key=lambda entry: (entry.val_accuracy, -entry.expected_macs))
+        flags, thresholds = ["--budget", str(budget)], setting.thresholds
+    else:
+        thresholds = [0.2, 0.15, float("-inf")]
+        flags = ["--thresholds", "0.2", "0.15"]  # the last exit's may be left out
+    status, out, _ = run_script("predict", [deployed["onnx"], deployed["pngs"], "--json", *flags], capsys)
+    rows = [json.loads(line) for line in out.splitlines()]
+    images = torch.stack(
+        [
+            image_transform_of(policy)(Image.open(deployed["pngs"] / f"test_{k:04d}.png"))
+            for k in range(PNG_IMAGES)
+        ]
+    )
+    decisions = classify(export.backend, images, thresholds)
+    assert status == 0 and [(row["exit"], row["label"]) for row in rows[:-1]] == list(
+        zip((decisions.exits + 1).tolist(), decisions.classes.tolist())
+    )
+    cheapest = min(entry.expected_macs for entry in policy.levels + [policy.budget])
+    status, out, err = run_script(
+        "predict", [deployed["onnx"], deployed["pngs"], "--budget", str(cheapest / 2)], capsys
+    )
+    assert (status, out, len(err.splitlines())) == (2, "", 1) and "the cheapest setting" in err
+
+
+def image_transform_of(policy):
+    """predict.py's transform of an opened image (RGB, the policy's preprocessing)."""
+    from boostnet.deployment.images import image_transform
+
+    transform = image_transform(policy)
+    return lambda image: transform(image.convert("RGB"))
+
+
 def test_torch_export_backend_matches_onnx(deployed, capsys):
     results = []
     for folder in ("onnx", "pt2"):
@@ -260,6 +318,23 @@ def damaged_copies(deployed: dict[str, Path], tmp_path: Path) -> dict[str, tuple
     manifest["stages"][1]["sha256"] = hashlib.sha256(b"garbage").hexdigest()
     (corrupt / "manifest.json").write_text(json.dumps(manifest))
     cases["corrupt onnx"] = (corrupt, "ONNX Runtime cannot load")
+    edits = {
+        "manifest without stages": ("manifest.json", lambda m: m.pop("stages"), "damaged export manifest"),
+        "reordered stages": ("manifest.json", lambda m: m["stages"].reverse(), "do not run one after"),
+        "boosted flag wrong": ("manifest.json", lambda m: m.update(boosted=False), "do not run one after"),
+        "level short of thresholds": (
+            "exit_policy.json",
+            lambda p: p["levels"][3]["thresholds"].pop(),
+            "damaged exit policy",
+        ),
+    }
+    for name, (file, edit, words) in edits.items():
+        folder = tmp_path / name.replace(" ", "_")
+        shutil.copytree(deployed["onnx"], folder)
+        document = json.loads((folder / file).read_text())
+        edit(document)
+        (folder / file).write_text(json.dumps(document))
+        cases[name] = (folder, words)
     return cases
 
 
@@ -272,6 +347,11 @@ def test_bad_exports_and_inputs_are_one_line_with_status_2(deployed, tmp_path, c
     empty.mkdir()
     status, out, err = run_script("predict", [deployed["onnx"], empty], capsys)
     assert (status, out, len(err.splitlines())) == (2, "", 1) and "no image files" in err
+    status, out, err = run_script("predict", [deployed["onnx"], f"{tmp_path}/*"], capsys)
+    assert (status, out, len(err.splitlines())) == (2, "", 1) and "only folders" in err
+    nan = ["--thresholds", "nan", "0.5", "0.5"]
+    status, out, err = run_script("predict", [deployed["onnx"], deployed["pngs"], *nan], capsys)
+    assert (status, out, len(err.splitlines())) == (2, "", 1) and "--thresholds: nan" in err
     before = file_states(deployed["onnx"])
     status, _, err = run_script("export", [deployed["run"], "--out", deployed["onnx"]], capsys)
     assert status == 2 and "already exists" in err and file_states(deployed["onnx"]) == before

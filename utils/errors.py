@@ -1,10 +1,12 @@
 """User-facing errors and the command-line wrapper that reports them without a traceback."""
 
+import os
 import sys
 from typing import Callable, NoReturn, Optional, Sequence
 
 EXIT_USER_ERROR = 2
 EXIT_PREEMPTED = 75  # sysexits' EX_TEMPFAIL: stopped on request, rerun with --resume auto
+EXIT_BROKEN_PIPE = 141  # what a shell reports for a tool that SIGPIPE ended (128 + 13)
 
 
 class UserError(Exception):
@@ -20,7 +22,8 @@ def run_cli(
     main: Callable[[Optional[Sequence[str]]], object], argv: Optional[Sequence[str]] = None
 ) -> NoReturn:
     """Run `main(argv)`; a UserError becomes `error: <msg>` on stderr and exit status 2, a
-    Preempted stop `stopped: <msg>` and exit status EXIT_PREEMPTED."""
+    Preempted stop `stopped: <msg>` and exit status EXIT_PREEMPTED. When the reader of stdout
+    goes away (`predict.py ... | head`) it stops quietly with EXIT_BROKEN_PIPE, as Unix tools do."""
     try:
         main(argv)
     except UserError as error:
@@ -30,4 +33,7 @@ def run_cli(
     except Preempted as stop:
         print(f"stopped: {stop}", file=sys.stderr, flush=True)
         sys.exit(EXIT_PREEMPTED)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # else exit's flush fails again
+        sys.exit(EXIT_BROKEN_PIPE)
     sys.exit(0)

@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.export.pt2_archive.constants import TENSOR_CONSTANT_FILENAME_PREFIX, WEIGHT_FILENAME_PREFIX
 from tqdm import tqdm
 
-from boostnet.deployment.runner import OnnxStages, StageBackend, TorchStages
+from boostnet.deployment.runner import OnnxStages, StageBackend, TorchStages, stage_outputs
 from boostnet.deployment.stages import FlatStage, StageSignature, flat_stages, signatures
 from boostnet.evaluation.early_exit import inference_model
 from boostnet.evaluation.policy import POLICY_FILE, ExitPolicy, check_digest, read_policy
@@ -187,7 +188,31 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         raise UserError(
             f"{path}: export version {document.get('version')} / format {document.get('format')} unknown"
         )
+    stages = document.get("stages")
+    if not (
+        isinstance(document.get("checkpoint_sha256"), str)
+        and isinstance(document.get("boosted"), bool)
+        and isinstance(stages, list)
+        and stages
+        and all(map(is_stage_entry, stages))
+    ):
+        raise UserError(
+            f"{path}: damaged export manifest (it needs checkpoint_sha256, boosted and per stage "
+            f"file, sha256, inputs and outputs)"
+        )
     return document
+
+
+def is_stage_entry(entry: Any) -> bool:
+    """Whether a manifest's stage entry has the fields :func:`manifest` writes, of their types."""
+    return (
+        isinstance(entry, dict)
+        and all(isinstance(entry.get(key), str) for key in ("file", "sha256"))
+        and all(
+            isinstance(entry.get(key), list) and all(isinstance(name, str) for name in entry[key])
+            for key in ("inputs", "outputs")
+        )
+    )
 
 
 def checked_stage_file(folder: Path, entry: dict[str, Any]) -> Path:
@@ -277,12 +302,33 @@ def load_export(folder: Path, threads: int = 1, policy_file: Path | None = None)
         raise UserError(
             f"{folder}: {len(paths)} stages exported, but the policy has {policy.num_exits} exits"
         )
-    boosted = bool(document["boosted"])
+    boosted = document["boosted"]
     if document["format"] == "onnx":
         backend: StageBackend = OnnxStages([onnx_session(path, threads) for path in paths], boosted)
     else:
         backend = TorchStages([torch_program(path) for path in paths], boosted)
+    check_chain(backend, policy, folder)
     return Export(backend, policy, document["format"])
+
+
+def check_chain(backend: StageBackend, policy: ExitPolicy, folder: Path) -> None:
+    """Run one blank image through every stage before any real input, so that stages that do not
+    fit together (reordered or mixed from other exports, a wrong `boosted`) are one line, not a
+    failure in the middle of the work."""
+    image = np.zeros((1, policy.preprocessing.channels, *[policy.preprocessing.image_size] * 2), np.float32)
+    try:
+        outputs = stage_outputs(backend, image)
+    except Exception as error:  # each runtime raises its own kinds for mismatched inputs
+        raise UserError(
+            f"{folder}: the exported stages do not run one after another "
+            f"({' '.join(str(error).split())[:200]})"
+        ) from None
+    wrong = [n for n, output in enumerate(outputs) if output.shape != (1, len(policy.classes))]
+    if wrong:
+        raise UserError(
+            f"{folder}: stage {wrong[0]} gives outputs of shape {tuple(outputs[wrong[0]].shape)}, "
+            f"not one score per class of the policy ({len(policy.classes)})"
+        )
 
 
 def timing_backends(

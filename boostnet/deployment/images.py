@@ -1,9 +1,9 @@
 """Image files for inference: which files the command line names, and how each becomes an input.
 
 Arguments are files, folders (their image files, sorted, not recursive) or glob patterns. Each
-image is read with PIL, converted to the policy's colour mode and put through the data layer's
-evaluation transforms (boostnet/data/loaders.py) built from the policy's preprocessing, so a
-saved test image gives the tensor evaluation computed for it.
+image is read with PIL (16-bit grey levels scaled to 8 bits), converted to the policy's colour
+mode and put through the data layer's evaluation transforms (boostnet/data/loaders.py) built from
+the policy's preprocessing, so a saved test image gives the tensor evaluation computed for it.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import glob
 from pathlib import Path
 from typing import Optional, Sequence
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
@@ -19,6 +20,7 @@ from boostnet.data.loaders import Transform, folder_transforms
 from boostnet.evaluation.policy import ExitPolicy
 from utils.errors import UserError
 
+SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
@@ -33,7 +35,7 @@ def folder_images(folder: Path) -> list[Path]:
 
 
 def image_paths(arguments: Sequence[str]) -> list[Path]:
-    """Every file the arguments name, in order; a name that matches nothing is refused."""
+    """Every file the arguments name, in order; an argument that names no file is refused."""
     paths: list[Path] = []
     for argument in arguments:
         path = Path(argument)
@@ -43,9 +45,11 @@ def image_paths(arguments: Sequence[str]) -> list[Path]:
             paths.append(path)
         else:
             matches = sorted(Path(match) for match in glob.glob(argument))
-            if not matches:
-                raise UserError(f"{argument}: no such file, folder or matching files")
-            paths.extend(match for match in matches if match.is_file())
+            files = [match for match in matches if match.is_file()]
+            if not files:
+                what = "only folders" if matches else "no such file, folder or matching files"
+                raise UserError(f"{argument}: {what} (a pattern must match image files)")
+            paths.extend(files)
     return paths
 
 
@@ -54,11 +58,20 @@ def image_transform(policy: ExitPolicy) -> Transform:
     return folder_transforms(policy.preprocessing.as_dataset(len(policy.classes)), train=False)
 
 
+def eight_bit(image: Image.Image) -> Image.Image:
+    """`image` with 16-bit grey levels scaled to 8 bits (0..65535 -> 0..255), as the networks
+    were trained on 8-bit images; PIL's own conversion would clip everything above 255 to white."""
+    if image.mode not in SIXTEEN_BIT_MODES:
+        return image
+    levels = np.asarray(image, dtype=np.float64) * (255 / 65535)
+    return Image.fromarray(np.rint(levels).astype(np.uint8), mode="L")
+
+
 def read_image(path: Path, policy: ExitPolicy, transform: Transform) -> tuple[Optional[Tensor], str]:
     """(the network's input for `path`, "") or (None, why it cannot be read)."""
     mode = "RGB" if policy.preprocessing.channels == 3 else "L"
     try:
         with Image.open(path) as image:
-            return transform(image.convert(mode)), ""
-    except (OSError, UnidentifiedImageError, ValueError) as error:
+            return transform(eight_bit(image).convert(mode)), ""
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as error:
         return None, " ".join(str(error).split()) or type(error).__name__

@@ -165,15 +165,14 @@ def runless_policy(
     return parse_policy(document, Path("<no run>"))
 
 
-def setting(name: str, entry: dict[str, Any]) -> Setting:
-    """A stored level or budget entry as a typed setting."""
-    return Setting(
-        name,
-        json_floats(entry["thresholds"]),
-        float(entry["expected_macs"]),
-        float(entry["val_accuracy"]),
-        tuple(int(count) for count in entry["val_exit_counts"]),
-    )
+def setting(name: str, entry: dict[str, Any], num_exits: int) -> Setting:
+    """A stored level or budget entry as a typed setting, refused (ValueError) unless it holds a
+    threshold, not NaN, and an exit count for each of the `num_exits` exits."""
+    thresholds = json_floats(entry["thresholds"])
+    counts = tuple(int(count) for count in entry["val_exit_counts"])
+    if len(thresholds) != num_exits or len(counts) != num_exits or any(map(math.isnan, thresholds)):
+        raise ValueError(f"{name} needs {num_exits} thresholds (not NaN) and exit counts")
+    return Setting(name, thresholds, float(entry["expected_macs"]), float(entry["val_accuracy"]), counts)
 
 
 def parse_policy(document: Any, path: Path) -> ExitPolicy:
@@ -187,9 +186,10 @@ def parse_policy(document: Any, path: Path) -> ExitPolicy:
     try:
         prep = document["preprocessing"]
         budget = document["budget"]
+        macs = [float(m) for m in document["exit_costs"]["macs"]]
         return ExitPolicy(
             checkpoint_sha256=str(document["checkpoint_sha256"]),
-            macs=[float(m) for m in document["exit_costs"]["macs"]],
+            macs=macs,
             classes=[str(name) for name in document["classes"]],
             preprocessing=Preprocessing(
                 int(prep["image_size"]),
@@ -199,8 +199,8 @@ def parse_policy(document: Any, path: Path) -> ExitPolicy:
                 tuple(prep["std"]),
                 int(prep["channels"]),
             ),  # fmt: skip
-            levels=[setting(f"level {entry['level']}", entry) for entry in document["levels"]],
-            budget=None if budget is None else setting(f"budget {budget['budget']:g}", budget),
+            levels=[setting(f"level {entry['level']}", entry, len(macs)) for entry in document["levels"]],
+            budget=None if budget is None else setting(f"budget {budget['budget']:g}", budget, len(macs)),
             document=document,
         )
     except (KeyError, TypeError, ValueError) as error:
@@ -257,9 +257,16 @@ def setting_for_budget(policy: ExitPolicy, budget: float) -> Setting:
 
 
 def explicit_setting(policy: ExitPolicy, thresholds: Sequence[float]) -> Setting:
-    """`--thresholds`: one per exit, as given (expected MACs and accuracy unknown: NaN)."""
-    if len(thresholds) != policy.num_exits:
+    """`--thresholds`: one per exit, or one per exit but the last, which takes every sample still
+    running whatever its threshold (so -inf, which argparse would read as a flag, need not be
+    typed). Expected MACs and accuracy are unknown: NaN."""
+    if len(thresholds) not in (policy.num_exits - 1, policy.num_exits):
         raise UserError(
-            f"--thresholds: the network has {policy.num_exits} exits, got {len(thresholds)} values"
+            f"--thresholds: the network has {policy.num_exits} exits; give {policy.num_exits - 1} or "
+            f"{policy.num_exits} values, not {len(thresholds)}"
         )
-    return Setting("explicit thresholds", list(thresholds), math.nan, math.nan)
+    if any(map(math.isnan, thresholds)):
+        raise UserError("--thresholds: nan is no threshold (a sample leaves when its confidence reaches it)")
+    return Setting(
+        "explicit thresholds", [*thresholds[: policy.num_exits - 1], -math.inf], math.nan, math.nan
+    )
