@@ -7,7 +7,8 @@ early exit on the first --images test images is timed against the full network o
 copy (paired passes, medians), with eager PyTorch (conv+BN folded) and ONNX Runtime (stages
 exported to a temporary folder), at each batch size. Per row: promised speed-up (full MACs /
 expected MACs on validation), measured speed-up, their ratio. Written to
-RUN/real_exit_levels.json, .csv and .png (measured vs promised). See docs/deployment.md.
+RUN/real_exit_levels.json, .csv and .png (measured vs promised), or to --out; a measurement
+already there is never overwritten (timings cannot be reproduced). See docs/deployment.md.
 """
 
 from __future__ import annotations
@@ -40,10 +41,27 @@ def parse_speed_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     )
     parser.add_argument("--repeats", type=int_at_least(1), default=5, help="paired timed passes per row")
     parser.add_argument("--threads", type=int_at_least(1), default=1, help="CPU threads of both backends")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        metavar="PATH",
+        help=f"results as PATH.json, .csv and .png (default: RUN/{RESULT_STEM})",
+    )
     request = parser.parse_args(argv)
     if not request.run.is_dir():
         raise UserError(f"{request.run}: not a run directory")
+    request.out = request.out or request.run / RESULT_STEM
+    taken = [path for path in result_files(request.out) if path.exists()]
+    if taken:
+        raise UserError(
+            f"--out {request.out}: {taken[0]} already exists; give another --out (nothing was overwritten)"
+        )
     return request
+
+
+def result_files(stem: Path) -> list[Path]:
+    """The table (JSON, CSV) and the plot written for results stem `stem`."""
+    return [stem.with_name(stem.name + suffix) for suffix in (".json", ".csv", ".png")]
 
 
 def chosen_settings(policy, levels: Optional[list[int]]) -> list:
@@ -91,14 +109,16 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         rows = speed_table(backends, settings, images, request.batch_sizes, policy.macs[-1], request.repeats)
     header = {**run.header(), "device": cpu_name(), "threads": request.threads, "images": len(images),
               "repeats": request.repeats, "full_macs": policy.macs[-1]}  # fmt: skip
-    write_json(request.run / f"{RESULT_STEM}.json", {**header, "rows": rows})
-    write_csv(request.run / f"{RESULT_STEM}.csv", rows)
-    write_speed_plot(request.run / f"{RESULT_STEM}.png", rows, f"{run.name}: real early exit, CPU")
+    table, csv, plot = result_files(request.out)
+    request.out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(table, {**header, "rows": rows})
+    write_csv(csv, rows)
+    write_speed_plot(plot, rows, f"{run.name}: real early exit, CPU")
     for row in rows:
         print(f"{row['setting']:>14} {row['backend']:>11} batch {row['batch_size']:>3}: promised "
               f"{row['promised_speedup']:.2f}x, measured {row['measured_speedup']:.2f}x "
               f"({row['measured_over_promised']:.0%})")  # fmt: skip
-    print(f"written to {request.run / RESULT_STEM}.json/.csv/.png")
+    print(f"written to {request.out}.json/.csv/.png")
 
 
 if __name__ == "__main__":

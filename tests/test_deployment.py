@@ -29,7 +29,7 @@ import eval_cifar100
 from adaptive_inference import exit_indices
 from boostnet.data.class_names import FASHION_MNIST
 from boostnet.data.readers import load_fashion_mnist_mini
-from boostnet.deployment.export import load_export
+from boostnet.deployment.export import is_export, load_export
 from boostnet.deployment.runner import classify, stage_outputs
 from boostnet.deployment.source import run_policy
 from boostnet.evaluation.policy import POLICY_FILE, SCHEMA_VERSION, read_policy
@@ -113,6 +113,74 @@ def test_policy_schema_costs_classes_preprocessing_and_digest(deployed):
     assert document["objective"] == {"name": "boost", "boosted": True, "factors": [0.5, 0.5, 0.5]}
     prep = document["preprocessing"]
     assert (prep["image_size"], prep["channels"], prep["mean"]) == (32, 3, [0.219] * 3)
+
+
+def test_a_later_evaluation_keeps_what_an_earlier_one_fitted_and_flat_curve_levels_deploy_their_accuracy(
+    deployed, tmp_path, capsys
+):
+    run = tmp_path / "run"
+    shutil.copytree(deployed["run"], run)
+    earlier = json.loads((run / POLICY_FILE).read_text())
+    eval_cifar100.main(
+        ["--evaluate-from", str(run), "--evalmode", "dynamic", "--flat_curve", "--workers", "0"]
+    )
+    assert "with the budget fitted earlier for this checkpoint" in capsys.readouterr().out
+    policy = json.loads((run / POLICY_FILE).read_text())
+    assert policy["budget"] == earlier["budget"]
+    sweep = {level["level"]: level for level in json.loads((run / "budgeted.json").read_text())["levels"]}
+    borrowed = 0
+    for entry in policy["levels"]:
+        source = sweep[entry["thresholds_of_level"]]
+        assert sweep[entry["level"]]["accuracy_level"] == entry["thresholds_of_level"] <= entry["level"]
+        assert (
+            entry["thresholds"],
+            entry["expected_macs"],
+            entry["val_accuracy"],
+            entry["test_accuracy"],
+        ) == (
+            source["thresholds"],
+            source["val_expected_cost"],
+            source["val_accuracy"],
+            source["test_accuracy"],
+        )
+        borrowed += entry["thresholds_of_level"] != entry["level"]
+    assert borrowed > 0  # the flat curve did flatten some levels, so the rule was exercised
+    eval_cifar100.main(
+        ["--evaluate-from", str(run), "--evalmode", "anytime", "--budget", "3e6", "--workers", "0"]
+    )
+    again = json.loads((run / POLICY_FILE).read_text())
+    assert again["levels"] == policy["levels"] and again["budget"]["budget"] == 3e6
+
+
+def test_an_earlier_policy_of_other_weights_is_not_kept(deployed):
+    from boostnet.evaluation.policy import with_earlier_settings
+
+    earlier = deployed["run"] / POLICY_FILE
+    document = {**json.loads(earlier.read_text()), "levels": [], "budget": None}
+    assert with_earlier_settings(document, earlier)[1] == ["levels", "budget"]
+    for key, value in (("checkpoint_sha256", "0" * 64), ("weights", "ema")):
+        assert with_earlier_settings({**document, key: value}, earlier) == ({**document, key: value}, [])
+
+
+def policy_table() -> dict[str, str]:
+    """docs/deployment.md's exit-policy table: every field named in a row's first cell, with the
+    row's meaning."""
+    import re
+
+    page = (ROOT / "docs" / "deployment.md").read_text()
+    section = page.split("## The exit policy")[1].split("\n## ")[0]
+    rows = [line.split("|")[1:3] for line in section.splitlines() if line.startswith("| `")]
+    return {name: meaning for fields, meaning in rows for name in re.findall(r"`(\w+)`", fields)}
+
+
+def test_the_documented_policy_schema_names_every_field_written(deployed):
+    import re
+
+    document = json.loads((deployed["run"] / POLICY_FILE).read_text())
+    table = policy_table()
+    level_fields = set(re.findall(r"`(\w+)`", table["levels"]))
+    assert set(document) <= set(table)
+    assert set(document["levels"][0]) <= level_fields and set(document["budget"]) - {"budget"} <= level_fields
 
 
 def test_a_policy_for_another_checkpoint_is_refused(deployed, tmp_path, capsys):
@@ -355,6 +423,12 @@ def test_bad_exports_and_inputs_are_one_line_with_status_2(deployed, tmp_path, c
     before = file_states(deployed["onnx"])
     status, _, err = run_script("export", [deployed["run"], "--out", deployed["onnx"]], capsys)
     assert status == 2 and "already exists" in err and file_states(deployed["onnx"]) == before
+    mine = tmp_path / "fresh.partial"  # a name an export of `fresh` once built in, and removed
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    status, _, err = run_script("export", [deployed["run"], "--out", tmp_path / "fresh"], capsys)
+    assert status == 0 and (mine / "notes.txt").read_text() == "mine", err
+    assert is_export(tmp_path / "fresh") and not list(tmp_path.glob(".fresh*"))
 
 
 class Payload:
@@ -439,6 +513,10 @@ def test_measured_speed_rows_hold_promise_and_measurement_per_level(deployed, ca
     assert {(row["backend"], row["batch_size"]) for row in rows} == {
         (backend, size) for backend in ("pytorch", "onnxruntime") for size in (1, 4)
     }
+    before = file_states(run)
+    status, out, err = run_script("measure_exit_speed", argv, capsys)
+    assert (status, out, len(err.splitlines())) == (2, "", 1) and "already exists" in err
+    assert file_states(run) == before
 
 
 def test_latency_budget_picks_the_most_accurate_setting_that_fits(deployed, capsys):

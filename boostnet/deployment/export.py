@@ -16,6 +16,7 @@ import json
 import pickle
 import re
 import shutil
+import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -129,11 +130,11 @@ def eager_backend(network: BoostedNetwork, policy: ExitPolicy, channels: int) ->
 
 def export_run(network: BoostedNetwork, policy: ExitPolicy, channels: int, form: str, out: Path) -> None:
     """Write the export of `network` (CPU, eval mode) with `policy` to the new directory `out`;
-    it is built beside `out` and renamed at the end, so a failure leaves nothing behind."""
+    it is built in a fresh hidden directory beside `out` and renamed at the end, so a failure
+    leaves nothing behind and nothing already there is touched."""
     stages, examples = flat_stages(network, example_images(policy, channels))
-    building = out.with_name(out.name + ".partial")
-    shutil.rmtree(building, ignore_errors=True)
-    building.mkdir(parents=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
         entries = []
         named = list(zip(stages, examples, signatures(network, examples)))

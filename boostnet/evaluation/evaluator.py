@@ -20,7 +20,7 @@ from boostnet.data.loaders import SPLIT_FILE, DataSplits, build_splits
 from boostnet.evaluation import outputs, tables
 from boostnet.evaluation.loading import LoadedRun, load_run
 from boostnet.evaluation.logits_dump import SplitDump, check_dump_path, source_indices, write_logits_dump
-from boostnet.evaluation.policy import POLICY_FILE, build_policy
+from boostnet.evaluation.policy import POLICY_FILE, build_policy, with_earlier_settings
 from boostnet.evaluation.results import (
     SplitOutputs,
     anytime_rows,
@@ -115,8 +115,11 @@ def exit_policy(
     """exit_policy.json, when thresholds were fitted (the sweep's levels and/or `--budget`)."""
     if levels is None and chosen is None:
         return
-    outputs.write_policy(run.job.run_dir, build_policy(run, levels, chosen))
-    print(f"exit policy written to {run.job.run_dir / POLICY_FILE}")
+    path = run.job.run_dir / POLICY_FILE
+    document, kept = with_earlier_settings(build_policy(run, levels, chosen), path)
+    outputs.write_policy(run.job.run_dir, document)
+    also = f" (with the {' and '.join(kept)} fitted earlier for this checkpoint)" if kept else ""
+    print(f"exit policy written to {path}{also}")
 
 
 def real_exit(run: LoadedRun, splits: DataSplits, test: SplitOutputs, thresholds: list[float]) -> None:

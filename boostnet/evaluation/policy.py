@@ -96,18 +96,29 @@ def preprocessing_of(info: DatasetInfo) -> dict[str, Any]:
     }
 
 
-def level_entry(level: dict[str, Any]) -> dict[str, Any]:
-    """A sweep record's policy fields (expected MACs and accuracy measured on validation)."""
-    return {
-        "level": level["level"],
-        "q": level["q"],
-        "thresholds": level["thresholds"],
-        "expected_macs": level["val_expected_cost"],
-        "val_accuracy": level["val_accuracy"],
-        "val_exit_counts": level["val_exit_counts"],
-        "test_accuracy": level["test_accuracy"],
-        "test_expected_macs": level["expected_cost"],
-    }
+def level_entries(levels: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The sweep records' policy fields (expected MACs and accuracy measured on validation). Under
+    --flat_curve a level reports the accuracy of an earlier, better level (`accuracy_level`); its
+    policy entry then deploys that level's thresholds, which reach that accuracy within its
+    budget, so that every entry's thresholds, costs and accuracies belong together."""
+    by_level = {level["level"]: level for level in levels}
+    entries = []
+    for level in levels:
+        deployed = by_level[level.get("accuracy_level", level["level"])]
+        entries.append(
+            {
+                "level": level["level"],
+                "thresholds_of_level": deployed["level"],
+                "q": deployed["q"],
+                "thresholds": deployed["thresholds"],
+                "expected_macs": deployed["val_expected_cost"],
+                "val_accuracy": deployed["val_accuracy"],
+                "val_exit_counts": deployed["val_exit_counts"],
+                "test_accuracy": deployed["test_accuracy"],
+                "test_expected_macs": deployed["expected_cost"],
+            }
+        )
+    return entries
 
 
 def budget_entry(result: dict[str, Any]) -> dict[str, Any]:
@@ -141,9 +152,31 @@ def build_policy(
         "confidence": "largest softmax probability of the exit's output; leave when >= the exit's threshold",
         "classes": class_names(info, job.data.root),
         "preprocessing": preprocessing_of(info),
-        "levels": [level_entry(level) for level in levels or []],
+        "levels": level_entries(levels or []),
         "budget": None if budget is None else budget_entry(budget),
     }
+
+
+def with_earlier_settings(document: dict[str, Any], earlier: Path) -> tuple[dict[str, Any], list[str]]:
+    """`document` completed with the `levels` or `budget` it lacks from the policy stored at
+    `earlier`, when that one was fitted for the same checkpoint file and weights: evaluating only a
+    `--budget` must not drop the sweep an earlier evaluation fitted, nor the reverse. Returns the
+    document and the names of the parts kept."""
+    try:
+        stored = read_json(earlier) if earlier.is_file() else None
+    except (OSError, ValueError):
+        stored = None
+    same = isinstance(stored, dict) and all(
+        stored.get(key) == document.get(key) for key in ("schema", "version", "checkpoint_sha256", "weights")
+    )
+    if not same:
+        return document, []
+    kept = {}
+    if not document["levels"] and stored.get("levels"):
+        kept["levels"] = stored["levels"]
+    if document["budget"] is None and stored.get("budget") is not None:
+        kept["budget"] = stored["budget"]
+    return {**document, **kept}, list(kept)
 
 
 def runless_policy(
