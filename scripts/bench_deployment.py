@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     images = torch.randn(bench.images, 3, 32, 32)
     with tempfile.TemporaryDirectory() as folder:
         backends = timing_backends(network, policy, 3, Path(folder) / "onnx", bench.threads)
-        rows = speed_table(backends, [policy.budget], images, bench.batch_sizes, costs[-1], bench.repeats)
+        rows, _ = speed_table(backends, policy, [policy.budget], images, bench.batch_sizes, bench.repeats)
         exits = classify(backends["onnxruntime"], images, policy.budget.thresholds).exits
     report = {
         "recipe": RECIPE,

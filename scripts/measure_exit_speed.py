@@ -42,6 +42,15 @@ def parse_speed_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int_at_least(1), default=5, help="paired timed passes per row")
     parser.add_argument("--threads", type=int_at_least(1), default=1, help="CPU threads of both backends")
     parser.add_argument(
+        "--latency-budget",
+        type=float,
+        nargs="+",
+        default=[],
+        metavar="MS",
+        help="also time, per backend and batch size, the setting picked for each latency budget "
+        "(ms per image) from the stage latencies measured there",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         metavar="PATH",
@@ -106,19 +115,40 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         backends = timing_backends(
             run.network, policy, job.model.inputs.channels, Path(folder) / "onnx", request.threads
         )
-        rows = speed_table(backends, settings, images, request.batch_sizes, policy.macs[-1], request.repeats)
+        rows, unmet = speed_table(
+            backends, policy, settings, images, request.batch_sizes, request.repeats, request.latency_budget
+        )
     header = {**run.header(), "device": cpu_name(), "threads": request.threads, "images": len(images),
               "repeats": request.repeats, "full_macs": policy.macs[-1]}  # fmt: skip
     table, csv, plot = result_files(request.out)
     request.out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(table, {**header, "rows": rows})
+    write_json(table, {**header, "rows": rows, "unmet_latency_budgets": unmet})
     write_csv(csv, rows)
-    write_speed_plot(plot, rows, f"{run.name}: real early exit, CPU")
+    levels = [row for row in rows if row["latency_budget_ms"] is None]
+    write_speed_plot(plot, levels, f"{run.name}: real early exit, CPU")
     for row in rows:
-        print(f"{row['setting']:>14} {row['backend']:>11} batch {row['batch_size']:>3}: promised "
-              f"{row['promised_speedup']:.2f}x, measured {row['measured_speedup']:.2f}x "
-              f"({row['measured_over_promised']:.0%})")  # fmt: skip
+        print(row_line(row))
+    for miss in unmet:
+        print(f"{miss['backend']} batch {miss['batch_size']}: {miss['why']}")
     print(f"written to {request.out}.json/.csv/.png")
+
+
+def row_line(row: dict) -> str:
+    """One row as text: promised against measured speed-up; for a latency budget's choice, the
+    latency it promised against the one it achieved."""
+    where = f"{row['backend']:>11} batch {row['batch_size']:>3}"
+    budget = row["latency_budget_ms"]
+    if budget is None:
+        return (
+            f"{row['setting']:>14} {where}: promised {row['promised_speedup']:.2f}x, measured "
+            f"{row['measured_speedup']:.2f}x ({row['measured_over_promised']:.0%})"
+        )
+    achieved = row["early_exit_ms_per_image"]
+    return (
+        f"latency budget {budget:g} ms: {row['setting']}, {where}: expected "
+        f"{row['expected_ms_per_image']:.3g} ms, achieved {achieved:.3g} ms per image on the test images "
+        f"({'within' if achieved <= budget else 'OVER'} the budget)"
+    )
 
 
 if __name__ == "__main__":

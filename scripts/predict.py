@@ -95,9 +95,19 @@ def load_backend(request: argparse.Namespace) -> tuple[Any, Any, str]:
     return eager_backend(run.network, policy, job.model.inputs.channels), policy, "pytorch"
 
 
-def chosen_setting(request: argparse.Namespace, policy: Any, backend: Any) -> Any:
-    """The threshold setting the flags ask for (see the module docstring for the default)."""
+def chosen_setting(request: argparse.Namespace, policy: Any, backend: Any) -> tuple[Any, Any]:
+    """The threshold setting the flags ask for (see the module docstring for the default), and
+    the LatencyChoice behind it under --latency-budget (else None)."""
     from boostnet.deployment.latency import setting_for_latency
+
+    if request.latency_budget is not None:
+        choice = setting_for_latency(policy, backend, request.latency_budget, request.batch_size)
+        return choice.setting, choice
+    return fixed_setting(request, policy), None
+
+
+def fixed_setting(request: argparse.Namespace, policy: Any) -> Any:
+    """The setting --budget, --level or --thresholds ask for, else the policy's default."""
     from boostnet.evaluation.policy import explicit_setting, setting_for_budget, setting_for_level
 
     if request.budget is not None:
@@ -106,8 +116,6 @@ def chosen_setting(request: argparse.Namespace, policy: Any, backend: Any) -> An
         return setting_for_level(policy, request.level)
     if request.thresholds is not None:
         return explicit_setting(policy, request.thresholds)
-    if request.latency_budget is not None:
-        return setting_for_latency(policy, backend, request.latency_budget, request.batch_size)
     if policy.budget is not None:
         return policy.budget
     if not policy.levels:
@@ -164,11 +172,15 @@ def classify_batch(
     return decisions.exits.tolist(), seconds, failed
 
 
-def summary(exits: list[int], seconds: float, failed: int, policy: Any, setting: Any, as_json: bool) -> str:
-    """The closing line(s): setting, exit histogram, mean MACs per image, images/s."""
+def summary(
+    exits: list[int], seconds: float, failed: int, policy: Any, setting: Any, latency: Any, as_json: bool
+) -> str:
+    """The closing line(s): setting, exit histogram, mean MACs per image, images/s; under
+    --latency-budget (`latency`, a LatencyChoice) the budget, the promise and what was achieved."""
     histogram = [exits.count(n) for n in range(policy.num_exits)]
     mean_macs = sum(policy.macs[n] for n in exits) / len(exits) if exits else 0.0
     rate = len(exits) / seconds if seconds > 0 else 0.0
+    achieved_ms = 1000 / rate if rate else None
     record = {
         "summary": {
             "setting": setting.name,
@@ -178,17 +190,25 @@ def summary(exits: list[int], seconds: float, failed: int, policy: Any, setting:
             "exit_histogram": histogram,
             "mean_macs": mean_macs,
             "images_per_second": rate,
-            "ms_per_image": 1000 / rate if rate else None,
+            "ms_per_image": achieved_ms,
+            **(latency.fields(achieved_ms) if latency is not None else {}),
         }
     }
     if as_json:
         from utils.json_files import json_text
 
         return json_text(record, indent=None)
-    return (
+    line = (
         f"{setting.name}: {len(exits)} images ({failed} unreadable), exits {'/'.join(map(str, histogram))}, "
         f"mean {mean_macs / 1e6:.3f}M MACs per image, {rate:.1f} images/s "
-        f"({1000 / rate if rate else 0:.3f} ms per image, network only)"
+        f"({achieved_ms or 0:.3f} ms per image, network only)"
+    )
+    if latency is None:
+        return line
+    verdict = "within" if achieved_ms is not None and achieved_ms <= latency.budget_ms else "OVER"
+    return (
+        f"{line}\nlatency budget {latency.budget_ms:g} ms per image: expected {latency.expected_ms:.3g} ms "
+        f"from the stages' latencies here, achieved {achieved_ms or 0:.3g} ms ({verdict} the budget)"
     )
 
 
@@ -202,7 +222,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     import torch
 
     torch.set_num_threads(request.threads)  # after loading: a run's evaluation settings set their own
-    setting = chosen_setting(request, policy, backend)
+    setting, latency = chosen_setting(request, policy, backend)
     exits, seconds, failed = [], 0.0, 0
     for start in range(0, len(paths), request.batch_size):
         batch_exits, batch_seconds, batch_failed = classify_batch(
@@ -211,7 +231,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         exits += batch_exits
         seconds += batch_seconds
         failed += batch_failed
-    print(summary(exits, seconds, failed, policy, setting, request.json))
+    print(summary(exits, seconds, failed, policy, setting, latency, request.json))
     if failed:
         sys.exit(PARTIAL_FAILURE)
 

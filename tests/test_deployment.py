@@ -488,16 +488,22 @@ def test_measured_speed_rows_hold_promise_and_measurement_per_level(deployed, ca
     run = deployed["root"] / "speed_run"
     shutil.copytree(deployed["run"], run)
     argv = [run, "--levels", "5", "30", "--batch-sizes", "1", "4", "--images", "8", "--repeats", "1"]
-    status, out, err = run_script("measure_exit_speed", argv, capsys)
+    status, out, err = run_script("measure_exit_speed", [*argv, "--latency-budget", "1e6", "1e-9"], capsys)
     assert status == 0, err
     report = json.loads((run / "real_exit_levels.json").read_text())
     policy = read_policy(run / POLICY_FILE)
-    rows = report["rows"]
+    rows = [row for row in report["rows"] if row["latency_budget_ms"] is None]
     assert (
         len(rows) == 2 * 2 * 3
         and (run / "real_exit_levels.csv").is_file()
         and (run / "real_exit_levels.png").is_file()
     )
+    best = max(policy.levels + [policy.budget], key=lambda entry: (entry.val_accuracy, -entry.expected_macs))
+    chosen = [row for row in report["rows"] if row["latency_budget_ms"] == 1e6]
+    assert len(chosen) == 4 and all(
+        row["setting"] == best.name and row["expected_ms_per_image"] > 0 for row in chosen
+    )
+    assert len(report["unmet_latency_budgets"]) == 4 and "within" in out and "--latency-budget 1e-09" in out
     expected = {
         entry.name: entry.expected_macs for entry in (policy.levels[4], policy.levels[29], policy.budget)
     }
@@ -519,14 +525,35 @@ def test_measured_speed_rows_hold_promise_and_measurement_per_level(deployed, ca
     assert file_states(run) == before
 
 
-def test_latency_budget_picks_the_most_accurate_setting_that_fits(deployed, capsys):
+def test_a_latency_budget_chooses_the_most_accurate_setting_its_stage_latencies_fit(deployed):
+    from boostnet.deployment.latency import choose_for_latency, expected_seconds
+
+    policy = read_policy(deployed["run"] / POLICY_FILE)
+    seconds = [1e-3, 2e-3, 4e-3]  # per image, stages 1..3
+    offered = policy.levels + [policy.budget]
+    estimates = {entry.name: 1000 * expected_seconds(entry, seconds) for entry in offered}
+    budget_ms = sorted(estimates.values())[len(offered) // 2]
+    fitting = [entry for entry in offered if estimates[entry.name] <= budget_ms]
+    best = max(fitting, key=lambda entry: (entry.val_accuracy, -estimates[entry.name]))
+    most_accurate = max(offered, key=lambda entry: entry.val_accuracy)
+    assert estimates[most_accurate.name] > budget_ms  # the budget binds: latency decides the choice
+    choice = choose_for_latency(policy, seconds, budget_ms)
+    assert (choice.setting, choice.expected_ms) == (best, estimates[best.name])
+    assert choice.fields(budget_ms * 2)["within_latency_budget"] is False
+
+
+def test_predict_reports_the_latency_it_promised_and_achieved(deployed, capsys):
     policy = read_policy(deployed["run"] / POLICY_FILE)
     best = max(policy.levels + [policy.budget], key=lambda entry: (entry.val_accuracy, -entry.expected_macs))
     argv = [deployed["onnx"], deployed["pngs"], "--json", "--latency-budget", "1e6", "--batch-size", "4"]
     status, out, _ = run_script("predict", argv, capsys)
     summary = json.loads(out.splitlines()[-1])["summary"]
-    assert status == 0 and summary["setting"].startswith(f"{best.name} (latency budget 1e+06 ms")
+    assert status == 0 and summary["setting"] == best.name and summary["latency_budget_ms"] == 1e6
     assert summary["thresholds"] == [str(t) if abs(t) == float("inf") else t for t in best.thresholds]
+    assert (
+        0 < summary["expected_ms_per_image"] and summary["achieved_ms_per_image"] == summary["ms_per_image"]
+    )
+    assert summary["within_latency_budget"] is True
     status, out, err = run_script(
         "predict", [deployed["onnx"], deployed["pngs"], "--latency-budget", "1e-9"], capsys
     )

@@ -23,10 +23,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from boostnet.deployment.latency import expected_seconds, stage_seconds
+from boostnet.deployment.latency import choose_for_latency, expected_seconds, stage_seconds
 from boostnet.deployment.runner import StageBackend, as_images, classify, full_network
 from boostnet.evaluation.early_exit import paired_throughput
-from boostnet.evaluation.policy import Setting
+from boostnet.evaluation.policy import ExitPolicy, Setting
+from utils.errors import UserError
 
 SPEED_COLUMNS = (
     "setting",
@@ -41,6 +42,8 @@ SPEED_COLUMNS = (
     "full_network_images_per_second",
     "early_exit_images_per_second",
     "early_exit_ms_per_image",
+    "expected_ms_per_image",
+    "latency_budget_ms",
     "paired_speedup_low",
     "paired_speedup_high",
 )
@@ -70,7 +73,8 @@ def setting_speed(
         repeats,
     )
     promised = full_macs / setting.expected_macs
-    by_latency = sum(seconds) / expected_seconds(setting, list(seconds)) if setting.val_exit_counts else None
+    expected = expected_seconds(setting, list(seconds)) if setting.val_exit_counts else None
+    by_latency = sum(seconds) / expected if expected else None
     low, high = speed.paired_speedup_range
     return {
         "setting": setting.name,
@@ -84,6 +88,7 @@ def setting_speed(
         "full_network_images_per_second": speed.full_network,
         "early_exit_images_per_second": speed.early_exit,
         "early_exit_ms_per_image": 1000 / speed.early_exit,
+        "expected_ms_per_image": 1000 * expected if expected else None,
         "paired_speedup_low": low,
         "paired_speedup_high": high,
     }
@@ -91,19 +96,31 @@ def setting_speed(
 
 def speed_table(
     backends: dict[str, StageBackend],
+    policy: ExitPolicy,
     settings: Sequence[Setting],
     images: Tensor,
     batch_sizes: Sequence[int],
-    full_macs: float,
     repeats: int,
-) -> list[dict[str, Any]]:
-    """Rows of every backend x batch size x setting, columns SPEED_COLUMNS."""
-    rows = []
+    latency_budgets: Sequence[float] = (),
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows of every backend x batch size x setting, columns SPEED_COLUMNS, and the latency
+    budgets no setting meets. Each latency budget (ms per image) adds, per backend and batch size,
+    the row of the setting :func:`choose_for_latency` picks from the stage latencies measured
+    there: its `early_exit_ms_per_image` is what it achieves on `images` beside the promised
+    `expected_ms_per_image`."""
+    rows, unmet = [], []
     for name, backend in backends.items():
         for batch_size in batch_sizes:
             batches = batches_of(images, batch_size)
             seconds = stage_seconds(backend, batches[0])
-            for setting in settings:
-                row = setting_speed(backend, setting, batches, full_macs, repeats, seconds)
-                rows.append({column: {**row, "backend": name}[column] for column in SPEED_COLUMNS})
-    return rows
+            timed = [(setting, None) for setting in settings]
+            for budget_ms in latency_budgets:
+                try:
+                    timed.append((choose_for_latency(policy, seconds, budget_ms).setting, budget_ms))
+                except UserError as error:
+                    unmet.append({"backend": name, "batch_size": batch_size, "why": str(error)})
+            for setting, budget_ms in timed:
+                row = setting_speed(backend, setting, batches, policy.macs[-1], repeats, seconds)
+                row.update(backend=name, latency_budget_ms=budget_ms)
+                rows.append({column: row[column] for column in SPEED_COLUMNS})
+    return rows, unmet
