@@ -6,8 +6,9 @@
 RUN is an evaluated run directory (evaluation wrote its exit_policy.json). DIR, which must not
 exist yet, receives one graph per exit stage (stage n: features and previous ensemble output of
 the samples still running -> next features, exit n's output, confidence, class; dynamic batch
-axis), exit_policy.json and manifest.json. scripts/predict.py DIR runs them. See
-docs/deployment.md.
+axis), exit_policy.json and manifest.json. scripts/predict.py DIR runs them. With --verify the
+export is then run on the run's test images and compared with the network at every setting of
+the policy (DIR/agreement.json). See docs/deployment.md.
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.cli import OneLineParser  # noqa: E402
+from utils.cli import OneLineParser, int_at_least  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
 FORMAT_CHOICES = ("onnx", "torch-export")
+AGREEMENT_FILE = "agreement.json"
+VERIFY_BATCH = 256
+DISAGREES = 1
 
 
 def parse_export_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -33,6 +37,18 @@ def parse_export_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="new directory the export is written to")
     parser.add_argument(
         "--policy", type=Path, default=None, help="exit policy file (default: RUN/exit_policy.json)"
+    )
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="then compare the export with the network on the run's test images at every setting of "
+        "the policy: DIR/agreement.json, exit status 1 if they disagree",
+    )
+    parser.add_argument(
+        "--verify-images",
+        type=int_at_least(1),
+        metavar="N",
+        help="with --verify: the first N test images (default: all)",
     )
     request = parser.parse_args(argv)
     if request.out.exists():
@@ -60,6 +76,26 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         f"exported {run.network.num_exits} {request.format} stages of {checkpoint} "
         f"with its exit policy to {request.out}"
     )
+    if request.verify:
+        verify(run.network, job, request)
+
+
+def verify(network, job, request: argparse.Namespace) -> None:
+    """Write DIR/agreement.json and its summary line; exit 1 when the export disagrees."""
+    from boostnet.deployment.agreement import measure_agreement
+    from boostnet.deployment.export import load_export
+    from boostnet.deployment.source import test_batches
+    from boostnet.evaluation.policy import offered_settings
+    from utils.json_files import write_json
+
+    export = load_export(request.out)
+    settings = offered_settings(export.policy)
+    batches = test_batches(job, VERIFY_BATCH, request.verify_images)
+    agreement = measure_agreement(network, export.backend, settings, batches)
+    write_json(request.out / AGREEMENT_FILE, {"format": request.format, **agreement.as_json()})
+    print(f"{agreement.summary()}; written to {request.out / AGREEMENT_FILE}")
+    if not agreement.agrees:
+        sys.exit(DISAGREES)
 
 
 if __name__ == "__main__":

@@ -81,16 +81,6 @@ def chosen_settings(policy, levels: Optional[list[int]]) -> list:
     return chosen + ([policy.budget] if policy.budget is not None else [])
 
 
-def test_images(job, count: int):
-    """The first `count` test images as evaluation reads them."""
-    import torch
-
-    from boostnet.data.loaders import build_splits
-
-    test = build_splits(job.data, False, 0, None).test
-    return torch.stack([test[index][0] for index in range(min(count, len(test)))])
-
-
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Load the run and its policy, time every chosen setting, write the table and the plot."""
     request = parse_speed_args(argv)
@@ -98,7 +88,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
     from args import parse_evaluation_args
     from boostnet.deployment.export import timing_backends
-    from boostnet.deployment.source import loading_flags, run_policy
+    from boostnet.deployment.source import loading_flags, run_policy, test_batches
     from boostnet.deployment.speed import speed_table
     from boostnet.evaluation.loading import load_run
     from boostnet.evaluation.outputs import write_csv
@@ -110,7 +100,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     job = parse_evaluation_args(loading_flags(checkpoint, policy))
     run = load_run(job)
     torch.set_num_threads(request.threads)
-    images = test_images(job, request.images)
+    images = next(test_batches(job, request.images, request.images))
     with tempfile.TemporaryDirectory() as folder:
         backends = timing_backends(
             run.network, policy, job.model.inputs.channels, Path(folder) / "onnx", request.threads

@@ -4,9 +4,9 @@ bad inputs are one line each with nothing overwritten.
 
 One tiny boosted MSDNet is briefly trained on fashion_mnist_mini and evaluated with
 `--budget` and `--save-logits` once per module; the logits dump is the simulated protocol's
-reference. Confidences within TIE_TOLERANCE of a threshold (or top-2 probabilities that close)
-may legitimately fall either way in another runtime's float rounding: they are counted,
-reported and excluded, and must stay rare.
+reference. Near-ties (boostnet.deployment.agreement: a confidence within 1e-5 of a threshold it
+is compared with, or top-2 probabilities that close) may legitimately fall either way in another
+runtime's float rounding: they are counted, reported and excluded, and must stay rare.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ import torch
 from PIL import Image
 
 import eval_cifar100
-from adaptive_inference import exit_indices
 from boostnet.data.class_names import FASHION_MNIST
 from boostnet.data.readers import load_fashion_mnist_mini
+from boostnet.deployment.agreement import RELATIVE_TOLERANCE, protocol_decisions, relative_errors
 from boostnet.deployment.export import is_export, load_export
 from boostnet.deployment.runner import classify, stage_outputs
 from boostnet.deployment.source import run_policy
@@ -38,11 +38,9 @@ from tests.run_fixtures import file_states, make_trained_run
 from utils.errors import run_cli
 
 BUDGET = 2.5e6
-TEST_IMAGES = 300
+TEST_IMAGES = 1000  # the whole test split of fashion_mnist_mini
 PNG_IMAGES = 48
-TIE_TOLERANCE = 1e-5
 MAX_TIE_SHARE = 0.02
-RELATIVE_TOLERANCE = 1e-4
 
 
 def script_main(name: str) -> Callable:
@@ -213,6 +211,9 @@ def test_exported_stages_reproduce_every_exit_output(deployed, folder):
     )
     error = ((outputs - reference).abs().amax(dim=2) / reference.abs().amax(dim=2)).max().item()
     assert error <= RELATIVE_TOLERANCE
+    assert relative_errors(list(outputs.numpy()), list(reference)) == pytest.approx(
+        ((outputs - reference).abs().amax(dim=2) / reference.abs().amax(dim=2)).amax(dim=1).tolist()
+    )
 
 
 def test_each_torch_export_stage_holds_only_the_weights_it_reads(deployed):
@@ -233,23 +234,31 @@ def test_each_torch_export_stage_holds_only_the_weights_it_reads(deployed):
 
 def simulated(logits: np.ndarray, thresholds: list[float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(exit, class, near-tie) per sample by the simulated protocol on evaluation's outputs."""
-    probs = torch.softmax(torch.from_numpy(logits), dim=2)
-    exits = exit_indices(probs, thresholds)
-    samples = torch.arange(probs.shape[1])
-    classes = probs[exits, samples].argmax(dim=1)
-    confidence = probs.max(dim=2).values
-    margin = (confidence - torch.tensor(thresholds, dtype=confidence.dtype).unsqueeze(1)).abs()
-    reached = torch.arange(len(thresholds)).unsqueeze(1) <= exits.unsqueeze(0)
-    near_threshold = ((margin <= TIE_TOLERANCE) & reached)[:-1].any(dim=0)
-    top2 = probs[exits, samples].topk(2, dim=1).values
-    return exits, classes, near_threshold | (top2[:, 0] - top2[:, 1] <= TIE_TOLERANCE)
+    decisions = protocol_decisions(torch.from_numpy(logits), thresholds)
+    return decisions.exits, decisions.classes, decisions.near_tie
 
 
-def test_onnx_early_exit_matches_the_simulated_protocol_at_every_level(deployed):
+def test_near_ties_are_confidences_within_the_tolerance_of_a_threshold_they_meet_or_a_top_two_tie():
+    probabilities = torch.tensor(
+        [
+            [[0.5, 0.3, 0.2], [0.4 + 5e-6, 0.35, 0.25 - 5e-6], [0.6, 0.2, 0.2]],  # exit 1
+            [[0.7, 0.2, 0.1], [0.8, 0.1, 0.1], [0.45, 0.45, 0.1]],  # exit 2 (the last)
+        ]
+    )
+    decisions = protocol_decisions(probabilities.log(), [0.4, 0.9])
+    assert decisions.exits.tolist() == [0, 0, 0] and decisions.classes.tolist() == [0, 0, 0]
+    assert decisions.near_tie.tolist() == [False, True, False]
+    last = protocol_decisions(probabilities.log(), [0.99, 0.9])  # all reach exit 2; sample 3's top two tie
+    assert last.exits.tolist() == [1, 1, 1] and last.near_tie.tolist() == [False, False, True]
+
+
+@pytest.mark.parametrize("folder", ["onnx", "pt2"])
+def test_early_exit_matches_the_simulated_protocol_for_every_test_sample_at_every_setting(deployed, folder):
     torch.set_num_threads(1)
-    export = load_export(deployed["onnx"])
-    logits = np.load(deployed["logits"])["logits"][:, :TEST_IMAGES]
+    export = load_export(deployed[folder])
+    logits = np.load(deployed["logits"])["logits"]
     images = evaluation_inputs(TEST_IMAGES)
+    assert logits.shape[1] == len(images) == TEST_IMAGES
     ties = 0
     for setting in export.policy.levels + [export.policy.budget]:
         exits, classes, near = simulated(logits, setting.thresholds)
@@ -259,8 +268,54 @@ def test_onnx_early_exit_matches_the_simulated_protocol_at_every_level(deployed)
         )
         assert not (differs & ~near).any(), setting.name
         ties += int(near.sum())
-    print(f"samples within {TIE_TOLERANCE} of a threshold or a class tie: {ties} of {TEST_IMAGES * 40}")
     assert ties <= MAX_TIE_SHARE * TEST_IMAGES * 40
+
+
+def test_export_verify_reports_agreement_on_the_test_split(deployed, tmp_path, capsys):
+    out = tmp_path / "verified"
+    status, printed, err = run_script("export", [deployed["run"], "--out", out, "--verify"], capsys)
+    report = json.loads((out / "agreement.json").read_text())
+    assert status == 0 and report["agrees"] and report["samples"] == TEST_IMAGES, err
+    assert max(report["max_relative_error"]) <= report["relative_tolerance"] == 1e-4
+    assert len(report["settings"]) == 40 and all(
+        entry["same"] + entry["near_ties_differing"] + entry["differing"] == TEST_IMAGES
+        and entry["differing"] == 0
+        for entry in report["settings"]
+    )
+    assert printed.splitlines()[-1].startswith(f"agrees on {TEST_IMAGES} test images")
+
+
+def test_agreement_catches_an_export_that_decides_otherwise(deployed):
+    from boostnet.deployment.agreement import measure_agreement
+    from boostnet.deployment.runner import TorchStages
+
+    export = load_export(deployed["onnx"])
+    network = load_export_network(deployed["run"])
+
+    class OffByOne(TorchStages):
+        """The export with every predicted class shifted by one."""
+
+        def __init__(self, backend):
+            self.backend, self.num_exits, self.boosted = backend, backend.num_exits, backend.boosted
+
+        def run(self, n, inputs):
+            *rest, predicted = self.backend.run(n, inputs)
+            return [*rest, (predicted + 1) % 10]
+
+    images = [evaluation_inputs(64)]
+    honest = measure_agreement(network, export.backend, [export.policy.budget], images)
+    wrong = measure_agreement(network, OffByOne(export.backend), [export.policy.budget], images)
+    assert honest.agrees and not wrong.agrees and wrong.settings[0].differing > 0
+
+
+def load_export_network(run: Path):
+    """The evaluated run's network on the CPU, as export.py loads it."""
+    from args import parse_evaluation_args
+    from boostnet.deployment.source import loading_flags
+    from boostnet.evaluation.loading import load_run
+
+    policy, checkpoint = run_policy(run)
+    return load_run(parse_evaluation_args(loading_flags(checkpoint, policy))).network
 
 
 @pytest.mark.parametrize("source", ["onnx", "run"])

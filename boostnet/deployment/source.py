@@ -1,11 +1,17 @@
-"""A run directory as a deployment source: its exit policy and the checkpoint that policy is for."""
+"""A run directory as a deployment source: its exit policy, the checkpoint that policy is for,
+and its test images as evaluation reads them."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from boostnet.data.loaders import build_splits
 from boostnet.evaluation.policy import POLICY_FILE, ExitPolicy, check_digest, read_policy
+from boostnet.evaluation.settings import EvaluationJob
 from utils.checkpoint import file_digest
 from utils.errors import UserError
 
@@ -32,3 +38,12 @@ def loading_flags(checkpoint: Path, policy: ExitPolicy) -> list[str]:
     on (its --model-ema average or its live weights, as the evaluation's header recorded)."""
     weights = "--no-eval-ema" if policy.document.get("weights", "live") == "live" else "--eval-ema"
     return ["--evaluate-from", str(checkpoint), "--device", "cpu", "--workers", "0", weights]
+
+
+def test_batches(job: EvaluationJob, batch_size: int, count: Optional[int] = None) -> Iterator[torch.Tensor]:
+    """The first `count` (all when None) test images of the job's dataset, as evaluation feeds
+    them to the network, in batches of `batch_size`."""
+    test = build_splits(job.data, False, 0, None).test
+    chosen = Subset(test, range(min(count or len(test), len(test))))
+    for images, _ in DataLoader(chosen, batch_size=batch_size, shuffle=False, num_workers=0):
+        yield images
