@@ -472,9 +472,13 @@ def test_bad_exports_and_inputs_are_one_line_with_status_2(deployed, tmp_path, c
     assert (status, out, len(err.splitlines())) == (2, "", 1) and "no image files" in err
     status, out, err = run_script("predict", [deployed["onnx"], f"{tmp_path}/*"], capsys)
     assert (status, out, len(err.splitlines())) == (2, "", 1) and "only folders" in err
-    nan = ["--thresholds", "nan", "0.5", "0.5"]
-    status, out, err = run_script("predict", [deployed["onnx"], deployed["pngs"], *nan], capsys)
-    assert (status, out, len(err.splitlines())) == (2, "", 1) and "--thresholds: nan" in err
+    for flags, words in (
+        (["--thresholds", "nan", "0.5", "0.5"], "--thresholds: nan"),
+        (["--thresholds", "0.5"], "give 2 or 3 values, not 1"),
+        (["--level", "40"], "levels 1..39"),
+    ):
+        status, out, err = run_script("predict", [deployed["onnx"], deployed["pngs"], *flags], capsys)
+        assert (status, out, len(err.splitlines())) == (2, "", 1) and words in err, flags
     before = file_states(deployed["onnx"])
     status, _, err = run_script("export", [deployed["run"], "--out", deployed["onnx"]], capsys)
     assert status == 2 and "already exists" in err and file_states(deployed["onnx"]) == before
