@@ -17,6 +17,7 @@ import io
 import json
 import shutil
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -423,6 +424,14 @@ def test_torch_export_backend_matches_onnx(deployed, capsys):
     assert results[0] == results[1]
 
 
+def unboost(manifest: dict) -> None:
+    """A manifest that claims independent exits, with its stage names changed to match: consistent
+    in itself, but not with the boosted graphs, which still read `previous`."""
+    manifest["boosted"] = False
+    for entry in manifest["stages"][1:]:
+        entry["inputs"].remove("previous")
+
+
 def damaged_copies(deployed: dict[str, Path], tmp_path: Path) -> dict[str, tuple[Path, str]]:
     """Export directories each broken one way, and the words their refusal must contain."""
     cases = {}
@@ -443,8 +452,23 @@ def damaged_copies(deployed: dict[str, Path], tmp_path: Path) -> dict[str, tuple
     cases["corrupt onnx"] = (corrupt, "ONNX Runtime cannot load")
     edits = {
         "manifest without stages": ("manifest.json", lambda m: m.pop("stages"), "damaged export manifest"),
-        "reordered stages": ("manifest.json", lambda m: m["stages"].reverse(), "do not run one after"),
-        "boosted flag wrong": ("manifest.json", lambda m: m.update(boosted=False), "do not run one after"),
+        "reordered stages": ("manifest.json", lambda m: m["stages"].reverse(), "does not read the images"),
+        "swapped stages": (
+            "manifest.json",
+            lambda m: m["stages"].insert(1, m["stages"].pop(2)),
+            "does not read what stage 0 returns",
+        ),
+        "boosted flag wrong": ("manifest.json", lambda m: m.update(boosted=False), "or a wrong boosted"),
+        "manifest consistent but unlike the graphs": (
+            "manifest.json",
+            unboost,
+            "do not run one after another",
+        ),
+        "policy of another input": (
+            "exit_policy.json",
+            lambda p: p["preprocessing"].update(channels=1),
+            "stage 0 does not take the policy's input (1 channels",
+        ),
         "level short of thresholds": (
             "exit_policy.json",
             lambda p: p["levels"][3]["thresholds"].pop(),
@@ -510,7 +534,9 @@ def tampered_archive(deployed: dict[str, Path], folder: Path, change: Callable) 
     with zipfile.ZipFile(deployed["pt2"] / "stage_0.pt2") as source, zipfile.ZipFile(stage, "w") as target:
         for item in source.infolist():
             for name, data in change(item.filename, source.read(item.filename)):
-                target.writestr(name, data)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # zipfile warns of a duplicate name
+                    target.writestr(name, data)
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["stages"][0]["sha256"] = hashlib.sha256(stage.read_bytes()).hexdigest()
     (folder / "manifest.json").write_text(json.dumps(manifest))
@@ -530,7 +556,16 @@ def test_a_torch_export_archive_that_could_unpickle_is_refused_before_loading(de
         extra = [("stage_0/data/weights/model.pt", pickled.getvalue())] if name.endswith("model.json") else []
         return [(name, data), *extra]
 
-    cases = {"use_pickle": (flag_pickle, "pickled objects"), "legacy": (add_legacy_weights, "model.pt")}
+    def pickle_behind_a_duplicate(name: str, data: bytes) -> list:  # torch reads the first copy
+        if name.endswith("weights_config.json"):
+            return [flag_pickle(name, data)[0], (name, data)]
+        return [(name, pickled.getvalue() if name.endswith("/weights/weight_0") else data)]
+
+    cases = {
+        "use_pickle": (flag_pickle, "pickled objects"),
+        "legacy": (add_legacy_weights, "model.pt"),
+        "duplicate": (pickle_behind_a_duplicate, "twice"),
+    }
     for case, (change, words) in cases.items():
         tampered_archive(deployed, tmp_path / case, change)
         status, out, err = run_script("predict", [tmp_path / case, deployed["pngs"]], capsys)

@@ -30,7 +30,7 @@ from torch.export.pt2_archive.constants import TENSOR_CONSTANT_FILENAME_PREFIX, 
 from tqdm import tqdm
 
 from boostnet.deployment.runner import OnnxStages, StageBackend, TorchStages, stage_outputs
-from boostnet.deployment.stages import FlatStage, StageSignature, flat_stages, signatures
+from boostnet.deployment.stages import FlatStage, StageSignature, chained_signatures, flat_stages, signatures
 from boostnet.evaluation.early_exit import inference_model
 from boostnet.evaluation.policy import POLICY_FILE, ExitPolicy, check_digest, read_policy
 from models.boosting import BoostedNetwork
@@ -201,6 +201,15 @@ def read_manifest(folder: Path) -> dict[str, Any]:
             f"{path}: damaged export manifest (it needs checkpoint_sha256, boosted and per stage "
             f"file, sha256, inputs and outputs)"
         )
+    chained = chained_signatures([entry["outputs"] for entry in stages], document["boosted"])
+    for n, (entry, expected) in enumerate(zip(stages, chained)):
+        if (entry["inputs"], entry["outputs"]) != (expected.inputs, expected.outputs):
+            raise UserError(
+                f"{path}: stage {n} ({entry['file']}) does not read what stage {n - 1} returns "
+                f"(stages reordered or mixed from other exports, or a wrong boosted)"
+                if n
+                else f"{path}: stage 0 ({entry['file']}) does not read the images (stages reordered?)"
+            )
     return document
 
 
@@ -241,7 +250,8 @@ PT2_ENTRIES = re.compile(
 
 def check_pt2_archive(path: Path) -> None:
     """Refuse a torch.export archive that torch.export.load could unpickle anything from: every
-    entry must be one torch.export.save writes for plain tensors (:data:`PT2_ENTRIES`), no payload
+    entry must be one torch.export.save writes for plain tensors (:data:`PT2_ENTRIES`), and only
+    once (Python's zipfile reads the last of two equal names, torch's loader the first), no payload
     may be marked for pickling, and the sample inputs must load with weights_only=True."""
     try:
         with zipfile.ZipFile(path) as archive:
@@ -249,6 +259,9 @@ def check_pt2_archive(path: Path) -> None:
             foreign = [name for name in names if not PT2_ENTRIES.fullmatch(name)]
             if foreign:
                 raise UserError(f"{path}: holds {foreign[0]}, which exports never hold; refused")
+            if len(set(names)) != len(names):
+                twice = next(name for name in names if names.count(name) > 1)
+                raise UserError(f"{path}: holds {twice} twice, which exports never do; refused")
             if not any(name.endswith("/models/model.json") for name in names):
                 raise UserError(f"{path}: no program (models/model.json) in this torch.export archive")
             for name in names:
@@ -262,7 +275,14 @@ def check_pt2_archive(path: Path) -> None:
                             )
                 elif name.endswith("/data/sample_inputs/model.pt"):
                     torch.load(io.BytesIO(archive.read(name)), weights_only=True)
-    except (zipfile.BadZipFile, OSError, ValueError, RuntimeError, pickle.UnpicklingError) as error:
+    except (
+        zipfile.BadZipFile,
+        OSError,
+        ValueError,
+        RuntimeError,
+        AttributeError,  # a payload config that is not the objects torch.export.save writes
+        pickle.UnpicklingError,
+    ) as error:
         raise UserError(f"{path}: not a readable torch.export archive ({error})") from None
 
 
@@ -276,9 +296,7 @@ def onnx_session(path: Path, threads: int) -> object:
     try:
         return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own classes, one per failure kind
-        raise UserError(
-            f"{path}: ONNX Runtime cannot load this stage ({' '.join(str(error).split())[:200]})"
-        ) from None
+        raise UserError(f"{path}: ONNX Runtime cannot load this stage ({short(error)})") from None
 
 
 def torch_program(path: Path) -> torch.nn.Module:
@@ -287,9 +305,7 @@ def torch_program(path: Path) -> torch.nn.Module:
     try:
         return torch.export.load(str(path)).module()
     except Exception as error:  # torch.export raises many kinds for a damaged archive
-        raise UserError(
-            f"{path}: torch.export cannot load this stage ({' '.join(str(error).split())[:200]})"
-        ) from None
+        raise UserError(f"{path}: torch.export cannot load this stage ({short(error)})") from None
 
 
 def load_export(folder: Path, threads: int = 1, policy_file: Path | None = None) -> Export:
@@ -313,16 +329,24 @@ def load_export(folder: Path, threads: int = 1, policy_file: Path | None = None)
 
 
 def check_chain(backend: StageBackend, policy: ExitPolicy, folder: Path) -> None:
-    """Run one blank image through every stage before any real input, so that stages that do not
-    fit together (reordered or mixed from other exports, a wrong `boosted`) are one line, not a
-    failure in the middle of the work."""
-    image = np.zeros((1, policy.preprocessing.channels, *[policy.preprocessing.image_size] * 2), np.float32)
+    """Run one blank image of the policy's input shape through every stage before any real input,
+    so that a policy that does not fit the export (`--policy`) or stages that do not fit together
+    (reordered or mixed from other exports, a wrong `boosted`) are one line, not a failure in the
+    middle of the work."""
+    prep = policy.preprocessing
+    image = np.zeros((1, prep.channels, prep.image_size, prep.image_size), np.float32)
     try:
-        outputs = stage_outputs(backend, image)
+        backend.run(0, [image])
     except Exception as error:  # each runtime raises its own kinds for mismatched inputs
         raise UserError(
-            f"{folder}: the exported stages do not run one after another "
-            f"({' '.join(str(error).split())[:200]})"
+            f"{folder}: stage 0 does not take the policy's input ({prep.channels} channels, "
+            f"{prep.image_size}x{prep.image_size}): is the policy this export's? ({short(error)})"
+        ) from None
+    try:
+        outputs = stage_outputs(backend, image)
+    except Exception as error:
+        raise UserError(
+            f"{folder}: the exported stages do not run one after another ({short(error)})"
         ) from None
     wrong = [n for n, output in enumerate(outputs) if output.shape != (1, len(policy.classes))]
     if wrong:
@@ -330,6 +354,11 @@ def check_chain(backend: StageBackend, policy: ExitPolicy, folder: Path) -> None
             f"{folder}: stage {wrong[0]} gives outputs of shape {tuple(outputs[wrong[0]].shape)}, "
             f"not one score per class of the policy ({len(policy.classes)})"
         )
+
+
+def short(error: Exception) -> str:
+    """An exception's message on one line, at most 200 characters."""
+    return " ".join(str(error).split())[:200]
 
 
 def timing_backends(

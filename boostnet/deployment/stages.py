@@ -61,10 +61,20 @@ class FlatStage(nn.Module):
         return (*leaves, output, confidence, predicted)
 
 
-def signature(model: BoostedNetwork, n: int, leaves_in: int, leaves_out: int) -> StageSignature:
+def signature(boosted: bool, n: int, leaves_in: int, leaves_out: int) -> StageSignature:
     """Names of stage n's inputs and outputs given its feature leaf counts."""
-    inputs = ["images"] if n == 0 else feature_names(leaves_in) + (["previous"] if model.boosted else [])
+    inputs = ["images"] if n == 0 else feature_names(leaves_in) + (["previous"] if boosted else [])
     return StageSignature(inputs, feature_names(leaves_out, "next_") + list(HEAD_OUTPUTS))
+
+
+def chained_signatures(outputs: list[list[str]], boosted: bool) -> list[StageSignature]:
+    """The signatures of stages that follow one another, from each stage's output names: stage n
+    reads the features stage n - 1 returns; the last returns none."""
+    counts = [sum(name.startswith("next_features_") for name in names) for names in outputs]
+    return [
+        signature(boosted, n, counts[n - 1] if n else 0, counts[n] if n + 1 < len(outputs) else 0)
+        for n in range(len(outputs))
+    ]
 
 
 @torch.no_grad()
@@ -91,6 +101,6 @@ def signatures(model: BoostedNetwork, examples: list[tuple[Tensor, ...]]) -> lis
     leaf_counts = [len(example) - (boosted if n > 0 else 0) for n, example in enumerate(examples)]
     leaf_counts.append(0)
     return [
-        signature(model, n, leaf_counts[n], leaf_counts[n + 1] if n + 1 < len(examples) else 0)
+        signature(model.boosted, n, leaf_counts[n], leaf_counts[n + 1] if n + 1 < len(examples) else 0)
         for n in range(len(examples))
     ]
