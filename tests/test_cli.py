@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -268,16 +269,45 @@ def test_a_count_below_its_minimum_or_not_an_integer_is_one_line(text, line, cap
     assert (stop.value.code, capsys.readouterr().err) == (2, line)
 
 
+def child(program: str, root: Path) -> subprocess.Popen:
+    """`program` in a Python of its own (output block-buffered, as without PYTHONUNBUFFERED),
+    stdin, stdout and stderr piped."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
+    return subprocess.Popen(
+        [sys.executable, "-c", "from utils.errors import run_cli\n" + program],
+        cwd=root,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
 def test_a_reader_that_goes_away_ends_a_command_quietly(repo_root):
     """`predict.py ... | head`: output to a closed pipe stops the command with status 141, as
-    SIGPIPE ends Unix tools, and no traceback (the output fills the pipe first, so it must block)."""
-    program = (
-        "from utils.errors import run_cli\n"
-        "run_cli(lambda argv: [print('x' * 99, flush=True) for _ in range(100_000)])\n"
+    SIGPIPE ends Unix tools, and no traceback: while it prints (the output fills the pipe first,
+    so it must block) and when only the last buffered lines are left to flush (the child waits
+    on stdin until its reader has gone)."""
+    printing = child("run_cli(lambda argv: [print('x' * 99, flush=True) for _ in range(100_000)])", repo_root)
+    assert printing.stdout.readline() == b"x" * 99 + b"\n"
+    printing.stdout.close()
+    assert (printing.wait(), printing.stderr.read()) == (141, b"")
+    finishing = child("import sys\nrun_cli(lambda argv: (print('last line'), sys.stdin.read()))", repo_root)
+    finishing.stdout.close()
+    finishing.stdin.close()
+    assert (finishing.wait(), finishing.stderr.read()) == (141, b"")
+
+
+def test_a_broken_pipe_that_is_not_stdout_is_a_failure(repo_root):
+    """A pipe to a worker that died is no reader going away: traceback and status 1, also when
+    stdout is no real file."""
+    programs = (
+        "import os\ndef main(argv):\n    r, w = os.pipe()\n    os.close(r)\n    os.write(w, b'x')\n"
+        "run_cli(main)",
+        "import contextlib, io\ndef main(argv):\n    raise BrokenPipeError(32, 'Broken pipe')\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n    run_cli(main)",
     )
-    child = subprocess.Popen(
-        [sys.executable, "-c", program], cwd=repo_root, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    assert child.stdout.readline() == b"x" * 99 + b"\n"
-    child.stdout.close()
-    assert (child.wait(), child.stderr.read()) == (141, b"")
+    for program in programs:
+        process = child(program, repo_root)
+        _, err = process.communicate()
+        assert process.returncode == 1 and err.splitlines()[-1].startswith(b"BrokenPipeError"), err

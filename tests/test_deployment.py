@@ -151,14 +151,33 @@ def test_a_later_evaluation_keeps_what_an_earlier_one_fitted_and_flat_curve_leve
     assert again["levels"] == policy["levels"] and again["budget"]["budget"] == 3e6
 
 
-def test_an_earlier_policy_of_other_weights_is_not_kept(deployed):
+def test_an_earlier_policy_is_kept_only_when_intact_of_this_version_and_the_same_weights(deployed, tmp_path):
     from boostnet.evaluation.policy import with_earlier_settings
 
     earlier = deployed["run"] / POLICY_FILE
-    document = {**json.loads(earlier.read_text()), "levels": [], "budget": None}
-    assert with_earlier_settings(document, earlier)[1] == ["levels", "budget"]
-    for key, value in (("checkpoint_sha256", "0" * 64), ("weights", "ema")):
-        assert with_earlier_settings({**document, key: value}, earlier) == ({**document, key: value}, [])
+    stored = json.loads(earlier.read_text())
+    document = {**stored, "levels": [], "budget": None}
+    completed, note = with_earlier_settings(document, earlier)
+    assert completed == stored and note == "(with the levels and budget fitted earlier for this checkpoint)"
+    short = {**stored["levels"][3], "thresholds": stored["levels"][3]["thresholds"][:1]}
+    cases = {
+        "other checkpoint": ({**document, "checkpoint_sha256": "0" * 64}, stored, "another checkpoint"),
+        "ema weights": ({**document, "weights": "ema"}, stored, "another checkpoint or weights"),
+        "version 1": (document, {**stored, "version": 1}, "version 1"),
+        "damaged": (document, {**stored, "levels": [short]}, "level 4 needs 3 thresholds"),
+    }
+    for name, (new, old, words) in cases.items():
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(old))
+        completed, note = with_earlier_settings(new, path)
+        assert (
+            completed == new
+            and note.startswith("(the earlier policy's levels and budget dropped")
+            and words in note
+        ), name
+    path.write_text("{")
+    completed, note = with_earlier_settings(document, path)
+    assert completed == document and "unreadable" in note
 
 
 def policy_table() -> dict[str, str]:

@@ -1,6 +1,8 @@
 """User-facing errors and the command-line wrapper that reports them without a traceback."""
 
+import io
 import os
+import select
 import sys
 from typing import Callable, NoReturn, Optional, Sequence
 
@@ -23,9 +25,11 @@ def run_cli(
 ) -> NoReturn:
     """Run `main(argv)`; a UserError becomes `error: <msg>` on stderr and exit status 2, a
     Preempted stop `stopped: <msg>` and exit status EXIT_PREEMPTED. When the reader of stdout
-    goes away (`predict.py ... | head`) it stops quietly with EXIT_BROKEN_PIPE, as Unix tools do."""
+    goes away (`predict.py ... | head`) it stops quietly with EXIT_BROKEN_PIPE, as Unix tools do;
+    any other broken pipe is a failure like any other."""
     try:
         main(argv)
+        sys.stdout.flush()  # here, so that a reader gone before the last buffered line is seen
     except UserError as error:
         message = " ".join(str(error).split())
         print(f"error: {message}", file=sys.stderr, flush=True)
@@ -34,6 +38,19 @@ def run_cli(
         print(f"stopped: {stop}", file=sys.stderr, flush=True)
         sys.exit(EXIT_PREEMPTED)
     except BrokenPipeError:
+        if not stdout_reader_gone():
+            raise
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # else exit's flush fails again
         sys.exit(EXIT_BROKEN_PIPE)
     sys.exit(0)
+
+
+def stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reading end is closed (poll reports an error on it)."""
+    try:
+        descriptor = sys.stdout.fileno()
+        poller = select.poll()
+    except (AttributeError, ValueError, io.UnsupportedOperation):  # no real file, or no poll
+        return False
+    poller.register(descriptor, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))

@@ -116,10 +116,9 @@ def exit_policy(
     if levels is None and chosen is None:
         return
     path = run.job.run_dir / POLICY_FILE
-    document, kept = with_earlier_settings(build_policy(run, levels, chosen), path)
+    document, note = with_earlier_settings(build_policy(run, levels, chosen), path)
     outputs.write_policy(run.job.run_dir, document)
-    also = f" (with the {' and '.join(kept)} fitted earlier for this checkpoint)" if kept else ""
-    print(f"exit policy written to {path}{also}")
+    print(f"exit policy written to {path} {note}".rstrip())
 
 
 def real_exit(run: LoadedRun, splits: DataSplits, test: SplitOutputs, thresholds: list[float]) -> None:

@@ -24,7 +24,13 @@ from utils.json_files import json_floats, read_json
 
 POLICY_FILE = "exit_policy.json"
 SCHEMA = "boostnet.exit_policy"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = (
+    2  # 2 added thresholds_of_level: a version 1 flat-curve level could state another level's accuracy
+)
+READABLE_VERSIONS = (
+    1,
+    2,
+)  # version 1 files still deploy; evaluation keeps no part of them (with_earlier_settings)
 
 
 @dataclass(frozen=True)
@@ -157,26 +163,40 @@ def build_policy(
     }
 
 
-def with_earlier_settings(document: dict[str, Any], earlier: Path) -> tuple[dict[str, Any], list[str]]:
+def with_earlier_settings(document: dict[str, Any], earlier: Path) -> tuple[dict[str, Any], str]:
     """`document` completed with the `levels` or `budget` it lacks from the policy stored at
-    `earlier`, when that one was fitted for the same checkpoint file and weights: evaluating only a
-    `--budget` must not drop the sweep an earlier evaluation fitted, nor the reverse. Returns the
-    document and the names of the parts kept."""
+    `earlier`, when that one is intact, of this version, and fitted for the same checkpoint file
+    and weights: evaluating only a `--budget` must not drop the sweep an earlier evaluation
+    fitted, nor the reverse. Returns the document and a note for the console that says what was
+    kept or dropped ("" when the stored policy had nothing the new one lacks)."""
+    missing = [part for part, empty in (("levels", []), ("budget", None)) if document[part] == empty]
+    if not missing or not earlier.is_file():
+        return document, ""
     try:
-        stored = read_json(earlier) if earlier.is_file() else None
-    except (OSError, ValueError):
-        stored = None
-    same = isinstance(stored, dict) and all(
-        stored.get(key) == document.get(key) for key in ("schema", "version", "checkpoint_sha256", "weights")
-    )
-    if not same:
-        return document, []
-    kept = {}
-    if not document["levels"] and stored.get("levels"):
-        kept["levels"] = stored["levels"]
-    if document["budget"] is None and stored.get("budget") is not None:
-        kept["budget"] = stored["budget"]
-    return {**document, **kept}, list(kept)
+        stored = read_json(earlier)
+    except (OSError, ValueError) as error:
+        return document, f"(the earlier policy is unreadable, nothing of it kept: {error})"
+    held = [part for part in missing if isinstance(stored, dict) and stored.get(part)]
+    if not held:
+        return document, ""
+    why = unfit_reason(stored, document, earlier)
+    if why is not None:
+        return document, f"(the earlier policy's {' and '.join(held)} dropped: {why})"
+    kept = {part: stored[part] for part in held}
+    return {**document, **kept}, f"(with the {' and '.join(held)} fitted earlier for this checkpoint)"
+
+
+def unfit_reason(stored: dict[str, Any], document: dict[str, Any], path: Path) -> Optional[str]:
+    """Why parts of the stored policy cannot complete `document`, or None when they can."""
+    try:
+        parse_policy(stored, path)
+    except UserError as error:
+        return str(error).split(": ", 1)[-1]
+    if stored["version"] != SCHEMA_VERSION:
+        return f"version {stored['version']}, older than thresholds_of_level"
+    if any(stored.get(key) != document.get(key) for key in ("checkpoint_sha256", "weights")):
+        return "fitted for another checkpoint or weights"
+    return None
 
 
 def runless_policy(
@@ -212,9 +232,10 @@ def parse_policy(document: Any, path: Path) -> ExitPolicy:
     """The typed policy of a stored document; one-line UserError for another schema or version."""
     if not isinstance(document, dict) or document.get("schema") != SCHEMA:
         raise UserError(f'{path}: not an exit policy (no "schema": "{SCHEMA}")')
-    if document.get("version") != SCHEMA_VERSION:
+    if document.get("version") not in READABLE_VERSIONS:
         raise UserError(
-            f"{path}: exit policy version {document.get('version')}; this code reads {SCHEMA_VERSION}"
+            f"{path}: exit policy version {document.get('version')}; this code reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}"
         )
     try:
         prep = document["preprocessing"]
