@@ -205,3 +205,20 @@ def test_run_cli_reports_user_errors_on_one_line(capsys):
         run_cli(main, [])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == "error: --data-root: no folder at /x\n"
+
+
+def test_folder_datasets_read_16_bit_grey_as_its_8_bit_levels(tmp_path):
+    """Training, evaluation and predict.py read files with one function (readers.open_image):
+    16-bit grey (PNG: mode I;16, PGM: mode I) scales to 8 bits instead of clipping to white."""
+    grey = np.arange(32 * 32, dtype=np.uint8).reshape(32, 32)
+    for split in ("train", "val"):
+        for label, suffix in (("a", ".png"), ("b", ".pgm")):
+            (tmp_path / split / label).mkdir(parents=True)
+            Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / split / label / f"x{suffix}")
+    job = parse_args(
+        ["--dataset", "folder", "--num-classes", "2", "--image-size", "32", "--data-root", str(tmp_path)]
+    )
+    test = splits_of(job, None).test
+    Image.fromarray(grey).convert("RGB").save(tmp_path / "grey8.png")
+    expected = test.transform(Image.open(tmp_path / "grey8.png").convert("RGB"))
+    assert torch.equal(test[0][0], expected) and torch.equal(test[1][0], expected)

@@ -1,7 +1,8 @@
 """Splits, transforms and loaders for every dataset of boostnet/data/datasets.py.
 
 In-memory sets live as uint8 tensors and are augmented per sample with torchvision v2 tensor
-transforms (no PIL); folder sets are read by torchvision's ImageFolder. `--use-valid` holds
+transforms (no PIL); folder sets are read by torchvision's ImageFolder, each file by
+:func:`boostnet.data.readers.open_image`. `--use-valid` holds
 out a validation split of the official training set by a seeded permutation saved to
 `split.json` in the run directory and reused when that file exists (resume, evaluation). The
 validation split always uses the test-time transforms.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import copy
 import signal
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
@@ -23,7 +25,7 @@ from torchvision import datasets
 from torchvision.transforms import v2
 
 from boostnet.data.datasets import DatasetInfo, DataSettings
-from boostnet.data.readers import in_memory_loader
+from boostnet.data.readers import in_memory_loader, open_image
 from utils.distributed import DistInfo, launch_info
 from utils.errors import UserError
 from utils.json_files import read_json, write_json
@@ -110,7 +112,11 @@ def folder_transforms(info: DatasetInfo, train: bool) -> Transform:
 def image_folder(path: Path, info: DatasetInfo, train: bool) -> datasets.ImageFolder:
     """One split stored as one sub-folder per class, checked to have the dataset's classes."""
     try:
-        folder = datasets.ImageFolder(str(path), transform=folder_transforms(info, train))
+        folder = datasets.ImageFolder(
+            str(path),
+            transform=folder_transforms(info, train),
+            loader=partial(open_image, mode="RGB" if info.channels == 3 else "L"),
+        )
     except FileNotFoundError as error:
         raise UserError(f"--data-root: {path}: {error}") from None
     if len(folder.classes) != info.num_classes:

@@ -2,7 +2,8 @@
 
 In-memory sets (CIFAR-100, Fashion-MNIST, digits) are loaded as uint8 tensors (N, 3, H, W) by
 the loader :data:`LOADERS` names for them; every other dataset (ImageNet, `folder`) is read
-image by image from `train/` and `val/` class folders (boostnet/data/loaders.py). The facts of each
+image by image from `train/` and `val/` class folders (boostnet/data/loaders.py), each file by
+:func:`open_image`, which scripts/predict.py also reads new images with. The facts of each
 dataset (classes, sizes, normalisation) are in :mod:`boostnet.data.datasets`, which parsers read
 without importing torch.
 """
@@ -16,6 +17,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 from torchvision import datasets as tv_datasets
 
@@ -26,6 +28,18 @@ from utils.errors import UserError
 
 Arrays = tuple[Tensor, Tensor, Tensor, Tensor]  # train images, train labels, test images, labels
 Loader = Callable[[Path], Arrays]
+SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I"}  # Pillow opens 16-bit PNG as I;16, 16-bit PGM as I
+
+
+def open_image(path: Path, mode: str = "RGB") -> Image.Image:
+    """The image file at `path` decoded and converted to `mode` ("RGB" or "L"). 16-bit grey levels
+    are scaled to 8 bits (0..65535 -> 0..255), as every network here reads 8-bit images; Pillow's
+    own conversion would clip everything above 255 to white."""
+    with Image.open(path) as image:
+        if image.mode in SIXTEEN_BIT_MODES:
+            levels = np.clip(np.asarray(image, dtype=np.float64) * (255 / 65535), 0, 255)
+            return Image.fromarray(np.rint(levels).astype(np.uint8), mode="L").convert(mode)
+        return image.convert(mode)
 
 
 def pad_and_replicate(images: Tensor, size: int) -> Tensor:

@@ -1,9 +1,10 @@
 """Image files for inference: which files the command line names, and how each becomes an input.
 
 Arguments are files, folders (their image files, sorted, not recursive) or glob patterns. Each
-image is read with PIL (16-bit grey levels scaled to 8 bits), converted to the policy's colour
-mode and put through the data layer's evaluation transforms (boostnet/data/loaders.py) built from
-the policy's preprocessing, so a saved test image gives the tensor evaluation computed for it.
+image is read as folder datasets read theirs (:func:`boostnet.data.readers.open_image`: 16-bit
+grey levels scaled to 8 bits, converted to the policy's colour mode) and put through the data
+layer's evaluation transforms (boostnet/data/loaders.py) built from the policy's preprocessing,
+so a saved test image gives the tensor evaluation computed for it.
 """
 
 from __future__ import annotations
@@ -12,15 +13,14 @@ import glob
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from boostnet.data.loaders import Transform, folder_transforms
+from boostnet.data.readers import open_image
 from boostnet.evaluation.policy import ExitPolicy
 from utils.errors import UserError
 
-SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
@@ -58,20 +58,9 @@ def image_transform(policy: ExitPolicy) -> Transform:
     return folder_transforms(policy.preprocessing.as_dataset(len(policy.classes)), train=False)
 
 
-def eight_bit(image: Image.Image) -> Image.Image:
-    """`image` with 16-bit grey levels scaled to 8 bits (0..65535 -> 0..255), as the networks
-    were trained on 8-bit images; PIL's own conversion would clip everything above 255 to white."""
-    if image.mode not in SIXTEEN_BIT_MODES:
-        return image
-    levels = np.asarray(image, dtype=np.float64) * (255 / 65535)
-    return Image.fromarray(np.rint(levels).astype(np.uint8), mode="L")
-
-
 def read_image(path: Path, policy: ExitPolicy, transform: Transform) -> tuple[Optional[Tensor], str]:
     """(the network's input for `path`, "") or (None, why it cannot be read)."""
-    mode = "RGB" if policy.preprocessing.channels == 3 else "L"
     try:
-        with Image.open(path) as image:
-            return transform(eight_bit(image).convert(mode)), ""
+        return transform(open_image(path, "RGB" if policy.preprocessing.channels == 3 else "L")), ""
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as error:
         return None, " ".join(str(error).split()) or type(error).__name__
