@@ -26,7 +26,6 @@ from boostnet.training.optim import build_optimizer, build_scheduler
 from boostnet.training.settings import TrainingJob
 from models.foreign import original_names
 from models.multi_exit import MultiExitNetwork, param_groups_by_stage
-from models.objectives import objective
 from utils.checkpoint import (
     file_digest,
     first_mismatch,
@@ -281,7 +280,7 @@ def import_run(source: Path, job: TrainingJob) -> dict[str, Any]:
     best = {"model": model.state_dict(), "epoch": foreign.epochs_done or 0, "config": config}
     save_checkpoint({**best, "imported_from": note}, out / BEST_CHECKPOINT)
     if resume_problem is None:
-        losses = objective(job.objective.name).loss(job.objective, model.num_exits)
+        losses = job.objective.loss(model.num_exits)
         scaler = torch.amp.GradScaler("cpu", enabled=False)
         state = training_state(model, optimizer, scheduler, losses, scaler, foreign.epochs_done, config, None)
         save_checkpoint({**state, "imported_from": note}, out / LATEST_CHECKPOINT)

@@ -51,6 +51,8 @@ def parse_export_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         help="with --verify: the first N test images (default: all)",
     )
     request = parser.parse_args(argv)
+    if request.verify_images is not None and not request.verify:
+        raise UserError("--verify-images: give --verify too (it says how many test images to verify on)")
     if request.out.exists():
         raise UserError(
             f"--out {request.out}: already exists; give a new directory (nothing was overwritten)"
@@ -65,22 +67,23 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     request = parse_export_args(argv)
     from args import parse_evaluation_args
     from boostnet.deployment.export import export_run
-    from boostnet.deployment.source import loading_flags, run_policy
+    from boostnet.deployment.source import loading_flags, run_policy, test_split
     from boostnet.evaluation.loading import load_run
 
     policy, checkpoint = run_policy(request.run, request.policy)
     job = parse_evaluation_args(loading_flags(checkpoint, policy))
     run = load_run(job)
+    test = test_split(job) if request.verify else None  # before the export: a missing dataset stops it
     export_run(run.network, policy, job.model.inputs.channels, request.format, request.out)
     print(
         f"exported {run.network.num_exits} {request.format} stages of {checkpoint} "
         f"with its exit policy to {request.out}"
     )
-    if request.verify:
-        verify(run.network, job, request)
+    if test is not None:
+        verify(run.network, test, request)
 
 
-def verify(network, job, request: argparse.Namespace) -> None:
+def verify(network, test, request: argparse.Namespace) -> None:
     """Write DIR/agreement.json and its summary line; exit 1 when the export disagrees."""
     from boostnet.deployment.agreement import measure_agreement
     from boostnet.deployment.export import load_export
@@ -90,7 +93,7 @@ def verify(network, job, request: argparse.Namespace) -> None:
 
     export = load_export(request.out)
     settings = offered_settings(export.policy)
-    batches = test_batches(job, VERIFY_BATCH, request.verify_images)
+    batches = test_batches(test, VERIFY_BATCH, request.verify_images)
     agreement = measure_agreement(network, export.backend, settings, batches)
     write_json(request.out / AGREEMENT_FILE, {"format": request.format, **agreement.as_json()})
     print(f"{agreement.summary()}; written to {request.out / AGREEMENT_FILE}")

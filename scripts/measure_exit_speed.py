@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.cli import OneLineParser, int_at_least  # noqa: E402
+from utils.cli import OneLineParser, int_at_least, positive_float  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.machine import cpu_name  # noqa: E402
 
@@ -43,7 +43,7 @@ def parse_speed_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--threads", type=int_at_least(1), default=1, help="CPU threads of both backends")
     parser.add_argument(
         "--latency-budget",
-        type=float,
+        type=positive_float,
         nargs="+",
         default=[],
         metavar="MS",
@@ -88,7 +88,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
     from args import parse_evaluation_args
     from boostnet.deployment.export import timing_backends
-    from boostnet.deployment.source import loading_flags, run_policy, test_batches
+    from boostnet.deployment.source import loading_flags, run_policy, test_batches, test_split
     from boostnet.deployment.speed import speed_table
     from boostnet.evaluation.loading import load_run
     from boostnet.evaluation.outputs import write_csv
@@ -100,7 +100,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     job = parse_evaluation_args(loading_flags(checkpoint, policy))
     run = load_run(job)
     torch.set_num_threads(request.threads)
-    images = next(test_batches(job, request.images, request.images))
+    images = next(test_batches(test_split(job), request.images, request.images))
     with tempfile.TemporaryDirectory() as folder:
         backends = timing_backends(
             run.network, policy, job.model.inputs.channels, Path(folder) / "onnx", request.threads

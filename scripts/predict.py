@@ -23,7 +23,7 @@ from typing import Any, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.cli import OneLineParser, int_at_least  # noqa: E402
+from utils.cli import OneLineParser, int_at_least, positive_float  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
 BACKENDS = ("pytorch", "onnxruntime", "torch-export")
@@ -50,7 +50,7 @@ def parse_predict_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     )
     choice.add_argument(
         "--latency-budget",
-        type=float,
+        type=positive_float,
         metavar="MS",
         help="milliseconds per image: the most accurate setting whose measured latency meets it",
     )

@@ -15,6 +15,7 @@ import hashlib
 import importlib.util
 import io
 import json
+import math
 import shutil
 import sys
 import warnings
@@ -305,6 +306,14 @@ def test_export_verify_reports_agreement_on_the_test_split(deployed, tmp_path, c
     assert printed.splitlines()[-1].startswith(f"agrees on {TEST_IMAGES} test images")
 
 
+def test_relative_error_of_equal_zero_outputs_is_zero_and_of_nan_infinite():
+    zeros = torch.zeros(2, 3)
+    assert relative_errors([zeros.numpy(), np.full((2, 3), np.nan, np.float32)], [zeros, zeros]) == [
+        0.0,
+        math.inf,
+    ]
+
+
 def test_agreement_catches_an_export_that_decides_otherwise(deployed):
     from boostnet.deployment.agreement import measure_agreement
     from boostnet.deployment.runner import TorchStages
@@ -519,12 +528,17 @@ def test_bad_exports_and_inputs_are_one_line_with_status_2(deployed, tmp_path, c
         (["--thresholds", "nan", "0.5", "0.5"], "--thresholds: nan"),
         (["--thresholds", "0.5"], "give 2 or 3 values, not 1"),
         (["--level", "40"], "levels 1..39"),
+        (["--latency-budget", "nan"], "--latency-budget: must be a finite number above 0"),
     ):
         status, out, err = run_script("predict", [deployed["onnx"], deployed["pngs"], *flags], capsys)
         assert (status, out, len(err.splitlines())) == (2, "", 1) and words in err, flags
     before = file_states(deployed["onnx"])
     status, _, err = run_script("export", [deployed["run"], "--out", deployed["onnx"]], capsys)
     assert status == 2 and "already exists" in err and file_states(deployed["onnx"]) == before
+    status, _, err = run_script(
+        "export", [deployed["run"], "--out", tmp_path / "x", "--verify-images", "5"], capsys
+    )
+    assert status == 2 and "--verify-images: give --verify too" in err and not (tmp_path / "x").exists()
     mine = tmp_path / "fresh.partial"  # a name an export of `fresh` once built in, and removed
     mine.mkdir()
     (mine / "notes.txt").write_text("mine")

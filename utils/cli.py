@@ -67,3 +67,14 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
 
     parse.__name__ = "int"  # argparse names the type in its error: "invalid int value: 'two'"
     return parse
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number above 0 (a budget, a latency)."""
+    value = float(text)
+    if not (0 < value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
+
+
+positive_float.__name__ = "float"

@@ -13,6 +13,7 @@ reported apart, never hidden.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -116,11 +117,15 @@ class Agreement:
 
 
 def relative_errors(exported: Sequence[np.ndarray], reference: Sequence[Tensor]) -> list[float]:
-    """Per exit, the largest over samples of max |exported - reference| / max |reference|."""
+    """Per exit, the largest over samples of max |exported - reference| / max |reference| (an
+    all-zero reference row divides by the smallest float32, so equal zeros agree; NaN counts as
+    infinite error)."""
     errors = []
     for output, expected in zip(exported, reference):
         difference = (torch.from_numpy(output).double() - expected.double()).abs().amax(dim=1)
-        errors.append((difference / expected.double().abs().amax(dim=1)).max().item())
+        scale = expected.double().abs().amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny)
+        error = (difference / scale).max().item()
+        errors.append(math.inf if math.isnan(error) else error)  # a NaN output never agrees
     return errors
 
 

@@ -77,7 +77,7 @@ def sample_images(policy: ExitPolicy, batch_size: int) -> np.ndarray:
 def choose_for_latency(policy: ExitPolicy, seconds: Sequence[float], budget_ms: float) -> LatencyChoice:
     """The most accurate setting on validation whose expected latency, from the stage latencies
     `seconds` (per image), is within `budget_ms`; refused in one line when none is."""
-    offered = [entry for entry in offered_settings(policy) if entry.val_exit_counts]
+    offered = offered_settings(policy)  # stored settings always hold their exit counts
     estimates = {entry.name: expected_seconds(entry, list(seconds)) * 1000 for entry in offered}
     fitting = [entry for entry in offered if estimates[entry.name] <= budget_ms]
     if not fitting:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from boostnet.data.loaders import build_splits
 from boostnet.evaluation.policy import POLICY_FILE, ExitPolicy, check_digest, read_policy
@@ -40,10 +40,13 @@ def loading_flags(checkpoint: Path, policy: ExitPolicy) -> list[str]:
     return ["--evaluate-from", str(checkpoint), "--device", "cpu", "--workers", "0", weights]
 
 
-def test_batches(job: EvaluationJob, batch_size: int, count: Optional[int] = None) -> Iterator[torch.Tensor]:
-    """The first `count` (all when None) test images of the job's dataset, as evaluation feeds
-    them to the network, in batches of `batch_size`."""
-    test = build_splits(job.data, False, 0, None).test
+def test_split(job: EvaluationJob) -> Dataset:
+    """The test split of the job's dataset as evaluation reads it (a missing dataset is one line)."""
+    return build_splits(job.data, False, 0, None).test
+
+
+def test_batches(test: Dataset, batch_size: int, count: Optional[int] = None) -> Iterator[torch.Tensor]:
+    """The first `count` (all when None) images of `test` in batches of `batch_size`."""
     chosen = Subset(test, range(min(count or len(test), len(test))))
     for images, _ in DataLoader(chosen, batch_size=batch_size, shuffle=False, num_workers=0):
         yield images
