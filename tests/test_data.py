@@ -169,6 +169,20 @@ def test_imagenet_folders_give_224_crops_and_a_missing_split_names_its_path(tmp_
     assert job.data.dataset.image_size == 224 and splits.num_classes == 2
 
 
+def test_the_test_set_alone_reads_only_val_and_equals_the_splits_test_set(tmp_path):
+    folder = parse_args(
+        ["--dataset", "folder", "--num-classes", "2", "--image-size", "32", "--data-root", str(tmp_path)]
+    )
+    with pytest.raises(UserError, match=f"no folder at {tmp_path / 'val'}"):
+        data.official_test_set(folder.data)
+    write_image_folder(tmp_path / "val")
+    alone = data.official_test_set(folder.data)  # no train/ folder exists: it is never scanned
+    write_image_folder(tmp_path / "train")
+    assert torch.equal(alone[1][0], splits_of(folder, None).test[1][0]) and alone[1][1] == 1
+    digits = digits_job().data
+    assert torch.equal(data.official_test_set(digits)[7][0], data.official_sets(digits)[2][7][0])
+
+
 def test_checkpoint_round_trip_is_atomic_and_strips_wrapper_prefixes(tmp_path):
     weights = {"module._orig_mod.conv.weight": torch.ones(2), "module._orig_mod.fc.bias": torch.zeros(1)}
     save_checkpoint({"model": weights, "epoch": 3}, tmp_path / "model_latest.pth")

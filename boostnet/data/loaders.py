@@ -132,30 +132,47 @@ def image_folder(path: Path, info: DatasetInfo, train: bool) -> datasets.ImageFo
     return folder
 
 
+def split_folder(data: DataSettings, split: str) -> Path:
+    """`split`'s folder under --data-root, one line naming it when it is missing."""
+    path = data.root / split
+    if not path.is_dir():
+        # "no ImageNet folder", but "no folder" for --dataset folder (its label is "image folder")
+        label = data.dataset.label
+        noun = "folder" if label.endswith("folder") else f"{label} folder"
+        raise UserError(
+            f"--data-root: no {noun} at {path} (expected train/ and val/ with one sub-folder per class)"
+        )
+    return path
+
+
 def official_sets(data: DataSettings) -> tuple[Dataset, Dataset, Dataset]:
     """(training set with train transforms, same set with test transforms, test set)."""
-    info, root = data.dataset, data.root
+    info = data.dataset
     load = in_memory_loader(info)
     if load is None:
-        # "no ImageNet folder", but "no folder" for --dataset folder (its label is "image folder")
-        noun = "folder" if info.label.endswith("folder") else f"{info.label} folder"
-        for path in (root / "train", root / "val"):
-            if not path.is_dir():
-                raise UserError(
-                    f"--data-root: no {noun} at {path} "
-                    f"(expected train/ and val/ with one sub-folder per class)"
-                )
-        train = image_folder(root / "train", info, train=True)
+        train_path, test_path = split_folder(data, "train"), split_folder(data, "val")  # both, before a scan
+        train = image_folder(train_path, info, train=True)
         train_eval = copy.copy(train)
         train_eval.transform = folder_transforms(info, train=False)
-        return train, train_eval, image_folder(root / "val", info, train=False)
-    train_images, train_labels, test_images, test_labels = load(root)
+        return train, train_eval, image_folder(test_path, info, train=False)
+    train_images, train_labels, test_images, test_labels = load(data.root)
     evaluate = tensor_transforms(info, train=False)
     return (
         InMemoryImages(train_images, train_labels, tensor_transforms(info, train=True)),
         InMemoryImages(train_images, train_labels, evaluate),
         InMemoryImages(test_images, test_labels, evaluate),
     )
+
+
+def official_test_set(data: DataSettings) -> Dataset:
+    """The test set alone, as evaluation reads it: deployment checks need no scan of a folder
+    dataset's train/ (1.28M files on ImageNet) and no training transforms."""
+    info = data.dataset
+    load = in_memory_loader(info)
+    if load is None:
+        return image_folder(split_folder(data, "val"), info, train=False)
+    _, _, test_images, test_labels = load(data.root)
+    return InMemoryImages(test_images, test_labels, tensor_transforms(info, train=False))
 
 
 def make_split(dataset: str, seed: int, train_count: int, held_out: int) -> dict:

@@ -9,7 +9,7 @@ from typing import Iterator, Optional
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from boostnet.data.loaders import build_splits
+from boostnet.data.loaders import official_test_set
 from boostnet.evaluation.policy import POLICY_FILE, ExitPolicy, check_digest, read_policy
 from boostnet.evaluation.settings import EvaluationJob
 from utils.checkpoint import file_digest
@@ -42,7 +42,7 @@ def loading_flags(checkpoint: Path, policy: ExitPolicy) -> list[str]:
 
 def test_split(job: EvaluationJob) -> Dataset:
     """The test split of the job's dataset as evaluation reads it (a missing dataset is one line)."""
-    return build_splits(job.data, False, 0, None).test
+    return official_test_set(job.data)
 
 
 def test_batches(test: Dataset, batch_size: int, count: Optional[int] = None) -> Iterator[torch.Tensor]:
