@@ -652,6 +652,35 @@ def test_measured_speed_rows_hold_promise_and_measurement_per_level(deployed, ca
     assert file_states(run) == before
 
 
+def test_device_rows_time_the_evaluators_early_exit_against_the_same_promise(deployed):
+    """bench_deployment.py --device cuda's rows; on this CPU the same code runs eagerly."""
+    from args import parse_evaluation_args
+    from boostnet.deployment.source import loading_flags
+    from boostnet.deployment.speed import SPEED_COLUMNS, device_speed_rows
+    from boostnet.evaluation.loading import load_run
+
+    policy, checkpoint = run_policy(deployed["run"])
+    network = load_run(parse_evaluation_args(loading_flags(checkpoint, policy))).network
+    images = load_fashion_mnist_mini()[2][:8].float() / 255
+    rows = device_speed_rows(
+        network, policy.levels[9], policy.macs[-1], images, [1, 4], torch.device("cpu"), 1
+    )
+    assert [(row["backend"], row["batch_size"]) for row in rows] == [("pytorch-cpu", 1), ("pytorch-cpu", 4)]
+    for row in rows:
+        assert list(row) == list(SPEED_COLUMNS) and row["setting"] == policy.levels[9].name
+        assert row["promised_speedup"] == pytest.approx(policy.macs[-1] / policy.levels[9].expected_macs)
+        assert row["measured_over_promised"] == pytest.approx(
+            row["measured_speedup"] / row["promised_speedup"]
+        )
+        assert row["latency_promised_speedup"] is None and row["early_exit_images_per_second"] > 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without a GPU")
+def test_bench_deployment_on_cuda_without_a_gpu_is_one_line(capsys):
+    status, out, err = run_script("bench_deployment", ["--device", "cuda"], capsys)
+    assert (status, out) == (2, "") and err == "error: --device cuda: no CUDA device on this machine\n"
+
+
 def test_a_latency_budget_chooses_the_most_accurate_setting_its_stage_latencies_fit(deployed):
     from boostnet.deployment.latency import choose_for_latency, expected_seconds
 

@@ -25,8 +25,9 @@ from torch import Tensor
 
 from boostnet.deployment.latency import choose_for_latency, expected_seconds, stage_seconds
 from boostnet.deployment.runner import StageBackend, as_images, classify, full_network
-from boostnet.evaluation.early_exit import paired_throughput
+from boostnet.evaluation.early_exit import Throughput, early_exit_throughput, paired_throughput
 from boostnet.evaluation.policy import ExitPolicy, Setting
+from models.boosting import BoostedNetwork
 from utils.errors import UserError
 
 SPEED_COLUMNS = (
@@ -72,13 +73,21 @@ def setting_speed(
         torch.device("cpu"),
         repeats,
     )
+    return speed_row(setting, len(batches[0]), speed, full_macs, seconds)
+
+
+def speed_row(
+    setting: Setting, batch_size: int, speed: Throughput, full_macs: float, seconds: Sequence[float] | None
+) -> dict[str, Any]:
+    """The columns of one timed setting (all of SPEED_COLUMNS but backend and latency_budget_ms);
+    the stage-latency promise only where stage latencies `seconds` were measured."""
     promised = full_macs / setting.expected_macs
-    expected = expected_seconds(setting, list(seconds)) if setting.val_exit_counts else None
-    by_latency = sum(seconds) / expected if expected else None
+    expected = expected_seconds(setting, list(seconds)) if seconds and setting.val_exit_counts else None
+    by_latency = sum(seconds) / expected if seconds and expected else None
     low, high = speed.paired_speedup_range
     return {
         "setting": setting.name,
-        "batch_size": len(batches[0]),
+        "batch_size": batch_size,
         "expected_macs": setting.expected_macs,
         "promised_speedup": promised,
         "measured_speedup": speed.speedup,
@@ -92,6 +101,31 @@ def setting_speed(
         "paired_speedup_low": low,
         "paired_speedup_high": high,
     }
+
+
+def device_speed_rows(
+    network: BoostedNetwork,
+    setting: Setting,
+    full_macs: float,
+    images: Tensor,
+    batch_sizes: Sequence[int],
+    device: torch.device,
+    repeats: int,
+) -> list[dict[str, Any]]:
+    """Rows of `setting` through eager PyTorch on `device`, the evaluator's real early exit
+    (:func:`~boostnet.evaluation.early_exit.early_exit_throughput`): on a GPU the full network
+    replays one CUDA graph and each exit stage one of its own while its sub-batch keeps the batch's
+    size. Backend `pytorch-cuda-graphs` on a GPU (`pytorch-<device>` elsewhere); no stage-latency
+    promise (stages are not timed apart here)."""
+    name = "pytorch-cuda-graphs" if device.type == "cuda" else f"pytorch-{device.type}"
+    rows = []
+    for batch_size in batch_sizes:
+        batches = [chunk.to(device) for chunk in images.split(batch_size)]
+        speed = early_exit_throughput(network, batches, setting.thresholds, device, repeats)
+        row = speed_row(setting, batch_size, speed, full_macs, None)
+        row.update(backend=name, latency_budget_ms=None)
+        rows.append({column: row[column] for column in SPEED_COLUMNS})
+    return rows
 
 
 def speed_table(
