@@ -217,3 +217,47 @@ def test_training_output_off_a_terminal_has_epoch_lines_and_no_progress_bar(tmp_
     output = done.stdout + done.stderr
     assert "\r" not in output and "it/s" not in output
     assert re.search(r"^epoch 1/1 lr 0\.1 train loss .* s, ETA 0s", done.stdout, re.MULTILINE)
+
+
+RECORDING_PYTHON = """#!/usr/bin/env bash
+echo "$*" >> "$RECORD"
+case "$*" in *"$FAIL_ON"*) exit 3 ;; esac
+"""
+
+
+def gpu_check(tmp_path: Path, fail_on: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """scripts/gpu_check.sh run with a python that records each command (and fails one)."""
+    fake = tmp_path / "python"
+    fake.write_text(RECORDING_PYTHON)
+    fake.chmod(0o755)
+    record = tmp_path / f"record_{len(fail_on)}"
+    env = {**os.environ, "PYTHON": str(fake), "RECORD": str(record), "FAIL_ON": fail_on}
+    done = subprocess.run(
+        ["bash", "scripts/gpu_check.sh", str(tmp_path / "out")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return done, record.read_text().splitlines()
+
+
+def test_gpu_check_runs_every_step_names_real_files_and_reports_a_failure(tmp_path):
+    from scripts.benchmark import parse_options
+
+    done, commands = gpu_check(tmp_path, fail_on="never matches")
+    assert done.returncode == 0 and done.stdout.count("passed") == 3, done.stdout
+    tests, deployment, benchmark = (command.split() for command in commands)
+    assert tests[:2] == ["-m", "pytest"] and all((ROOT / path).is_file() for path in tests[3:])
+    out = tmp_path / "out"
+    assert deployment == [
+        "scripts/bench_deployment.py",
+        "--device",
+        "cuda",
+        "--out",
+        f"{out}/bench_deployment_gpu.json",
+    ]
+    assert benchmark[0] == "scripts/benchmark.py" and parse_options(benchmark[1:])[0].steps == 30
+    done, commands = gpu_check(tmp_path, fail_on="bench_deployment")
+    assert done.returncode == 1 and len(commands) == 3 and "FAILED" in done.stdout  # the next step still ran
