@@ -55,17 +55,7 @@ def parse_bench_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--out", type=Path, default=Path("results/bench_deployment.json"), help="JSON written"
     )
-    bench = parser.parse_args(argv)
-    if bench.device == "cuda" and not cuda_available():
-        parser.error("--device cuda: no CUDA device on this machine")
-    return bench
-
-
-def cuda_available() -> bool:
-    """Whether torch sees a GPU (torch imported only when --device cuda asks)."""
-    import torch
-
-    return torch.cuda.is_available()
+    return parser.parse_args(argv)
 
 
 def half_cost_policy(network: Any, costs: list[int], images: Any) -> Any:
@@ -138,14 +128,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
     from boostnet.deployment.speed import device_speed_rows, speed_table
     from boostnet.evaluation.early_exit import early_exit_predict
     from boostnet.recipes import RECIPES
+    from utils.distributed import DistInfo, resolve_device
     from utils.json_files import write_json
 
+    device = resolve_device(bench.device, DistInfo())  # --device cuda without a GPU: one line, no work
     torch.set_num_threads(bench.threads)
     network, costs = recipe_network(bench.seed)
     policy = half_cost_policy(network, costs, torch.randn(FIT_IMAGES, 3, 32, 32))
     images = torch.randn(bench.images, 3, 32, 32)
-    if bench.device == "cuda":
-        device = torch.device("cuda")
+    if device.type == "cuda":
         rows = device_speed_rows(
             network.to(device), policy.budget, costs[-1], images, bench.batch_sizes, device, bench.repeats
         )
@@ -161,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "recipe": RECIPE,
         "model_flags": list(RECIPES[RECIPE].flags),
         "weights": "random",
-        "device": torch.cuda.get_device_name() if bench.device == "cuda" else cpu_name(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "threads": bench.threads,
         "torch": torch.__version__,
         "onnxruntime": __import__("onnxruntime").__version__,

@@ -66,14 +66,16 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     """Check the run and its policy, rebuild the network on the CPU, write the export."""
     request = parse_export_args(argv)
     from args import parse_evaluation_args
+    from boostnet.data.loaders import official_test_set
     from boostnet.deployment.export import export_run
-    from boostnet.deployment.source import loading_flags, run_policy, test_split
+    from boostnet.deployment.source import loading_flags, run_policy
     from boostnet.evaluation.loading import load_run
 
     policy, checkpoint = run_policy(request.run, request.policy)
     job = parse_evaluation_args(loading_flags(checkpoint, policy))
     run = load_run(job)
-    test = test_split(job) if request.verify else None  # before the export: a missing dataset stops it
+    # the test split before the export: a missing dataset stops it
+    test = official_test_set(job.data) if request.verify else None
     export_run(run.network, policy, job.model.inputs.channels, request.format, request.out)
     print(
         f"exported {run.network.num_exits} {request.format} stages of {checkpoint} "

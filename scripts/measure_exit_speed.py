@@ -87,8 +87,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     import torch
 
     from args import parse_evaluation_args
+    from boostnet.data.loaders import official_test_set
     from boostnet.deployment.export import timing_backends
-    from boostnet.deployment.source import loading_flags, run_policy, test_batches, test_split
+    from boostnet.deployment.source import loading_flags, run_policy, test_batches
     from boostnet.deployment.speed import speed_table
     from boostnet.evaluation.loading import load_run
     from boostnet.evaluation.outputs import write_csv
@@ -100,7 +101,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     job = parse_evaluation_args(loading_flags(checkpoint, policy))
     run = load_run(job)
     torch.set_num_threads(request.threads)
-    images = next(test_batches(test_split(job), request.images, request.images))
+    images = next(test_batches(official_test_set(job.data), request.images, request.images))
     with tempfile.TemporaryDirectory() as folder:
         backends = timing_backends(
             run.network, policy, job.model.inputs.channels, Path(folder) / "onnx", request.threads

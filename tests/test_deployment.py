@@ -678,7 +678,9 @@ def test_device_rows_time_the_evaluators_early_exit_against_the_same_promise(dep
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without a GPU")
 def test_bench_deployment_on_cuda_without_a_gpu_is_one_line(capsys):
     status, out, err = run_script("bench_deployment", ["--device", "cuda"], capsys)
-    assert (status, out) == (2, "") and err == "error: --device cuda: no CUDA device on this machine\n"
+    assert (status, out) == (2, "") and err == (
+        "error: --device cuda: no CUDA device is available here; use --device cpu\n"
+    )
 
 
 def test_a_latency_budget_chooses_the_most_accurate_setting_its_stage_latencies_fit(deployed):

@@ -9,9 +9,7 @@ from typing import Iterator, Optional
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from boostnet.data.loaders import official_test_set
 from boostnet.evaluation.policy import POLICY_FILE, ExitPolicy, check_digest, read_policy
-from boostnet.evaluation.settings import EvaluationJob
 from utils.checkpoint import file_digest
 from utils.errors import UserError
 
@@ -38,11 +36,6 @@ def loading_flags(checkpoint: Path, policy: ExitPolicy) -> list[str]:
     on (its --model-ema average or its live weights, as the evaluation's header recorded)."""
     weights = "--no-eval-ema" if policy.document.get("weights", "live") == "live" else "--eval-ema"
     return ["--evaluate-from", str(checkpoint), "--device", "cpu", "--workers", "0", weights]
-
-
-def test_split(job: EvaluationJob) -> Dataset:
-    """The test split of the job's dataset as evaluation reads it (a missing dataset is one line)."""
-    return official_test_set(job.data)
 
 
 def test_batches(test: Dataset, batch_size: int, count: Optional[int] = None) -> Iterator[torch.Tensor]:

@@ -57,36 +57,36 @@ def batches_of(images: Tensor, batch_size: int) -> list[np.ndarray]:
 
 
 def setting_speed(
-    backend: StageBackend,
-    setting: Setting,
-    batches: Sequence[np.ndarray],
-    full_macs: float,
-    repeats: int,
-    seconds: Sequence[float],
-) -> dict[str, Any]:
-    """One row: `setting` on `backend` over `batches`, paired with the full network; `seconds`
-    are the stage latencies per image at this batch size."""
-    speed = paired_throughput(
+    backend: StageBackend, setting: Setting, batches: Sequence[np.ndarray], repeats: int
+) -> Throughput:
+    """`setting` on `backend` over `batches`, paired with the full network on the same backend."""
+    return paired_throughput(
         lambda images: full_network(backend, images),
         lambda images: classify(backend, images, setting.thresholds),
         batches,
         torch.device("cpu"),
         repeats,
     )
-    return speed_row(setting, len(batches[0]), speed, full_macs, seconds)
 
 
 def speed_row(
-    setting: Setting, batch_size: int, speed: Throughput, full_macs: float, seconds: Sequence[float] | None
+    backend: str,
+    setting: Setting,
+    batch_size: int,
+    speed: Throughput,
+    full_macs: float,
+    seconds: Sequence[float] | None,
+    latency_budget_ms: float | None = None,
 ) -> dict[str, Any]:
-    """The columns of one timed setting (all of SPEED_COLUMNS but backend and latency_budget_ms);
-    the stage-latency promise only where stage latencies `seconds` were measured."""
+    """One row of SPEED_COLUMNS, in their order: `setting` timed on `backend`; the stage-latency
+    promise only where stage latencies `seconds` (per image) were measured."""
     promised = full_macs / setting.expected_macs
     expected = expected_seconds(setting, list(seconds)) if seconds and setting.val_exit_counts else None
     by_latency = sum(seconds) / expected if seconds and expected else None
     low, high = speed.paired_speedup_range
-    return {
+    values = {
         "setting": setting.name,
+        "backend": backend,
         "batch_size": batch_size,
         "expected_macs": setting.expected_macs,
         "promised_speedup": promised,
@@ -98,9 +98,11 @@ def speed_row(
         "early_exit_images_per_second": speed.early_exit,
         "early_exit_ms_per_image": 1000 / speed.early_exit,
         "expected_ms_per_image": 1000 * expected if expected else None,
+        "latency_budget_ms": latency_budget_ms,
         "paired_speedup_low": low,
         "paired_speedup_high": high,
     }
+    return {column: values[column] for column in SPEED_COLUMNS}
 
 
 def device_speed_rows(
@@ -122,9 +124,7 @@ def device_speed_rows(
     for batch_size in batch_sizes:
         batches = [chunk.to(device) for chunk in images.split(batch_size)]
         speed = early_exit_throughput(network, batches, setting.thresholds, device, repeats)
-        row = speed_row(setting, batch_size, speed, full_macs, None)
-        row.update(backend=name, latency_budget_ms=None)
-        rows.append({column: row[column] for column in SPEED_COLUMNS})
+        rows.append(speed_row(name, setting, len(batches[0]), speed, full_macs, None))
     return rows
 
 
@@ -154,7 +154,8 @@ def speed_table(
                 except UserError as error:
                     unmet.append({"backend": name, "batch_size": batch_size, "why": str(error)})
             for setting, budget_ms in timed:
-                row = setting_speed(backend, setting, batches, policy.macs[-1], repeats, seconds)
-                row.update(backend=name, latency_budget_ms=budget_ms)
-                rows.append({column: row[column] for column in SPEED_COLUMNS})
+                speed = setting_speed(backend, setting, batches, repeats)
+                rows.append(
+                    speed_row(name, setting, len(batches[0]), speed, policy.macs[-1], seconds, budget_ms)
+                )
     return rows, unmet
