@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.cli import OneLineParser, int_at_least  # noqa: E402
+from utils.cli import OneLineParser, existing_file, existing_folder, int_at_least, output_path  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
 FORMAT_CHOICES = ("onnx", "torch-export")
@@ -32,11 +32,13 @@ DISAGREES = 1
 def parse_export_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     """The request; an existing --out is refused before any work, so nothing is overwritten."""
     parser = OneLineParser(prog="export.py", description=__doc__.splitlines()[0])
-    parser.add_argument("run", type=Path, help="evaluated run directory (holds exit_policy.json)")
+    parser.add_argument("run", type=existing_folder, help="evaluated run directory (holds exit_policy.json)")
     parser.add_argument("--format", choices=FORMAT_CHOICES, default="onnx", help="stage file format")
-    parser.add_argument("--out", type=Path, required=True, help="new directory the export is written to")
     parser.add_argument(
-        "--policy", type=Path, default=None, help="exit policy file (default: RUN/exit_policy.json)"
+        "--out", type=output_path, required=True, help="new directory the export is written to"
+    )
+    parser.add_argument(
+        "--policy", type=existing_file, default=None, help="exit policy file (default: RUN/exit_policy.json)"
     )
     parser.add_argument(
         "--verify",
@@ -57,8 +59,6 @@ def parse_export_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         raise UserError(
             f"--out {request.out}: already exists; give a new directory (nothing was overwritten)"
         )
-    if not request.run.is_dir():
-        raise UserError(f"{request.run}: not a run directory")
     return request
 
 

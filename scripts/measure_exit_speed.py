@@ -21,7 +21,13 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.cli import OneLineParser, int_at_least, positive_float  # noqa: E402
+from utils.cli import (  # noqa: E402
+    OneLineParser,
+    existing_folder,
+    int_at_least,
+    output_path,
+    positive_float,
+)
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.machine import cpu_name  # noqa: E402
 
@@ -31,7 +37,7 @@ RESULT_STEM = "real_exit_levels"
 def parse_speed_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     """The request, its counts checked before the run is loaded."""
     parser = OneLineParser(prog="measure_exit_speed.py", description=__doc__.splitlines()[0])
-    parser.add_argument("run", type=Path, help="evaluated run directory (holds exit_policy.json)")
+    parser.add_argument("run", type=existing_folder, help="evaluated run directory (holds exit_policy.json)")
     parser.add_argument("--levels", type=int, nargs="+", help="budget levels to time (default: all)")
     parser.add_argument(
         "--batch-sizes", type=int_at_least(1), nargs="+", default=[1, 256], help="batch sizes to time"
@@ -52,13 +58,11 @@ def parse_speed_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--out",
-        type=Path,
+        type=output_path,
         metavar="PATH",
         help=f"results as PATH.json, .csv and .png (default: RUN/{RESULT_STEM})",
     )
     request = parser.parse_args(argv)
-    if not request.run.is_dir():
-        raise UserError(f"{request.run}: not a run directory")
     request.out = request.out or request.run / RESULT_STEM
     taken = [path for path in result_files(request.out) if path.exists()]
     if taken:
@@ -77,7 +81,9 @@ def chosen_settings(policy, levels: Optional[list[int]]) -> list:
     """The levels asked for (all by default) and the policy's --budget setting."""
     from boostnet.evaluation.policy import setting_for_level
 
-    chosen = [setting_for_level(policy, level) for level in levels] if levels else list(policy.levels)
+    chosen = (
+        [setting_for_level(policy, level, "--levels") for level in levels] if levels else list(policy.levels)
+    )
     return chosen + ([policy.budget] if policy.budget is not None else [])
 
 
@@ -121,7 +127,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         print(row_line(row))
     for miss in unmet:
         print(f"{miss['backend']} batch {miss['batch_size']}: {miss['why']}")
-    print(f"written to {request.out}.json/.csv/.png")
+    fewer = (
+        f" (the whole test split; --images asked for {request.images})"
+        if len(images) < request.images
+        else ""
+    )
+    print(f"{len(images)} test images timed{fewer}; written to {request.out}.json/.csv/.png")
 
 
 def row_line(row: dict) -> str:

@@ -23,7 +23,7 @@ from typing import Any, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.cli import OneLineParser, int_at_least, positive_float  # noqa: E402
+from utils.cli import OneLineParser, existing_file, existing_folder, int_at_least, positive_float  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
 BACKENDS = ("pytorch", "onnxruntime", "torch-export")
@@ -34,11 +34,11 @@ PARTIAL_FAILURE = 1
 def parse_predict_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     """The request, its numbers and source checked before anything is loaded."""
     parser = OneLineParser(prog="predict.py", description=__doc__.splitlines()[0])
-    parser.add_argument("source", type=Path, help="evaluated run directory or export directory")
+    parser.add_argument("source", type=existing_folder, help="evaluated run directory or export directory")
     parser.add_argument("images", nargs="+", help="image files, folders or glob patterns")
     choice = parser.add_mutually_exclusive_group()
     choice.add_argument(
-        "--budget", type=float, help="MACs per image: the policy's most accurate setting within it"
+        "--budget", type=positive_float, help="MACs per image: the policy's most accurate setting within it"
     )
     choice.add_argument("--level", type=int, help="budget level K of the policy's sweep")
     choice.add_argument(
@@ -46,7 +46,8 @@ def parse_predict_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         type=float,
         nargs="+",
         metavar="T",
-        help="confidence threshold per exit (the last exit takes every sample left: its may be left out)",
+        help="confidence threshold per exit (the last exit takes every sample left, so its threshold "
+        "may be left out; above 1 an exit never fires)",
     )
     choice.add_argument(
         "--latency-budget",
@@ -55,20 +56,19 @@ def parse_predict_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         help="milliseconds per image: the most accurate setting whose measured latency meets it",
     )
     parser.add_argument(
-        "--backend", choices=BACKENDS, help="default: pytorch for a run, the export's own format"
+        "--backend",
+        choices=BACKENDS,
+        help="(default: pytorch for a run, the export's own format for an export directory)",
     )
     parser.add_argument(
-        "--policy", type=Path, help="exit policy file (default: the source's exit_policy.json)"
+        "--policy", type=existing_file, help="exit policy file (default: the source's exit_policy.json)"
     )
     parser.add_argument(
         "--batch-size", type=int_at_least(1), default=32, help="images per batch (1 for latency)"
     )
     parser.add_argument("--threads", type=int_at_least(1), default=1, help="CPU threads of the backend")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
-    request = parser.parse_args(argv)
-    if not request.source.is_dir():
-        raise UserError(f"{request.source}: not a run or export directory")
-    return request
+    return parser.parse_args(argv)
 
 
 def load_backend(request: argparse.Namespace) -> tuple[Any, Any, str]:
@@ -80,7 +80,7 @@ def load_backend(request: argparse.Namespace) -> tuple[Any, Any, str]:
         name = EXPORT_BACKENDS[export.format]
         if request.backend not in (None, name):
             raise UserError(
-                f"--backend {request.backend}: {request.source} is a {export.format} export; use {name}"
+                f"--backend {request.backend}: {request.source} is an export to {export.format}; use {name}"
             )
         return export.backend, export.policy, name
     if request.backend not in (None, "pytorch"):
@@ -198,8 +198,11 @@ def summary(
         from utils.json_files import json_text
 
         return json_text(record, indent=None)
+    from boostnet.evaluation.policy import describe_setting
+
     line = (
-        f"{setting.name}: {len(exits)} images ({failed} unreadable), exits {'/'.join(map(str, histogram))}, "
+        f"{describe_setting(setting)}: {len(exits)} image{'' if len(exits) == 1 else 's'} "
+        f"({failed} unreadable), exits {'/'.join(map(str, histogram))}, "
         f"mean {mean_macs / 1e6:.3f}M MACs per image, {rate:.1f} images/s "
         f"({achieved_ms or 0:.3f} ms per image, network only)"
     )

@@ -4,6 +4,7 @@ record."""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -21,6 +22,7 @@ from tests.conftest import TINY_MSDNET
 from tests.run_fixtures import make_trained_run
 from train_cifar100 import main as train_main
 from train_imagenet import IMAGENET_SCHEDULE
+from utils.cli import OneLineParser, existing_file, existing_folder, output_path
 from utils.errors import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -311,3 +313,39 @@ def test_a_broken_pipe_that_is_not_stdout_is_a_failure(repo_root):
         process = child(program, repo_root)
         _, err = process.communicate()
         assert process.returncode == 1 and err.splitlines()[-1].startswith(b"BrokenPipeError"), err
+
+
+def test_help_shows_each_default_once_and_none_for_a_required_flag():
+    parser = OneLineParser(prog="p")
+    parser.add_argument("--out", required=True, help="where")
+    parser.add_argument("--policy", help="a file (default: RUN/policy.json)")
+    parser.add_argument("--count", type=int, default=3, help="how many")
+    text = " ".join(parser.format_help().split())
+    assert "where (default" not in text and "how many (default: 3)" in text and text.count("(default") == 2
+
+
+def test_an_output_path_under_a_file_is_refused_when_parsed(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    parser = OneLineParser(prog="p")
+    parser.add_argument("--out", type=output_path)
+    assert parser.parse_args(["--out", str(tmp_path / "new" / "x.json")]).out == tmp_path / "new" / "x.json"
+    with pytest.raises(SystemExit) as stop:
+        parser.parse_args(["--out", str(tmp_path / "file" / "x.json")])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == f"error: argument --out: {tmp_path / 'file'} is a file, not a folder\n"
+
+
+def test_existing_paths_are_told_apart_from_missing_ones(tmp_path):
+    (tmp_path / "file").write_text("")
+    assert (
+        existing_folder(str(tmp_path)) == tmp_path
+        and existing_file(str(tmp_path / "file")) == tmp_path / "file"
+    )
+    for check, text, words in (
+        (existing_folder, tmp_path / "none", "no such folder"),
+        (existing_folder, tmp_path / "file", "not a folder"),
+        (existing_file, tmp_path / "none", "no such file"),
+        (existing_file, tmp_path, "not a file"),
+    ):
+        with pytest.raises(argparse.ArgumentTypeError, match=words):
+            check(str(text))

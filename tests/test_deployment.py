@@ -16,7 +16,9 @@ import importlib.util
 import io
 import json
 import math
+import os
 import shutil
+import stat
 import sys
 import warnings
 from pathlib import Path
@@ -211,6 +213,7 @@ def test_a_policy_for_another_checkpoint_is_refused(deployed, tmp_path, capsys):
     for source in (deployed["run"], deployed["onnx"]):
         status, out, err = run_script("predict", [source, deployed["pngs"], "--policy", other], capsys)
         assert status == 2 and out == "" and len(err.splitlines()) == 1 and "sha256 0000000000000000" in err
+        assert err.startswith(f"error: {other} was fitted for checkpoint"), err
     assert file_states(deployed["run"]) == before
 
 
@@ -547,6 +550,61 @@ def test_bad_exports_and_inputs_are_one_line_with_status_2(deployed, tmp_path, c
     assert is_export(tmp_path / "fresh") and not list(tmp_path.glob(".fresh*"))
 
 
+def test_wrong_paths_and_numbers_are_one_line_naming_the_culprit_before_any_work(deployed, tmp_path, capsys):
+    a_file = deployed["pngs"] / "test_0000.png"
+    no_manifest = tmp_path / "no_manifest"
+    shutil.copytree(deployed["onnx"], no_manifest)
+    (no_manifest / "manifest.json").unlink()
+    cases = [
+        (
+            "export",
+            [deployed["run"], "--out", a_file / "x"],
+            f"argument --out: {a_file} is a file, not a folder",
+        ),
+        ("measure_exit_speed", [deployed["run"], "--out", a_file / "m"], f"{a_file} is a file, not a folder"),
+        ("measure_exit_speed", [deployed["onnx"]], "an export directory; give the run directory"),
+        (
+            "measure_exit_speed",
+            [deployed["run"], "--levels", "0"],
+            "--levels 0: the exit policy has levels 1..39",
+        ),
+        ("export", [deployed["pngs"] / "none", "--out", tmp_path / "e"], "none: no such folder"),
+        ("predict", [tmp_path / "nowhere", deployed["pngs"]], "nowhere: no such folder"),
+        ("predict", [deployed["run"], a_file, "--policy", tmp_path / "nope.json"], "nope.json: no such file"),
+        ("predict", [no_manifest, a_file], "exported stages without manifest.json"),
+        (
+            "predict",
+            [deployed["onnx"], a_file, "--budget", "nan"],
+            "--budget: must be a finite number above 0",
+        ),
+    ]
+    before = file_states(deployed["root"])
+    for name, argv, words in cases:
+        status, out, err = run_script(name, argv, capsys)
+        assert (status, out, len(err.splitlines())) == (2, "", 1) and words in err, (name, argv, err)
+    assert file_states(deployed["root"]) == before and not (tmp_path / "e").exists()
+
+
+def test_an_export_directory_is_readable_as_the_umask_allows(deployed, tmp_path):
+    mask = os.umask(0o027)
+    try:
+        run_cli_quietly("export", [deployed["run"], "--out", tmp_path / "served"])
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "served").stat().st_mode) == 0o750
+
+
+def test_the_summary_states_the_setting_and_what_it_promised(deployed, capsys):
+    policy = read_policy(deployed["run"] / POLICY_FILE)
+    level = policy.levels[19]
+    status, out, _ = run_script(
+        "predict", [deployed["onnx"], deployed["pngs"] / "test_0000.png", "--level", "20"], capsys
+    )
+    assert status == 0
+    promise = f"expected {level.expected_macs / 1e6:.3f}M MACs, validation top-1 {level.val_accuracy:.2f}%"
+    assert out.splitlines()[-1].startswith(f"level 20 ({promise}): 1 image (0 unreadable)")
+
+
 class Payload:
     """A pickled object that creates `marker` when it is unpickled: proof that loading ran code."""
 
@@ -646,6 +704,7 @@ def test_measured_speed_rows_hold_promise_and_measurement_per_level(deployed, ca
     assert {(row["backend"], row["batch_size"]) for row in rows} == {
         (backend, size) for backend in ("pytorch", "onnxruntime") for size in (1, 4)
     }
+    assert "8 test images timed; written to" in out
     before = file_states(run)
     status, out, err = run_script("measure_exit_speed", argv, capsys)
     assert (status, out, len(err.splitlines())) == (2, "", 1) and "already exists" in err

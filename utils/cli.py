@@ -6,9 +6,21 @@ from __future__ import annotations
 import argparse
 import difflib
 import sys
+from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
 SUGGESTION_CUTOFF = 0.75  # difflib similarity from which an unknown flag gets a "did you mean"
+
+
+class DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's formatter that appends "(default: X)" to a flag's help, except for a required
+    flag (it has none) or help that states its default itself (a default computed from
+    another argument, such as RUN/exit_policy.json, is not the None argparse holds)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.required or "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -17,7 +29,7 @@ class OneLineParser(argparse.ArgumentParser):
     --help."""
 
     def __init__(self, *args: Any, **kwargs: Any):
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", DefaultsShown)
         super().__init__(*args, allow_abbrev=False, **kwargs)
 
     def parse_args(
@@ -78,3 +90,40 @@ def positive_float(text: str) -> float:
 
 
 positive_float.__name__ = "float"
+
+
+def output_path(text: str) -> Path:
+    """argparse type: a path a program will write, refused at once when a file stands where one
+    of its folders would be (else writing would fail only after the work, with a traceback)."""
+    path = Path(text)
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise argparse.ArgumentTypeError(f"{parent} is a file, not a folder")
+            break
+    return path
+
+
+output_path.__name__ = "path"
+
+
+def existing_folder(text: str) -> Path:
+    """argparse type: a folder that is there (a run, an export)."""
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: {'not a folder' if path.exists() else 'no such folder'}")
+    return path
+
+
+existing_folder.__name__ = "folder"
+
+
+def existing_file(text: str) -> Path:
+    """argparse type: a file that is there (a policy, a checkpoint)."""
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text}: {'not a file' if path.exists() else 'no such file'}")
+    return path
+
+
+existing_file.__name__ = "file"

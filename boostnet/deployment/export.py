@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import os
 import pickle
 import re
 import shutil
@@ -152,9 +153,17 @@ def export_run(network: BoostedNetwork, policy: ExitPolicy, channels: int, form:
             )
         write_json(building / POLICY_FILE, policy.document)
         write_json(building / MANIFEST_FILE, manifest(policy, network.boosted, form, entries))
+        building.chmod(0o777 & ~umask())  # mkdtemp's 0700 would keep a serving account out
         building.rename(out)
     finally:
         shutil.rmtree(building, ignore_errors=True)
+
+
+def umask() -> int:
+    """The process's file-creation mask (read by setting it, so it is set back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def manifest(policy: ExitPolicy, boosted: bool, form: str, stages: list[dict[str, Any]]) -> dict[str, Any]:
@@ -312,8 +321,9 @@ def load_export(folder: Path, threads: int = 1, policy_file: Path | None = None)
     """The stages and policy of an export directory, every digest checked first."""
     folder = Path(folder)
     document = read_manifest(folder)
-    policy = read_policy(policy_file or folder / POLICY_FILE)
-    check_digest(policy, document["checkpoint_sha256"], folder / MANIFEST_FILE)
+    policy_path = policy_file or folder / POLICY_FILE
+    policy = read_policy(policy_path)
+    check_digest(policy, policy_path, document["checkpoint_sha256"], f"the export {folder}")
     paths = [checked_stage_file(folder, entry) for entry in document["stages"]]
     if len(paths) != policy.num_exits:
         raise UserError(

@@ -9,14 +9,22 @@ from typing import Iterator, Optional
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from boostnet.deployment.export import MANIFEST_FILE, is_export
 from boostnet.evaluation.policy import POLICY_FILE, ExitPolicy, check_digest, read_policy
 from utils.checkpoint import file_digest
 from utils.errors import UserError
 
 
 def run_policy(run_dir: Path, policy_file: Optional[Path] = None) -> tuple[ExitPolicy, Path]:
-    """(the policy, the run's checkpoint file it names), refused in one line when the policy is
-    missing or its digest is not that file's."""
+    """(the policy, the run's checkpoint file it names), refused in one line when `run_dir` is an
+    export (whole or without its manifest), the policy is missing, or its digest is not that
+    file's."""
+    if is_export(run_dir):
+        raise UserError(f"{run_dir}: an export directory; give the run directory it was exported from")
+    if any(run_dir.glob("stage_0.*")):
+        raise UserError(
+            f"{run_dir}: exported stages without {MANIFEST_FILE} (a damaged export?); export again"
+        )
     path = policy_file or run_dir / POLICY_FILE
     if not path.is_file():
         raise UserError(
@@ -27,7 +35,7 @@ def run_policy(run_dir: Path, policy_file: Optional[Path] = None) -> tuple[ExitP
     checkpoint = run_dir / Path(str(policy.document.get("checkpoint", ""))).name
     if not checkpoint.is_file():
         raise UserError(f"{path}: names checkpoint {checkpoint.name}, which {run_dir} does not hold")
-    check_digest(policy, file_digest(checkpoint), checkpoint)
+    check_digest(policy, path, file_digest(checkpoint), f"checkpoint {checkpoint}")
     return policy, checkpoint
 
 

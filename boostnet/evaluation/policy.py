@@ -270,20 +270,22 @@ def read_policy(path: Path) -> ExitPolicy:
     return parse_policy(document, path)
 
 
-def check_digest(policy: ExitPolicy, digest: str, model_file: Path) -> None:
-    """Refuse a policy fitted for another checkpoint than the one `digest` identifies."""
+def check_digest(policy: ExitPolicy, policy_file: Path, digest: str, model: str) -> None:
+    """Refuse a policy fitted for another checkpoint than the one `digest` identifies (`model`
+    says which, e.g. "checkpoint runs/r/model_best.pth" or "the export exported/r")."""
     if policy.checkpoint_sha256 != digest:
         raise UserError(
-            f"exit policy is for checkpoint sha256 {policy.checkpoint_sha256[:16]}..., but {model_file} "
-            f"has sha256 {digest[:16]}...: use the policy its evaluation wrote"
+            f"{policy_file} was fitted for checkpoint sha256 {policy.checkpoint_sha256[:16]}..., but "
+            f"{model} is sha256 {digest[:16]}...: use the exit policy written with it, or evaluate "
+            f"the checkpoint again (--evalmode dynamic or --budget X) to write one"
         )
 
 
-def setting_for_level(policy: ExitPolicy, level: int) -> Setting:
-    """`--level K`: the sweep's level K."""
+def setting_for_level(policy: ExitPolicy, level: int, flag: str = "--level") -> Setting:
+    """`--level K` (or `flag` K): the sweep's level K."""
     found = [entry for entry in policy.levels if entry.name == f"level {level}"]
     if not found:
-        raise UserError(f"--level {level}: the exit policy has levels {describe_levels(policy)}")
+        raise UserError(f"{flag} {level}: the exit policy has levels {describe_levels(policy)}")
     return found[0]
 
 
@@ -291,6 +293,17 @@ def describe_levels(policy: ExitPolicy) -> str:
     """The range of levels the policy holds, for error messages."""
     names = [entry.name.split()[1] for entry in policy.levels]
     return f"{names[0]}..{names[-1]}" if names else "none (evaluate with --evalmode dynamic)"
+
+
+def describe_setting(setting: Setting) -> str:
+    """A setting with what its policy promises: "level 20 (expected 4.210M MACs, validation top-1
+    80.83%)"; explicit thresholds promise nothing."""
+    if math.isnan(setting.expected_macs):
+        return setting.name
+    return (
+        f"{setting.name} (expected {setting.expected_macs / 1e6:.3f}M MACs, "
+        f"validation top-1 {setting.val_accuracy:.2f}%)"
+    )
 
 
 def offered_settings(policy: ExitPolicy) -> list[Setting]:
@@ -305,7 +318,8 @@ def setting_for_budget(policy: ExitPolicy, budget: float) -> Setting:
     if not fitting:
         cheapest = min((entry.expected_macs for entry in offered), default=math.inf)
         raise UserError(
-            f"--budget {budget:g}: the cheapest setting of the exit policy costs {cheapest:g} MACs"
+            f"--budget {budget / 1e6:.3f}M: the cheapest setting of the exit policy costs "
+            f"{cheapest / 1e6:.3f}M MACs"
         )
     return max(fitting, key=lambda entry: (entry.val_accuracy, -entry.expected_macs))
 
