@@ -585,6 +585,37 @@ def test_wrong_paths_and_numbers_are_one_line_naming_the_culprit_before_any_work
     assert file_states(deployed["root"]) == before and not (tmp_path / "e").exists()
 
 
+def test_saved_test_images_are_the_pixels_evaluation_reads_named_by_class(deployed, tmp_path, capsys):
+    out = tmp_path / "pngs"
+    status, printed, err = run_script(
+        "save_test_images", [deployed["run"], "--count", "3", "--out", out], capsys
+    )
+    assert status == 0 and printed.startswith("3 test images of fashion_mnist_mini written"), err
+    _, _, images, labels = load_fashion_mnist_mini()
+    table = (out / "labels.csv").read_text().splitlines()
+    assert table[0] == "file,label,class" and len(table) == 4
+    for index, row in enumerate(table[1:]):
+        name, label, title = row.split(",")
+        assert (int(label), title) == (int(labels[index]), FASHION_MNIST[int(labels[index])])
+        assert name == f"{index:05d}_{title.replace('/', '_').replace(' ', '_')}.png"
+        assert np.array_equal(np.asarray(Image.open(out / name)), images[index].permute(1, 2, 0).numpy())
+    before = file_states(out)
+    status, printed, err = run_script("save_test_images", [deployed["run"], "--out", out], capsys)
+    assert (status, printed, len(err.splitlines())) == (2, "", 1) and "already exists" in err
+    assert file_states(out) == before
+
+
+def test_saving_test_images_of_a_folder_dataset_points_at_its_files(deployed, tmp_path, capsys):
+    run = tmp_path / "folder_run"
+    shutil.copytree(deployed["run"], run)
+    config = json.loads((run / "config.json").read_text())
+    config.update(dataset="folder", num_classes=10, image_size=32, data_root=str(tmp_path / "images"))
+    (run / "config.json").write_text(json.dumps(config))
+    status, out, err = run_script("save_test_images", [run, "--out", tmp_path / "pngs"], capsys)
+    assert (status, out, len(err.splitlines())) == (2, "", 1) and "read from class folders" in err, err
+    assert f"{tmp_path / 'images' / 'val'}" in err and not (tmp_path / "pngs").exists()
+
+
 def test_an_export_directory_is_readable_as_the_umask_allows(deployed, tmp_path):
     mask = os.umask(0o027)
     try:
