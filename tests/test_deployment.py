@@ -154,6 +154,21 @@ def test_a_later_evaluation_keeps_what_an_earlier_one_fitted_and_flat_curve_leve
     assert again["levels"] == policy["levels"] and again["budget"]["budget"] == 3e6
 
 
+def test_a_budget_the_full_network_meets_gets_a_note(deployed, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(deployed["run"], run)
+    full = read_policy(run / POLICY_FILE).macs[-1]
+    capsys.readouterr()
+    eval_cifar100.main(
+        ["--evaluate-from", str(run), "--evalmode", "anytime", "--budget", str(full), "--workers", "0"]
+    )
+    assert f"note: --budget {full / 1e6:.2f}M is at or above the full network's" in capsys.readouterr().out
+    eval_cifar100.main(
+        ["--evaluate-from", str(run), "--evalmode", "anytime", "--budget", str(full - 1), "--workers", "0"]
+    )
+    assert "note: --budget" not in capsys.readouterr().out
+
+
 def test_an_earlier_policy_is_kept_only_when_intact_of_this_version_and_the_same_weights(deployed, tmp_path):
     from boostnet.evaluation.policy import with_earlier_settings
 

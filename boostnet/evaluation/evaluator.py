@@ -104,6 +104,8 @@ def budgeted(run: LoadedRun, val: SplitOutputs, test: SplitOutputs) -> list[dict
 def budget(run: LoadedRun, val: SplitOutputs, test: SplitOutputs, budget: float) -> dict[str, Any]:
     """`--budget`: its thresholds and their test result (returned), printed and budget.json."""
     result = budget_result(run, val, test, budget)
+    if budget >= run.costs.macs[-1]:
+        print(tables.budget_above_full_text(budget, run.costs.macs[-1]))
     print(tables.budget_text(run.name, result))
     outputs.write_budget(run.job.run_dir, run.header(), result)
     return result

@@ -77,6 +77,14 @@ def budget_text(name: str, result: dict[str, Any]) -> str:
     )
 
 
+def budget_above_full_text(budget: float, full_macs: float) -> str:
+    """The note for a `--budget` the full network already meets (a typo of a power of ten?)."""
+    return (
+        f"note: --budget {mmacs(budget)} is at or above the full network's {mmacs(full_macs)} MACs: "
+        "every setting fits, so the one most accurate on validation is chosen"
+    )
+
+
 def real_exit_text(name: str, result: dict[str, Any]) -> str:
     """One line: real early exit's speed, accuracy and exits beside the simulation's."""
     return (
