@@ -107,23 +107,20 @@ def output_path(text: str) -> Path:
 output_path.__name__ = "path"
 
 
-def existing_folder(text: str) -> Path:
-    """argparse type: a folder that is there (a run, an export)."""
-    path = Path(text)
-    if not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: {'not a folder' if path.exists() else 'no such folder'}")
-    return path
+def existing(kind: str) -> Callable[[str], Path]:
+    """argparse type: a `kind` ("file" or "folder") that is there, told apart from a missing path
+    and from one of the other kind."""
+    is_kind = Path.is_dir if kind == "folder" else Path.is_file
+
+    def check(text: str) -> Path:
+        path = Path(text)
+        if not is_kind(path):
+            raise argparse.ArgumentTypeError(f"{text}: {'not a' if path.exists() else 'no such'} {kind}")
+        return path
+
+    check.__name__ = kind
+    return check
 
 
-existing_folder.__name__ = "folder"
-
-
-def existing_file(text: str) -> Path:
-    """argparse type: a file that is there (a policy, a checkpoint)."""
-    path = Path(text)
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"{text}: {'not a file' if path.exists() else 'no such file'}")
-    return path
-
-
-existing_file.__name__ = "file"
+existing_folder = existing("folder")  # a run, an export
+existing_file = existing("file")  # a policy, a checkpoint
