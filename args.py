@@ -50,7 +50,7 @@ from boostnet.training.settings import (
 )
 from models.objectives import ObjectiveConfig, objective_config, objective_flags
 from models.registry import Backbone, ModelSpec, create_model
-from utils.cli import OneLineParser, output_path
+from utils.cli import OneLineParser, output_folder
 from utils.errors import UserError
 from utils.flags import (
     COUNT,
@@ -534,7 +534,7 @@ IMPORT = FlagGroup(
             parse=Path,
             metavar="SRC",
         ),
-        Flag(("--out",), "new run directory to write", parse=output_path),
+        Flag(("--out",), "new run directory to write", parse=output_folder),
     ),
 )
 ARCH = Flag(

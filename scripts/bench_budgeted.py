@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.cli import OneLineParser, output_path  # noqa: E402
+from utils.cli import OneLineParser, output_file  # noqa: E402
 from utils.json_files import write_json  # noqa: E402
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ def parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (None: torch's choice)")
     parser.add_argument(
         "--out",
-        type=output_path,
+        type=output_file,
         default=Path("results/bench_budgeted.json"),
         help="JSON file the timings are written to",
     )

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.cli import OneLineParser, int_at_least, output_path  # noqa: E402
+from utils.cli import OneLineParser, int_at_least, output_file  # noqa: E402
 from utils.errors import run_cli  # noqa: E402
 from utils.machine import cpu_name  # noqa: E402
 
@@ -53,7 +53,7 @@ def parse_bench_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="cpu: eager PyTorch and ONNX Runtime; cuda: PyTorch with CUDA graphs per exit stage",
     )
     parser.add_argument(
-        "--out", type=output_path, default=Path("results/bench_deployment.json"), help="JSON written"
+        "--out", type=output_file, default=Path("results/bench_deployment.json"), help="JSON written"
     )
     return parser.parse_args(argv)
 

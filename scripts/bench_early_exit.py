@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from args import parse_args  # noqa: E402
-from utils.cli import OneLineParser, output_path  # noqa: E402
+from utils.cli import OneLineParser, output_file  # noqa: E402
 from utils.json_files import write_json  # noqa: E402
 from utils.machine import cpu_name  # noqa: E402
 
@@ -60,7 +60,7 @@ def parse_bench_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the random images")
     parser.add_argument(
         "--out",
-        type=output_path,
+        type=output_file,
         default=Path("results/bench_early_exit.json"),
         help="JSON file the results are written to",
     )

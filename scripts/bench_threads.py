@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from args import parse_args  # noqa: E402
 from boostnet.recipes import RECIPES  # noqa: E402
-from utils.cli import OneLineParser, int_at_least, output_path  # noqa: E402
+from utils.cli import OneLineParser, int_at_least, output_file  # noqa: E402
 from utils.errors import run_cli  # noqa: E402
 from utils.json_files import write_json  # noqa: E402
 
@@ -45,7 +45,7 @@ def parse_bench_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--steps", type=int_at_least(1), default=10, help="timed steps per count")
     parser.add_argument("--warmup", type=int_at_least(0), default=2, help="untimed steps per count")
     parser.add_argument(
-        "--out", type=output_path, default=Path("results/bench_threads.json"), help="JSON file written"
+        "--out", type=output_file, default=Path("results/bench_threads.json"), help="JSON file written"
     )
     options = parser.parse_args(argv)
     if not options.recipes and not options.flags:

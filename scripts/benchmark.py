@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from args import parse_args  # noqa: E402
 from boostnet.benchmarks.cases import MODELS, QUICK_MODELS, BenchmarkOptions  # noqa: E402
-from utils.cli import OneLineParser, int_at_least, output_path  # noqa: E402
+from utils.cli import OneLineParser, int_at_least, output_file  # noqa: E402
 from utils.errors import run_cli  # noqa: E402
 
 SINGLE_IMAGES = 64  # images timed one at a time for batch 1 (--quick: 32)
@@ -53,7 +53,7 @@ def benchmark_parser() -> OneLineParser:
     parser.add_argument("--quick", action="store_true", help="tiny models and few steps (CPU smoke run)")
     parser.add_argument(
         "--out",
-        type=output_path,
+        type=output_file,
         default=ROOT / "results" / "benchmark.json",
         help="JSON file the results are written to",
     )

@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.cli import OneLineParser, existing_file, existing_folder, int_at_least, output_path  # noqa: E402
+from utils.cli import OneLineParser, existing_file, existing_folder, int_at_least, output_folder  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
 FORMAT_CHOICES = ("onnx", "torch-export")
@@ -35,7 +35,7 @@ def parse_export_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("run", type=existing_folder, help="evaluated run directory (holds exit_policy.json)")
     parser.add_argument("--format", choices=FORMAT_CHOICES, default="onnx", help="stage file format")
     parser.add_argument(
-        "--out", type=output_path, required=True, help="new directory the export is written to"
+        "--out", type=output_folder, required=True, help="new directory the export is written to"
     )
     parser.add_argument(
         "--policy", type=existing_file, default=None, help="exit policy file (default: RUN/exit_policy.json)"

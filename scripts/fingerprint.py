@@ -38,7 +38,7 @@ from typing import Any, Iterator, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.cli import OneLineParser, output_path  # noqa: E402
+from utils.cli import OneLineParser, output_file  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.machine import cpu_name  # noqa: E402
 
@@ -278,7 +278,7 @@ def parse_fingerprint_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = OneLineParser(prog="fingerprint.py", description=__doc__.splitlines()[0])
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument(
-        "--out", type=output_path, help="write the working tree's fingerprint to this JSON file"
+        "--out", type=output_file, help="write the working tree's fingerprint to this JSON file"
     )
     action.add_argument("--check", type=Path, help="compare the working tree with this recorded fingerprint")
     action.add_argument(

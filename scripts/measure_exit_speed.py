@@ -25,7 +25,7 @@ from utils.cli import (  # noqa: E402
     OneLineParser,
     existing_folder,
     int_at_least,
-    output_path,
+    output_stem,
     positive_float,
 )
 from utils.errors import UserError, run_cli  # noqa: E402
@@ -58,7 +58,7 @@ def parse_speed_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--out",
-        type=output_path,
+        type=output_stem,
         metavar="PATH",
         help=f"results as PATH.json, .csv and .png (default: RUN/{RESULT_STEM})",
     )

@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.cli import OneLineParser, existing_folder, int_at_least, output_path  # noqa: E402
+from utils.cli import OneLineParser, existing_folder, int_at_least, output_folder  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
 LABELS_FILE = "labels.csv"
@@ -34,7 +34,7 @@ def parse_save_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("run", type=existing_folder, help="run directory (its config.json names the dataset)")
     parser.add_argument("--count", type=int_at_least(1), default=100, help="first test images written")
     parser.add_argument(
-        "--out", type=output_path, required=True, help="new folder the PNG files are written to"
+        "--out", type=output_folder, required=True, help="new folder the PNG files are written to"
     )
     request = parser.parse_args(argv)
     if request.out.exists():
@@ -75,8 +75,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         for index in tqdm(range(count), desc="test images", unit="image", disable=None):
             label = int(labels[index])
             name = file_name(index, names[label])
-            pixels = images[index].permute(1, 2, 0).numpy()
-            Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels).save(request.out / name)
+            pixels = images[index].permute(1, 2, 0).numpy()  # (H, W, 3) uint8: every loader replicates grey
+            Image.fromarray(pixels).save(request.out / name)
             rows.append({"file": name, "label": label, "class": names[label]})
         with open(request.out / LABELS_FILE, "w", newline="") as table:
             writer = csv.DictWriter(table, fieldnames=["file", "label", "class"])

@@ -30,7 +30,7 @@ from args import parse_args  # noqa: E402
 from boostnet.reporting.plots import ANYTIME_FILE, BUDGETED_FILE  # noqa: E402
 from boostnet.reporting.study_stats import DEFAULT_GRID_POINTS, aggregate, run_result  # noqa: E402
 from boostnet.runs.layout import CONFIG_FILE, LATEST_CHECKPOINT  # noqa: E402
-from utils.cli import OneLineParser, output_path  # noqa: E402
+from utils.cli import OneLineParser, output_folder  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.json_files import json_text, read_json, write_json  # noqa: E402
 
@@ -111,7 +111,9 @@ def study_parser() -> OneLineParser:
         epilog="variants: "
         + "; ".join(f"{name} = {flags[1]} ({' '.join(flags[0])})" for name, flags in VARIANTS.items()),
     )
-    parser.add_argument("--out", type=output_path, required=True, help="study folder (runs/ and the results)")
+    parser.add_argument(
+        "--out", type=output_folder, required=True, help="study folder (runs/ and the results)"
+    )
     parser.add_argument(
         "--seeds",
         type=int,

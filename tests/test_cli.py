@@ -22,7 +22,15 @@ from tests.conftest import TINY_MSDNET
 from tests.run_fixtures import make_trained_run
 from train_cifar100 import main as train_main
 from train_imagenet import IMAGENET_SCHEDULE
-from utils.cli import OneLineParser, existing_file, existing_folder, output_path
+from utils.cli import (
+    KINDS,
+    OneLineParser,
+    existing_file,
+    existing_folder,
+    output_file,
+    output_folder,
+    output_stem,
+)
 from utils.errors import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -327,12 +335,29 @@ def test_help_shows_each_default_once_and_none_for_a_required_flag():
 def test_an_output_path_under_a_file_is_refused_when_parsed(tmp_path, capsys):
     (tmp_path / "file").write_text("")
     parser = OneLineParser(prog="p")
-    parser.add_argument("--out", type=output_path)
+    parser.add_argument("--out", type=output_file)
     assert parser.parse_args(["--out", str(tmp_path / "new" / "x.json")]).out == tmp_path / "new" / "x.json"
     with pytest.raises(SystemExit) as stop:
         parser.parse_args(["--out", str(tmp_path / "file" / "x.json")])
     assert stop.value.code == 2
     assert capsys.readouterr().err == f"error: argument --out: {tmp_path / 'file'} is a file, not a folder\n"
+
+
+def test_an_output_path_of_the_wrong_kind_or_through_a_broken_link_is_refused(tmp_path):
+    (tmp_path / "file").write_text("")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    assert output_folder(str(tmp_path / "folder")) == tmp_path / "folder"
+    assert output_file(str(tmp_path / "file")) == tmp_path / "file"
+    assert output_stem(str(tmp_path / "folder")) == tmp_path / "folder"  # writes folder.json beside it
+    for check, path, words in (
+        (output_file, tmp_path / "folder", "exists and is not a file"),
+        (output_folder, tmp_path / "file", "exists and is not a folder"),
+        (output_file, tmp_path / "dangling" / "x.json", f"{tmp_path / 'dangling'} is a broken link"),
+        (output_folder, tmp_path / "dangling", "exists and is not a folder"),
+    ):
+        with pytest.raises(argparse.ArgumentTypeError, match=words):
+            check(str(path))
 
 
 def test_existing_paths_are_told_apart_from_missing_ones(tmp_path):
@@ -349,3 +374,18 @@ def test_existing_paths_are_told_apart_from_missing_ones(tmp_path):
     ):
         with pytest.raises(argparse.ArgumentTypeError, match=words):
             check(str(text))
+
+
+def test_a_path_that_cannot_be_inspected_is_refused_with_the_reason(tmp_path, monkeypatch):
+    """A folder on the way that may not be read (a root-run test cannot make one, so the check
+    raises the error Python raises there)."""
+
+    def denied(self: Path) -> bool:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "is_symlink", denied)
+    with pytest.raises(argparse.ArgumentTypeError, match="x.json: Permission denied"):
+        output_file(str(tmp_path / "x.json"))
+    monkeypatch.setitem(KINDS, "folder", denied)
+    with pytest.raises(argparse.ArgumentTypeError, match="Permission denied"):
+        existing_folder(str(tmp_path))

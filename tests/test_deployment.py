@@ -647,7 +647,7 @@ def test_the_summary_states_the_setting_and_what_it_promised(deployed, capsys):
         "predict", [deployed["onnx"], deployed["pngs"] / "test_0000.png", "--level", "20"], capsys
     )
     assert status == 0
-    promise = f"expected {level.expected_macs / 1e6:.3f}M MACs, validation top-1 {level.val_accuracy:.2f}%"
+    promise = f"expected {level.expected_macs / 1e6:.2f}M MACs, validation top-1 {level.val_accuracy:.2f}%"
     assert out.splitlines()[-1].startswith(f"level 20 ({promise}): 1 image (0 unreadable)")
 
 

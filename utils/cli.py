@@ -18,6 +18,7 @@ class DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
     another argument, such as RUN/exit_policy.json, is not the None argparse holds)."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
+        """The flag's help, with "(default: X)" appended where it says none itself."""
         if action.required or "(default" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
@@ -92,31 +93,61 @@ def positive_float(text: str) -> float:
 positive_float.__name__ = "float"
 
 
-def output_path(text: str) -> Path:
-    """argparse type: a path a program will write, refused at once when a file stands where one
-    of its folders would be (else writing would fail only after the work, with a traceback)."""
-    path = Path(text)
+KINDS = {"file": Path.is_file, "folder": Path.is_dir}
+
+
+def path_problem(path: Path, kind: str | None) -> str | None:
+    """Why a program could not write `path` as a `kind` (None: only its folders matter, as for
+    the stem of several file names), or None: a file or a broken link standing where one of its
+    folders would be, or the path itself of the other kind."""
+    if kind is not None and (path.exists() or path.is_symlink()) and not KINDS[kind](path):
+        return f"{path} exists and is not a {kind}"
     for parent in path.parents:
+        if parent.is_symlink() and not parent.exists():
+            return f"{parent} is a broken link"
         if parent.exists():
-            if not parent.is_dir():
-                raise argparse.ArgumentTypeError(f"{parent} is a file, not a folder")
-            break
-    return path
+            return None if parent.is_dir() else f"{parent} is a file, not a folder"
+    return None
 
 
-output_path.__name__ = "path"
+def output(kind: str | None) -> Callable[[str], Path]:
+    """argparse type: a path a program will write as a `kind` ("file", "folder"; None: a stem
+    of file names), refused when parsed if it cannot be (else writing would fail only after the
+    work, with a traceback)."""
+
+    def check(text: str) -> Path:
+        """`text` as a Path, or argparse's one-line error saying why it cannot be written."""
+        try:
+            problem = path_problem(Path(text), kind)
+        except OSError as error:  # e.g. a folder on the way that may not be read
+            problem = f"{text}: {error.strerror}"
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return Path(text)
+
+    check.__name__ = "path"
+    return check
+
+
+output_file = output("file")  # a JSON report
+output_folder = output("folder")  # a run, an export, a study
+output_stem = output(None)  # PATH of PATH.json, PATH.csv, PATH.png
 
 
 def existing(kind: str) -> Callable[[str], Path]:
     """argparse type: a `kind` ("file" or "folder") that is there, told apart from a missing path
     and from one of the other kind."""
-    is_kind = Path.is_dir if kind == "folder" else Path.is_file
 
     def check(text: str) -> Path:
+        """`text` as a Path, or argparse's one-line error saying what is there instead."""
         path = Path(text)
-        if not is_kind(path):
-            raise argparse.ArgumentTypeError(f"{text}: {'not a' if path.exists() else 'no such'} {kind}")
-        return path
+        try:
+            if KINDS[kind](path):
+                return path
+            problem = "not a" if path.exists() else "no such"
+        except OSError as error:
+            raise argparse.ArgumentTypeError(f"{text}: {error.strerror}") from None
+        raise argparse.ArgumentTypeError(f"{text}: {problem} {kind}")
 
     check.__name__ = kind
     return check

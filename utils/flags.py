@@ -66,9 +66,9 @@ class Flag:
     """One flag: its spellings (the first names it), destination, parsing, default and help.
 
     Every long name is also accepted with its other separator (`--lr-milestones` for
-    `--lr_milestones`). `parse` turns the typed text into the value (raising ValueError with
-    the reason); `range` checks the value. A default of None means "not given" unless the help
-    says what None stands for.
+    `--lr_milestones`). `parse` turns the typed text into the value (raising ValueError or
+    argparse.ArgumentTypeError with the reason); `range` checks the value. A default of None
+    means "not given" unless the help says what None stands for.
     """
 
     names: tuple[str, ...]

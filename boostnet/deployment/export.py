@@ -13,11 +13,10 @@ from __future__ import annotations
 import copy
 import io
 import json
-import os
 import pickle
 import re
 import shutil
-import tempfile
+import uuid
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -135,13 +134,14 @@ def export_run(network: BoostedNetwork, policy: ExitPolicy, channels: int, form:
     leaves nothing behind and nothing already there is touched."""
     stages, examples = flat_stages(network, example_images(policy, channels))
     out.parent.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    building = out.parent / f".{out.name}.{uuid.uuid4().hex}.partial"
+    building.mkdir()  # exclusive, and with the umask's mode (mkdtemp's 0700 would keep readers out)
     try:
         entries = []
         named = list(zip(stages, examples, signatures(network, examples)))
         progress = tqdm(named, desc=f"{form} export", unit="stage", disable=None)  # bar on a terminal only
         for n, (stage, example, names) in enumerate(progress):
-            path = building / f"stage_{n}{FORMATS[form]}"
+            path = building / stage_file_name(n, form)
             WRITERS[form](stage, example, names, path)
             entries.append(
                 {
@@ -153,17 +153,9 @@ def export_run(network: BoostedNetwork, policy: ExitPolicy, channels: int, form:
             )
         write_json(building / POLICY_FILE, policy.document)
         write_json(building / MANIFEST_FILE, manifest(policy, network.boosted, form, entries))
-        building.chmod(0o777 & ~umask())  # mkdtemp's 0700 would keep a serving account out
         building.rename(out)
     finally:
         shutil.rmtree(building, ignore_errors=True)
-
-
-def umask() -> int:
-    """The process's file-creation mask (read by setting it, so it is set back at once)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def manifest(policy: ExitPolicy, boosted: bool, form: str, stages: list[dict[str, Any]]) -> dict[str, Any]:
@@ -178,6 +170,16 @@ def manifest(policy: ExitPolicy, boosted: bool, form: str, stages: list[dict[str
         "policy": POLICY_FILE,
         "stages": stages,
     }
+
+
+def stage_file_name(n: int, form: str) -> str:
+    """The file exit stage n (0-based) is exported to in format `form`."""
+    return f"stage_{n}{FORMATS[form]}"
+
+
+def holds_stages(folder: Path) -> bool:
+    """Whether `folder` holds an exported first stage (an export, or one that lost its manifest)."""
+    return any((Path(folder) / stage_file_name(0, form)).is_file() for form in FORMATS)
 
 
 def is_export(path: Path) -> bool:
@@ -323,7 +325,9 @@ def load_export(folder: Path, threads: int = 1, policy_file: Path | None = None)
     document = read_manifest(folder)
     policy_path = policy_file or folder / POLICY_FILE
     policy = read_policy(policy_path)
-    check_digest(policy, policy_path, document["checkpoint_sha256"], f"the export {folder}")
+    check_digest(
+        policy, policy_path, document["checkpoint_sha256"], f"the export {folder} was made from checkpoint"
+    )
     paths = [checked_stage_file(folder, entry) for entry in document["stages"]]
     if len(paths) != policy.num_exits:
         raise UserError(

@@ -9,7 +9,7 @@ from typing import Iterator, Optional
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from boostnet.deployment.export import MANIFEST_FILE, is_export
+from boostnet.deployment.export import MANIFEST_FILE, holds_stages, is_export
 from boostnet.evaluation.policy import POLICY_FILE, ExitPolicy, check_digest, read_policy
 from utils.checkpoint import file_digest
 from utils.errors import UserError
@@ -21,7 +21,7 @@ def run_policy(run_dir: Path, policy_file: Optional[Path] = None) -> tuple[ExitP
     file's."""
     if is_export(run_dir):
         raise UserError(f"{run_dir}: an export directory; give the run directory it was exported from")
-    if any(run_dir.glob("stage_0.*")):
+    if holds_stages(run_dir):
         raise UserError(
             f"{run_dir}: exported stages without {MANIFEST_FILE} (a damaged export?); export again"
         )
@@ -35,7 +35,7 @@ def run_policy(run_dir: Path, policy_file: Optional[Path] = None) -> tuple[ExitP
     checkpoint = run_dir / Path(str(policy.document.get("checkpoint", ""))).name
     if not checkpoint.is_file():
         raise UserError(f"{path}: names checkpoint {checkpoint.name}, which {run_dir} does not hold")
-    check_digest(policy, path, file_digest(checkpoint), f"checkpoint {checkpoint}")
+    check_digest(policy, path, file_digest(checkpoint), f"checkpoint {checkpoint} has")
     return policy, checkpoint
 
 

@@ -19,6 +19,7 @@ from boostnet.data.class_names import class_names
 from boostnet.data.datasets import DatasetInfo
 from boostnet.data.loaders import EVAL_RESIZE_RATIO
 from boostnet.evaluation.loading import LoadedRun
+from boostnet.evaluation.tables import mmacs, percent
 from utils.errors import UserError
 from utils.json_files import json_floats, read_json
 
@@ -270,13 +271,14 @@ def read_policy(path: Path) -> ExitPolicy:
     return parse_policy(document, path)
 
 
-def check_digest(policy: ExitPolicy, policy_file: Path, digest: str, model: str) -> None:
-    """Refuse a policy fitted for another checkpoint than the one `digest` identifies (`model`
-    says which, e.g. "checkpoint runs/r/model_best.pth" or "the export exported/r")."""
+def check_digest(policy: ExitPolicy, policy_file: Path, digest: str, found: str) -> None:
+    """Refuse a policy fitted for another checkpoint than the one `digest` identifies (`found`
+    says where that digest comes from: "checkpoint runs/r/model_best.pth has", "the export
+    exported/r was made from checkpoint")."""
     if policy.checkpoint_sha256 != digest:
         raise UserError(
             f"{policy_file} was fitted for checkpoint sha256 {policy.checkpoint_sha256[:16]}..., but "
-            f"{model} is sha256 {digest[:16]}...: use the exit policy written with it, or evaluate "
+            f"{found} sha256 {digest[:16]}...: use the exit policy written with it, or evaluate "
             f"the checkpoint again (--evalmode dynamic or --budget X) to write one"
         )
 
@@ -296,13 +298,13 @@ def describe_levels(policy: ExitPolicy) -> str:
 
 
 def describe_setting(setting: Setting) -> str:
-    """A setting with what its policy promises: "level 20 (expected 4.210M MACs, validation top-1
+    """A setting with what its policy promises: "level 20 (expected 4.21M MACs, validation top-1
     80.83%)"; explicit thresholds promise nothing."""
     if math.isnan(setting.expected_macs):
         return setting.name
     return (
-        f"{setting.name} (expected {setting.expected_macs / 1e6:.3f}M MACs, "
-        f"validation top-1 {setting.val_accuracy:.2f}%)"
+        f"{setting.name} (expected {mmacs(setting.expected_macs)} MACs, "
+        f"validation top-1 {percent(setting.val_accuracy)}%)"
     )
 
 
@@ -318,8 +320,7 @@ def setting_for_budget(policy: ExitPolicy, budget: float) -> Setting:
     if not fitting:
         cheapest = min((entry.expected_macs for entry in offered), default=math.inf)
         raise UserError(
-            f"--budget {budget / 1e6:.3f}M: the cheapest setting of the exit policy costs "
-            f"{cheapest / 1e6:.3f}M MACs"
+            f"--budget {budget:g}: the cheapest setting of the exit policy costs {mmacs(cheapest)} MACs"
         )
     return max(fitting, key=lambda entry: (entry.val_accuracy, -entry.expected_macs))
 
