@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.cli import OneLineParser, existing_file, existing_folder, int_at_least, output_folder  # noqa: E402
+from utils.cli import OneLineParser, existing_file, existing_folder, int_at_least, output_new_folder  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
 FORMAT_CHOICES = ("onnx", "torch-export")
@@ -35,7 +35,7 @@ def parse_export_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("run", type=existing_folder, help="evaluated run directory (holds exit_policy.json)")
     parser.add_argument("--format", choices=FORMAT_CHOICES, default="onnx", help="stage file format")
     parser.add_argument(
-        "--out", type=output_folder, required=True, help="new directory the export is written to"
+        "--out", type=output_new_folder, required=True, help="new directory the export is written to"
     )
     parser.add_argument(
         "--policy", type=existing_file, default=None, help="exit policy file (default: RUN/exit_policy.json)"
@@ -55,10 +55,6 @@ def parse_export_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     request = parser.parse_args(argv)
     if request.verify_images is not None and not request.verify:
         raise UserError("--verify-images: give --verify too (it says how many test images to verify on)")
-    if request.out.exists():
-        raise UserError(
-            f"--out {request.out}: already exists; give a new directory (nothing was overwritten)"
-        )
     return request
 
 

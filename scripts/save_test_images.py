@@ -14,7 +14,6 @@ one line. See docs/deployment.md.
 from __future__ import annotations
 
 import argparse
-import csv
 import re
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.cli import OneLineParser, existing_folder, int_at_least, output_folder  # noqa: E402
+from utils.cli import OneLineParser, existing_folder, int_at_least, output_new_folder  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
 LABELS_FILE = "labels.csv"
@@ -34,12 +33,9 @@ def parse_save_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("run", type=existing_folder, help="run directory (its config.json names the dataset)")
     parser.add_argument("--count", type=int_at_least(1), default=100, help="first test images written")
     parser.add_argument(
-        "--out", type=output_folder, required=True, help="new folder the PNG files are written to"
+        "--out", type=output_new_folder, required=True, help="new folder the PNG files are written to"
     )
-    request = parser.parse_args(argv)
-    if request.out.exists():
-        raise UserError(f"--out {request.out}: already exists; give a new folder (nothing was overwritten)")
-    return request
+    return parser.parse_args(argv)
 
 
 def file_name(index: int, class_name: str) -> str:
@@ -56,6 +52,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     from args import parse_evaluation_args
     from boostnet.data.class_names import class_names
     from boostnet.data.readers import in_memory_loader
+    from boostnet.evaluation.outputs import write_csv
     from utils.cleanup import outermost_missing, removed_on_failure
 
     job = parse_evaluation_args(["--evaluate-from", str(request.run), "--device", "cpu", "--workers", "0"])
@@ -78,10 +75,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             pixels = images[index].permute(1, 2, 0).numpy()  # (H, W, 3) uint8: every loader replicates grey
             Image.fromarray(pixels).save(request.out / name)
             rows.append({"file": name, "label": label, "class": names[label]})
-        with open(request.out / LABELS_FILE, "w", newline="") as table:
-            writer = csv.DictWriter(table, fieldnames=["file", "label", "class"])
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(request.out / LABELS_FILE, rows)
     print(f"{count} test images of {info.name} written to {request.out} (labels in {LABELS_FILE})")
 
 

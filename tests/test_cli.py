@@ -29,6 +29,7 @@ from utils.cli import (
     existing_folder,
     output_file,
     output_folder,
+    output_new_folder,
     output_stem,
 )
 from utils.errors import run_cli
@@ -348,6 +349,7 @@ def test_an_output_path_of_the_wrong_kind_or_through_a_broken_link_is_refused(tm
     (tmp_path / "folder").mkdir()
     (tmp_path / "dangling").symlink_to(tmp_path / "gone")
     assert output_folder(str(tmp_path / "folder")) == tmp_path / "folder"
+    assert output_new_folder(str(tmp_path / "new" / "folder")) == tmp_path / "new" / "folder"
     assert output_file(str(tmp_path / "file")) == tmp_path / "file"
     assert output_stem(str(tmp_path / "folder")) == tmp_path / "folder"  # writes folder.json beside it
     for check, path, words in (
@@ -355,6 +357,8 @@ def test_an_output_path_of_the_wrong_kind_or_through_a_broken_link_is_refused(tm
         (output_folder, tmp_path / "file", "exists and is not a folder"),
         (output_file, tmp_path / "dangling" / "x.json", f"{tmp_path / 'dangling'} is a broken link"),
         (output_folder, tmp_path / "dangling", "exists and is not a folder"),
+        (output_new_folder, tmp_path / "folder", "folder already exists; give a new folder"),
+        (output_new_folder, tmp_path / "dangling", "dangling already exists"),
     ):
         with pytest.raises(argparse.ArgumentTypeError, match=words):
             check(str(path))

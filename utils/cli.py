@@ -96,10 +96,12 @@ positive_float.__name__ = "float"
 KINDS = {"file": Path.is_file, "folder": Path.is_dir}
 
 
-def path_problem(path: Path, kind: str | None) -> str | None:
+def path_problem(path: Path, kind: str | None, new: bool = False) -> str | None:
     """Why a program could not write `path` as a `kind` (None: only its folders matter, as for
     the stem of several file names), or None: a file or a broken link standing where one of its
-    folders would be, or the path itself of the other kind."""
+    folders would be, the path itself of the other kind, or (`new`) anything already there."""
+    if new and (path.exists() or path.is_symlink()):
+        return f"{path} already exists; give a new {kind} (nothing was overwritten)"
     if kind is not None and (path.exists() or path.is_symlink()) and not KINDS[kind](path):
         return f"{path} exists and is not a {kind}"
     for parent in path.parents:
@@ -110,15 +112,15 @@ def path_problem(path: Path, kind: str | None) -> str | None:
     return None
 
 
-def output(kind: str | None) -> Callable[[str], Path]:
+def output(kind: str | None, new: bool = False) -> Callable[[str], Path]:
     """argparse type: a path a program will write as a `kind` ("file", "folder"; None: a stem
-    of file names), refused when parsed if it cannot be (else writing would fail only after the
-    work, with a traceback)."""
+    of file names), and only as a new one if `new`, refused when parsed if it cannot be (else
+    writing would fail only after the work, with a traceback)."""
 
     def check(text: str) -> Path:
         """`text` as a Path, or argparse's one-line error saying why it cannot be written."""
         try:
-            problem = path_problem(Path(text), kind)
+            problem = path_problem(Path(text), kind, new)
         except OSError as error:  # e.g. a folder on the way that may not be read
             problem = f"{text}: {error.strerror}"
         if problem:
@@ -130,7 +132,8 @@ def output(kind: str | None) -> Callable[[str], Path]:
 
 
 output_file = output("file")  # a JSON report
-output_folder = output("folder")  # a run, an export, a study
+output_folder = output("folder")  # a run, a study
+output_new_folder = output("folder", new=True)  # an export, saved images: nothing is overwritten
 output_stem = output(None)  # PATH of PATH.json, PATH.csv, PATH.png
 
 
